@@ -1,0 +1,47 @@
+# dpt: the two commands a newcomer needs are `make reproduce` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup reproduce smoke test test-unit test-notebooks lab sync clean
+
+## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name dpt --display-name "Python (dpt)"
+	@touch $(STAMP)
+
+## reproduce: run every notebook with papermill at the toy scale and regenerate figures/
+reproduce: setup
+	$(BIN)/python -m dptlib.reproduce --scale toy
+
+## smoke: the same runs at the smoke scale (minutes; figures go to runs/smoke/figures)
+smoke: setup
+	$(BIN)/python -m dptlib.reproduce --scale smoke
+
+## test: unit tests, then every notebook under nbval at the smoke scale
+test: test-unit test-notebooks
+
+test-unit: setup
+	DPT_SCALE=smoke $(BIN)/python -m pytest tests
+
+test-notebooks: setup
+	DPT_SCALE=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+## lab: JupyterLab on the notebooks with the dpt kernel
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+## sync: re-pair notebooks/*.py and notebooks/*.ipynb after editing either
+sync: setup
+	$(BIN)/jupytext --sync notebooks/*.py
+
+clean:
+	rm -rf runs/smoke

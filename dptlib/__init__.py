@@ -1,0 +1,1 @@
+"""dptlib: the machinery behind the dpt notebooks."""

@@ -1,0 +1,141 @@
+"""Configuration: scales, paths, and the checked parameters of every notebook.
+
+A notebook's first code cell (tagged ``parameters``) holds plain values that papermill may
+override. The next cell hands them to :func:`notebook_parameters`, which checks them against the
+notebook's dataclass below: an unknown or mistyped name, or a value of the wrong type, is a
+``ValueError`` that names the parameter and the allowed ones. ``dptlib.reproduce`` runs the same
+check on every ``papermill_params/*.yaml`` file before it starts a kernel.
+
+Scales: ``smoke`` (seconds; what ``make test`` runs under nbval), ``toy`` (the default: the toy
+world at the size the committed figures come from), ``paper-sd14`` / ``paper-sd21`` (the paper's
+settings, App. B.3, for a user's GPU). ``scale=None`` reads ``$DPT_SCALE`` (default ``toy``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCALES = ("smoke", "toy", "paper-sd14", "paper-sd21")
+
+
+def resolve_scale(scale: str | None = None) -> str:
+    """``scale`` if given, else ``$DPT_SCALE``, else ``"toy"``; checked against :data:`SCALES`."""
+    scale = scale or os.environ.get("DPT_SCALE") or "toy"
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; scales: {list(SCALES)}")
+    return scale
+
+
+def repo_root() -> Path:
+    """The repository checkout this package lives in (``$DPT_ROOT`` overrides)."""
+    if os.environ.get("DPT_ROOT"):
+        return Path(os.environ["DPT_ROOT"]).resolve()
+    return Path(__file__).resolve().parent.parent
+
+
+def runs_dir(scale: str) -> Path:
+    """Where a scale's checkpoints, metrics and exported data go (git-ignored)."""
+    return repo_root() / "runs" / scale
+
+
+def figures_dir(scale: str) -> Path:
+    """``figures/`` for real runs; smoke runs write under ``runs/smoke/figures`` so that a test
+    never overwrites a committed figure."""
+    path = repo_root() / "figures" if scale != "smoke" else runs_dir(scale) / "figures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def set_threads(default: int | None = None) -> int:
+    """Set torch's CPU threads from ``$DPT_THREADS`` (or ``default``); returns the count used.
+
+    Two torch processes that both use every core run 10-20x slower on this kind of machine.
+    """
+    import torch
+
+    threads = int(os.environ.get("DPT_THREADS", default or os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook parameters
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ToyWorldNotebook:
+    """Parameters of ``00_toy_world``. ``None`` takes the scale's preset."""
+
+    scale: str | None = None
+    seed: int = 0
+    image_size: int = 32
+    max_objects: int = 3
+    n_oracle_scenes: int | None = None  # scenes in the oracle-accuracy tests
+    noise_levels: list = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2])
+    blur_levels: list = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    n_benchmark_prompts: int | None = None  # prompts per toy benchmark
+    export_scenes: int | None = None  # scenes per split written in the COCO / MDETR formats
+
+    PRESETS = {
+        "smoke": dict(n_oracle_scenes=40, n_benchmark_prompts=20, export_scenes=8),
+        "toy": dict(n_oracle_scenes=1000, n_benchmark_prompts=300, export_scenes=None),
+    }
+
+
+NOTEBOOKS: dict[str, type] = {
+    "00_toy_world": ToyWorldNotebook,
+}
+
+
+def _type_ok(value, annotation) -> bool:
+    """Whether ``value`` fits a simple annotation (str, int, float, bool, list, dict, X | None)."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"list": list, "dict": dict})  # noqa: S307 - our own annotations
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or annotation)
+
+
+def check_parameters(notebook: str, params: dict):
+    """Check ``params`` for ``notebook`` and return its parameter dataclass.
+
+    Raises ``ValueError`` for an unknown notebook, an unknown parameter (naming the allowed ones),
+    a value of the wrong type, or an unknown scale. ``None`` values take the scale's preset.
+    """
+    if notebook not in NOTEBOOKS:
+        raise ValueError(f"unknown notebook {notebook!r}; notebooks with parameters: {sorted(NOTEBOOKS)}")
+    cls = NOTEBOOKS[notebook]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for notebook {notebook!r}; allowed parameters: {sorted(fields)}"
+        )
+    for name, value in params.items():
+        if not _type_ok(value, fields[name].type):
+            raise ValueError(
+                f"parameter {name!r} of notebook {notebook!r} must be {fields[name].type}, got {value!r}"
+            )
+    values = dict(params)
+    values["scale"] = resolve_scale(values.get("scale"))
+    preset = cls.PRESETS.get(values["scale"], cls.PRESETS.get("toy", {}))
+    for name, default in preset.items():
+        if values.get(name) is None:
+            values[name] = default
+    return cls(**values)
+
+
+def notebook_parameters(notebook: str, **params):
+    """The call a notebook makes right after its ``parameters`` cell; see :func:`check_parameters`."""
+    return check_parameters(notebook, params)

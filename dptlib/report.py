@@ -1,0 +1,63 @@
+"""Reporting: one seaborn theme, tables written as CSV + Markdown, image grids.
+
+``dptlib`` computes; notebooks decide what to show. These helpers only format and save.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .config import figures_dir
+
+
+def set_theme() -> None:
+    """The one plotting style of every figure in ``figures/``."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
+
+
+def save_table(table: pd.DataFrame, name: str, scale: str, floatfmt: str = ".3f") -> tuple[Path, Path]:
+    """Write ``table`` as ``<name>.csv`` and ``<name>.md`` into the scale's figures folder."""
+    folder = figures_dir(scale)
+    csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
+    flat = table if isinstance(table.index, pd.RangeIndex) else table.reset_index()
+    flat.to_csv(csv_path, index=False)
+    md_path.write_text(flat.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    return csv_path, md_path
+
+
+def save_figure(figure: plt.Figure, name: str, scale: str) -> Path:
+    """Write ``figure`` as ``<name>.png`` into the scale's figures folder."""
+    path = figures_dir(scale) / f"{name}.png"
+    figure.savefig(path)
+    return path
+
+
+def image_grid(
+    images: list[np.ndarray],
+    titles: list[str] | None = None,
+    boxes: list[list[tuple]] | None = None,
+    ncols: int = 6,
+    cell_inches: float = 1.9,
+    title_size: float = 7,
+) -> plt.Figure:
+    """A grid of uint8 RGB images (H, W, 3) with optional titles and (x0, y0, x1, y1) boxes."""
+    nrows = int(np.ceil(len(images) / ncols))
+    figure, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell_inches, nrows * (cell_inches + 0.35)), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= len(images):
+            continue
+        ax.imshow(images[k], interpolation="nearest")
+        if titles:
+            ax.set_title(titles[k], fontsize=title_size, wrap=True)
+        for x0, y0, x1, y1 in (boxes[k] if boxes else []):
+            ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, ec="white"))
+    figure.tight_layout()
+    return figure

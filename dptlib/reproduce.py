@@ -1,0 +1,111 @@
+"""Run the parameterized notebooks with papermill and regenerate ``figures/``: ``make reproduce``.
+
+Every ``papermill_params/*.yaml`` names a notebook and its parameters::
+
+    notebook: 00_toy_world
+    parameters: {seed: 0, image_size: 32}
+
+Each file is checked before any kernel starts: the parameters must be names of the notebook's
+``parameters`` cell (read with ``papermill.inspect_notebook``) and pass ``dptlib.config``'s checks.
+Executed notebooks go to ``runs/<scale>/notebooks/``; at a non-smoke scale the executed notebook
+(outputs included, papermill's injected cell left out) is written back to ``notebooks/`` so that
+readers see the results without running anything.
+
+    python -m dptlib.reproduce [--scale toy] [--only 00_toy_world ...] [--no-write-back]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .config import check_parameters, repo_root, resolve_scale, runs_dir
+
+KERNEL = "dpt"
+
+
+def load_runs(params_dir: Path) -> list[tuple[Path, str, dict]]:
+    """(yaml path, notebook name, parameters) for every run file, in file-name order."""
+    runs = []
+    for path in sorted(params_dir.glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text()) or {}
+        unknown = sorted(set(spec) - {"notebook", "parameters"})
+        if "notebook" not in spec or unknown:
+            raise ValueError(f"{path}: a run file has the keys 'notebook' and 'parameters' (got {sorted(spec)})")
+        runs.append((path, spec["notebook"], dict(spec.get("parameters") or {})))
+    return runs
+
+
+def validate_run(notebook_path: Path, notebook: str, parameters: dict) -> None:
+    """Raise ValueError if ``parameters`` do not fit the notebook's ``parameters`` cell and config."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook_path))
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for notebook {notebook!r}; allowed parameters: {sorted(declared)}"
+        )
+    check_parameters(notebook, parameters)
+
+
+def write_back(executed: Path, target: Path) -> None:
+    """Copy an executed notebook over its source, without papermill's injected-parameters cell."""
+    import jupytext
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if not cell.metadata.get("tags", True):
+            del cell.metadata["tags"]  # papermill adds empty tag lists
+    nb.metadata.pop("papermill", None)
+    nb.metadata.get("jupytext", {}).pop("formats", None)  # jupytext.toml pairs every notebook
+    nbformat.write(nb, target)
+    # the .py is exactly what `jupytext --to py:percent` makes of the .ipynb: the pair stays in sync
+    target.with_suffix(".py").write_text(jupytext.writes(nb, fmt="py:percent"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", default=None, help="smoke | toy (default: $DPT_SCALE or toy)")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these notebooks")
+    parser.add_argument("--no-write-back", action="store_true", help="leave notebooks/*.ipynb untouched")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    scale = resolve_scale(args.scale)
+    root = repo_root()
+    runs = load_runs(root / "papermill_params")
+    if args.only:
+        runs = [r for r in runs if r[1] in args.only]
+    for path, notebook, parameters in runs:  # check everything before spending time on any run
+        validate_run(root / "notebooks" / f"{notebook}.ipynb", notebook, parameters)
+
+    import papermill
+
+    out_dir = runs_dir(scale) / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, notebook, parameters in runs:
+        source = root / "notebooks" / f"{notebook}.ipynb"
+        executed = out_dir / f"{path.stem}.ipynb"
+        start = time.time()
+        print(f"[reproduce] {path.name}: {notebook} at scale {scale}", flush=True)
+        papermill.execute_notebook(
+            str(source), str(executed), parameters={**parameters, "scale": scale}, kernel_name=KERNEL,
+            cwd=str(root / "notebooks"), progress_bar=False,
+        )
+        if scale != "smoke" and not args.no_write_back and path.stem == notebook:
+            write_back(executed, source)
+        print(f"[reproduce] {notebook} done in {time.time() - start:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
