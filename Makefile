@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup reproduce smoke test test-unit test-notebooks lab sync clean
+.PHONY: setup reproduce smoke test test-unit test-notebooks bench toy-model lab sync clean
 
 ## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
 setup: $(STAMP)
@@ -34,6 +34,14 @@ test-unit: setup
 
 test-notebooks: setup
 	DPT_SCALE=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+## bench: performance benchmarks (ratios measured in one run; not part of the tests)
+bench: setup
+	$(BIN)/python -m dptlib.bench probe
+
+## toy-model: train the toy Stable Diffusion + evaluator CLIP from scratch into runs/toy/ (about an hour)
+toy-model: setup
+	$(BIN)/python -m dptlib.toymodel --scale toy --out runs/toy/toy-sd --evaluator-out runs/toy/toy-evaluator
 
 ## lab: JupyterLab on the notebooks with the dpt kernel
 lab: setup

@@ -86,8 +86,51 @@ class ToyWorldNotebook:
     }
 
 
+@dataclass
+class BaseModelNotebook:
+    """Parameters of ``00b_base_model``: the toy Stable Diffusion and its base-model table."""
+
+    scale: str | None = None
+    retrain: bool | None = None  # train the toy SD from scratch (smoke: always) instead of loading the shipped one
+    seeds: list | None = None  # sampling seeds (toy: [0, 1, 2])
+    n_prompts: int | None = None  # per toy benchmark
+    num_inference_steps: int | None = None  # DDIM steps
+    guidance_scale: float = 7.5
+    batch_size: int = 64
+    n_clip_scenes: int | None = None  # held-out scenes for the CLIP hard-negative test
+
+    PRESETS = {
+        "smoke": dict(retrain=True, n_prompts=4, num_inference_steps=4, n_clip_scenes=20, seeds=[0]),
+        "toy": dict(retrain=False, n_prompts=100, num_inference_steps=50, n_clip_scenes=500, seeds=[0, 1, 2]),
+    }
+
+
+@dataclass
+class ProbingNotebook:
+    """Parameters of ``01_probing``: stage 1 on the toy SD, Tab. 3 and Tab. 10."""
+
+    scale: str | None = None
+    blocks: str = "mid"
+    steps: int | None = None  # probe training steps
+    batch_size: int | None = None  # septuples per step
+    eval_timestep: int = 250  # the paper's best timestep (Tab. 10)
+    timesteps: list = field(default_factory=lambda: [0, 250, 500, 750, 999])
+    n_train_images: int | None = None
+    n_test_images: int | None = None
+    classifier_timesteps: int | None = None  # Diffusion Classifier: timesteps per candidate
+    itm_timesteps: int = 10  # DiffusionITM
+    seed: int = 0
+
+    PRESETS = {
+        "smoke": dict(steps=4, batch_size=4, n_train_images=24, n_test_images=12, classifier_timesteps=2),
+        "toy": dict(steps=1500, batch_size=16, n_train_images=4000, n_test_images=300, classifier_timesteps=50),
+    }
+
+
 NOTEBOOKS: dict[str, type] = {
+    "01_probing": ProbingNotebook,
     "00_toy_world": ToyWorldNotebook,
+    "00b_base_model": BaseModelNotebook,
 }
 
 

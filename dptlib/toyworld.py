@@ -115,6 +115,15 @@ class ToyWorldConfig:
             if n < 0:
                 raise ValueError("split sizes must be >= 0")
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "ToyWorldConfig":
+        """Inverse of ``dataclasses.asdict`` (JSON turns the tuples into lists)."""
+
+        def tuples(value):
+            return tuple(tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+        return cls(**{k: tuples(v) for k, v in data.items()})
+
     @property
     def small_side(self) -> int:
         return round(0.22 * self.image_size)

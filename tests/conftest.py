@@ -1,4 +1,7 @@
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DPT_SCALE", "smoke")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests share small fixtures (test_probe.tiny_backbone)

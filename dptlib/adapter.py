@@ -1,0 +1,142 @@
+"""The discriminative adapter (Eq. 2): a DETR-like transformer on a U-Net feature map.
+
+    F_t (B, C, h, w) --1x1 conv--> (B, d, h, w) + position embedding + timestep embedding
+        --flatten--> (B, hw, d) --Enc--> memory --Dec(queries Q)--> Q* (B, N, d)
+
+The first M of the N query outputs serve global matching (projected to the text-embedding width,
+h_i = g(q*_i; W_m)); the other N - M are object queries for local grounding, each with a grounding
+logit (W_p), a box (W_b; cx, cy, w, h in [0, 1]) and a semantic embedding (W_s). Several probed
+blocks are fused by adding their projected, resized maps (Tab. 6).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class AdapterConfig:
+    """App. B.3.2 defaults: 1 encoder + 1 decoder layer, d = 256, 8 heads, FFN 2048, N = 110, M = 10."""
+
+    d_model: int = 256
+    heads: int = 8
+    ffn: int = 2048
+    encoder_layers: int = 1
+    decoder_layers: int = 1
+    num_queries: int = 110
+    num_matching_queries: int = 10
+    position_embedding: str = "learned"  # "learned" (the paper) or "sine" (the official code)
+    max_positions: int = 64  # learned embeddings cover feature maps up to this side
+    fusion_size: int | None = None  # side the probed maps are resized to before adding; None: the first block's
+    dropout: float = 0.1
+    temperature: float = 0.07  # initial tau of Eq. 3, 4, 6 (learnable)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.encoder_layers <= 5 or not 1 <= self.decoder_layers <= 5:
+            raise ValueError("encoder_layers and decoder_layers must be in 1..5")
+        if not 0 < self.num_matching_queries < self.num_queries:
+            raise ValueError("need 0 < num_matching_queries < num_queries")
+        if self.position_embedding not in ("learned", "sine"):
+            raise ValueError(f"position_embedding must be 'learned' or 'sine', got {self.position_embedding!r}")
+        if self.d_model % self.heads or self.d_model % 4:
+            raise ValueError("d_model must be divisible by heads and by 4")
+
+
+@dataclass
+class AdapterOutput:
+    """match_embeddings (B, M, D_text); grounding_logits (B, K); boxes (B, K, 4) as (cx, cy, w, h)
+    in [0, 1]; semantic_embeddings (B, K, D_text), with K = N - M object queries."""
+
+    match_embeddings: torch.Tensor
+    grounding_logits: torch.Tensor
+    boxes: torch.Tensor
+    semantic_embeddings: torch.Tensor
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding (B, dim) of diffusion timesteps (B,), as in the SD U-Net."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=timesteps.device, dtype=torch.float32) / half)
+    args = timesteps.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def sine_position_embedding(h: int, w: int, dim: int, device=None) -> torch.Tensor:
+    """DETR's fixed 2-D sine embedding, (h * w, dim): half the channels encode y, half x."""
+    quarter = dim // 4
+    freqs = 1.0 / (10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
+    ys = torch.arange(h, device=device, dtype=torch.float32)[:, None] * freqs  # (h, dim/4)
+    xs = torch.arange(w, device=device, dtype=torch.float32)[:, None] * freqs  # (w, dim/4)
+    y = torch.cat([ys.sin(), ys.cos()], -1)[:, None, :].expand(h, w, dim // 2)
+    x = torch.cat([xs.sin(), xs.cos()], -1)[None, :, :].expand(h, w, dim // 2)
+    return torch.cat([y, x], -1).reshape(h * w, dim)
+
+
+class DiscriminativeAdapter(nn.Module):
+    """f(F; W_a, Q) of Eq. 2 with the matching and grounding heads g(.; W_m / W_p / W_b / W_s).
+
+    ``in_channels``: channels of each probed block's map; ``text_dim``: width of the CLIP text
+    embedding the matching and semantic heads project to.
+    """
+
+    def __init__(self, config: AdapterConfig, in_channels: list[int], text_dim: int):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.input_projections = nn.ModuleList(nn.Conv2d(c, d, kernel_size=1) for c in in_channels)
+        if config.position_embedding == "learned":  # DETR's learned row + column embeddings
+            self.row_embedding = nn.Embedding(config.max_positions, d // 2)
+            self.column_embedding = nn.Embedding(config.max_positions, d // 2)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.encoder = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(d, config.heads, config.ffn, config.dropout, batch_first=True),
+            config.encoder_layers, enable_nested_tensor=False,
+        )
+        self.decoder = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(d, config.heads, config.ffn, config.dropout, batch_first=True), config.decoder_layers
+        )
+        self.queries = nn.Embedding(config.num_queries, d)
+        self.match_head = nn.Linear(d, text_dim)  # W_m
+        self.grounding_head = nn.Linear(d, 1)  # W_p
+        self.box_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))  # W_b
+        self.semantic_head = nn.Linear(d, text_dim)  # W_s
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.temperature)))  # 1 / tau
+
+    def position_embedding(self, h: int, w: int, device) -> torch.Tensor:
+        """(h * w, d) position embedding of an h x w map."""
+        if self.config.position_embedding == "sine":
+            return sine_position_embedding(h, w, self.config.d_model, device)
+        if max(h, w) > self.config.max_positions:
+            raise ValueError(f"feature map {h}x{w} is larger than max_positions={self.config.max_positions}")
+        rows = self.row_embedding(torch.arange(h, device=device))[:, None, :].expand(h, w, -1)
+        cols = self.column_embedding(torch.arange(w, device=device))[None, :, :].expand(h, w, -1)
+        return torch.cat([rows, cols], -1).reshape(h * w, -1)
+
+    def forward(self, features: list[torch.Tensor], timesteps: torch.Tensor) -> AdapterOutput:
+        """features: one (B, C_l, h_l, w_l) map per probed block; timesteps (B,)."""
+        if len(features) != len(self.input_projections):
+            raise ValueError(f"expected {len(self.input_projections)} feature maps, got {len(features)}")
+        size = (self.config.fusion_size,) * 2 if self.config.fusion_size else tuple(features[0].shape[-2:])
+        fused = sum(
+            F.interpolate(p(f), size=size, mode="bilinear", align_corners=False) if tuple(f.shape[-2:]) != size else p(f)
+            for p, f in zip(self.input_projections, features)
+        )  # (B, d, h, w)
+        batch, d, h, w = fused.shape
+        tokens = fused.flatten(2).transpose(1, 2)  # (B, hw, d)
+        tokens = tokens + self.position_embedding(h, w, tokens.device)[None]
+        tokens = tokens + self.time_mlp(timestep_embedding(timesteps.to(tokens.device).expand(batch), d))[:, None, :]
+        memory = self.encoder(tokens)  # (B, hw, d)
+        queries = self.decoder(self.queries.weight[None].expand(batch, -1, -1), memory)  # (B, N, d)
+        m = self.config.num_matching_queries
+        matching, objects = queries[:, :m], queries[:, m:]
+        return AdapterOutput(
+            match_embeddings=self.match_head(matching),
+            grounding_logits=self.grounding_head(objects).squeeze(-1),
+            boxes=self.box_head(objects).sigmoid(),
+            semantic_embeddings=self.semantic_head(objects),
+        )

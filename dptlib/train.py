@@ -1,0 +1,419 @@
+"""Training: stage 1, discriminative probing (§3.1, Eq. 8).
+
+``probe(config)`` trains the discriminative adapter on a frozen Stable Diffusion with the matching
+loss (Eq. 3-4) on septuples and the grounding loss (Eq. 6-7) on referring expressions. Per step,
+every (image, text) pair of every septuple goes through **one batched U-Net call** that stops
+after the probed block:
+
+    pairs per septuple: (x, y) (x, y_neg) (x, y_rand) (x_neg, y) (x_rand, y) | (x, y')
+                        <------------ matching, Eq. 3-4 ------------------->   grounding
+
+The loop runs under Accelerate (one CPU process, several with ``torchrun`` / ``accelerate
+launch``, or GPUs), with AdamW, gradient clipping and accumulation, atomic safetensors
+checkpoints, and exact resume: the data and noise of step k depend only on (seed, k).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .adapter import AdapterConfig, DiscriminativeAdapter
+from .backbone import Backbone, add_noise, block_channels, encode_images, encode_text, extract_features, load_backbone, resolve_blocks
+from .checkpoint import atomic_save_file, load_training_state, save_training_state
+from .data import DiscriminationData, Septuple, sample_septuple
+from .losses import grounding_loss, matching_loss, matching_similarity
+
+PAIRS_PER_SEPTUPLE = 6
+
+
+@dataclass
+class ProbeConfig:
+    """Stage-1 settings. Defaults are App. B.3's where the paper gives them."""
+
+    model: str = "toy"  # "toy" = the shipped toy SD; else a hub id or a diffusers folder
+    blocks: str = "mid"
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    steps: int = 1500
+    batch_size: int = 32  # septuples per optimizer step, over all processes and accumulation steps
+    grad_accumulation: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 0.1
+    timesteps: tuple[int, int] = (0, 1000)  # t ~ U[lo, hi)
+    # every image of the batch against every caption instead of the septuple's negatives:
+    # each (image, caption) pair is its own text-conditioned U-Net pass, so a batch of B costs B^2
+    in_batch_negatives: bool = False
+    seed: int = 0
+    checkpoint_every: int = 250
+    log_every: int = 10
+
+    PRESETS = {
+        "smoke": dict(steps=4, batch_size=4, checkpoint_every=2, log_every=1,
+                      adapter=dict(d_model=32, heads=4, ffn=64, num_queries=12, num_matching_queries=3, dropout=0.0)),
+        # the toy adapter is the paper's shape scaled to scenes of <= 3 objects on 4x4 mid features
+        "toy": dict(steps=1500, batch_size=16, lr=3e-4,
+                    adapter=dict(d_model=128, heads=8, ffn=512, num_queries=40, num_matching_queries=8, dropout=0.0)),
+        "paper-sd14": dict(model="CompVis/stable-diffusion-v1-4", steps=60000, batch_size=220),
+        "paper-sd21": dict(model="stabilityai/stable-diffusion-2-1", steps=60000, batch_size=220),
+    }
+
+    @classmethod
+    def preset(cls, scale: str, **overrides) -> "ProbeConfig":
+        if scale not in cls.PRESETS:
+            raise ValueError(f"no probe preset for scale {scale!r}; presets: {sorted(cls.PRESETS)}")
+        values = {**cls.PRESETS[scale], **{k: v for k, v in overrides.items() if v is not None}}
+        adapter = values.pop("adapter", {})
+        return cls(adapter=adapter if isinstance(adapter, AdapterConfig) else AdapterConfig(**adapter), **values)
+
+
+def resolve_model(model: str) -> str:
+    if model == "toy":
+        from .toymodel import TOY_SD_DIR
+
+        return str(TOY_SD_DIR)
+    return model
+
+
+def build_adapter(config: ProbeConfig, backbone: Backbone) -> tuple[DiscriminativeAdapter, list[str]]:
+    blocks = resolve_blocks(config.blocks, backbone.unet)
+    adapter = DiscriminativeAdapter(config.adapter, [block_channels(backbone.unet, b) for b in blocks], backbone.text_dim)
+    return adapter, blocks
+
+
+@torch.no_grad()
+def cache_latents(backbone: Backbone, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """VAE latents (N, 4, h, w) of images (N, 3, H, W); computed once, the VAE is frozen."""
+    return torch.cat([encode_images(backbone, images[i : i + batch]).cpu() for i in range(0, len(images), batch)])
+
+
+@dataclass
+class StepBatch:
+    """The tensors of one step: 6 pairs per septuple, pair-major within each septuple (or, with
+    in-batch negatives, the B x B grid of images and captions followed by the B expressions)."""
+
+    latents: torch.Tensor  # (6B, 4, h, w) noisy latents z_t
+    timesteps: torch.Tensor  # (6B,)
+    text_hidden: torch.Tensor  # (6B, L, D) U-Net conditioning
+    text_pooled: torch.Tensor  # (6B, D) CLIP text embedding of each pair's text
+    boxes: torch.Tensor  # (B, 4) target box of y'
+    noise: torch.Tensor  # (B, 4, h, w) the noise added to x (for the denoising loss of stage 2)
+    in_batch: bool = False  # pairs are (x_i, y_j) for all i, j (B^2), then (x_i, y'_i)
+
+
+def septuple_batch(
+    backbone: Backbone, data: DiscriminationData, latents: torch.Tensor, septuples: list[Septuple], seeds: list[list[int]],
+    timesteps: tuple[int, int], in_batch: bool = False,
+) -> StepBatch:
+    """Noise the septuples' images and encode their texts.
+
+    Septuple i draws its timestep and noise from a generator seeded by ``seeds[i]``, so a
+    septuple's tensors do not depend on which process or batch it lands in. Each image keeps one
+    noise sample, and the septuple one timestep, across all the pairs it appears in: the pairs
+    differ only in what is being compared."""
+    b = len(septuples)
+    t, noise = [], []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(int(np.random.default_rng(seed).integers(2**62)))
+        t.append(torch.randint(timesteps[0], timesteps[1], (1,), generator=generator))
+        noise.append(torch.randn((3, *latents.shape[1:]), generator=generator))
+    t, noise = torch.cat(t), torch.stack(noise)  # (B,), (B, 3, 4, h, w)
+    images = torch.tensor([[s.image, s.hard_image, s.random_image] for s in septuples])  # (B, 3)
+    clean = latents[images.flatten()].view(b, 3, *latents.shape[1:])
+    noisy = add_noise(backbone, clean.flatten(0, 1), t.repeat_interleave(3), noise.flatten(0, 1)).view_as(clean)
+    x, x_neg, x_rand = noisy.unbind(1)
+    captions = [data.captions[s.caption] for s in septuples]
+    expressions = [data.expressions[s.expression] for s in septuples]
+    if in_batch:  # pairs: (x_i, y_j) for all i, j, then (x_i, y'_i)
+        z = torch.cat([x.repeat_interleave(b, 0), x])
+        texts = [captions[j] for _ in range(b) for j in range(b)] + expressions
+        steps = torch.cat([t.repeat_interleave(b), t])
+    else:
+        z = torch.stack([x, x, x, x_neg, x_rand, x], 1).flatten(0, 1)  # (6B, ...)
+        texts = []
+        for s, y, y_ref in zip(septuples, captions, expressions):
+            texts += [y, data.captions[s.hard_caption], data.captions[s.random_caption], y, y, y_ref]
+        steps = t.repeat_interleave(PAIRS_PER_SEPTUPLE)
+    with torch.no_grad():
+        hidden, pooled = encode_text(backbone, texts)
+    device = backbone.device
+    return StepBatch(z.to(device), steps.to(device), hidden, pooled,
+                     data.expression_box[[s.expression for s in septuples]].to(device), noise[:, 0], in_batch)
+
+
+def dpt_losses(adapter: DiscriminativeAdapter, features: list[torch.Tensor], batch: StepBatch,
+               objectives: str = "both") -> dict[str, torch.Tensor]:
+    """Eq. 8 on one step's features: matching (Eq. 3-4) + grounding (Eq. 7); ``objectives``
+    "matching" or "grounding" keeps one of them (Tab. 4's GM / LG)."""
+    out = adapter(features, batch.timesteps)
+    b = len(batch.boxes)
+    device = batch.timesteps.device
+    if batch.in_batch:
+        s = matching_similarity(out.match_embeddings[: b * b], batch.text_pooled[: b * b]).view(b, b)  # (image, caption)
+        order = torch.stack([torch.cat([torch.tensor([i]), torch.arange(b)[torch.arange(b) != i]]) for i in range(b)]).to(device)
+        image_to_text = s.gather(1, order)  # positive first
+        text_to_image = s.T.gather(1, order)
+        ref = torch.arange(b * b, b * b + b, device=device)
+    else:
+        pair = torch.arange(PAIRS_PER_SEPTUPLE * b, device=device).view(b, PAIRS_PER_SEPTUPLE)
+        s = matching_similarity(out.match_embeddings, batch.text_pooled)[pair]  # (B, 6)
+        image_to_text = s[:, [0, 1, 2]]  # x against y, y_neg, y_rand
+        text_to_image = s[:, [0, 3, 4]]  # y against x, x_neg, x_rand
+        ref = pair[:, 5]
+    match = matching_loss(image_to_text, text_to_image, adapter_scale(adapter))
+    ground = grounding_loss(out.grounding_logits[ref], out.boxes[ref], out.semantic_embeddings[ref], batch.boxes,
+                            batch.text_pooled[ref], adapter_scale(adapter))
+    loss = {"both": match + ground.total, "matching": match, "grounding": ground.total}[objectives]
+    return {"loss": loss, "matching": match.detach(), "grounding": ground.total.detach(),
+            "l1": ground.l1.detach(), "giou": ground.giou.detach()}
+
+
+def adapter_scale(adapter) -> torch.Tensor:
+    return getattr(adapter, "module", adapter).logit_scale
+
+
+class DPTModel(torch.nn.Module):
+    """The U-Net (frozen; LoRA trainable in stage 2) and the adapter as one module, so that one
+    DDP wrapper synchronises every trainable weight. ``forward(batch)`` returns the losses."""
+
+    def __init__(self, unet, adapter: DiscriminativeAdapter, blocks: list[str], objectives: str = "both", mse_coef: float = 0.0):
+        super().__init__()
+        self.unet, self.adapter, self.blocks = unet, adapter, blocks
+        self.objectives, self.mse_coef = objectives, mse_coef
+        self.unet_trainable = any(p.requires_grad for p in unet.parameters())
+
+    def forward(self, batch: StepBatch) -> dict[str, torch.Tensor]:
+        with torch.set_grad_enabled(self.unet_trainable and torch.is_grad_enabled()):
+            if self.mse_coef > 0:  # the denoising loss needs the full forward; features come from the same pass
+                features, prediction = extract_features(self.unet, batch.latents, batch.timesteps, batch.text_hidden, self.blocks,
+                                                        early_exit=False, return_output=True)
+            else:
+                features = extract_features(self.unet, batch.latents, batch.timesteps, batch.text_hidden, self.blocks)
+        losses = dpt_losses(self.adapter, features, batch, self.objectives)
+        if self.mse_coef > 0:
+            positive = torch.arange(0, len(batch.latents), PAIRS_PER_SEPTUPLE, device=prediction.device)[: len(batch.noise)]
+            mse = torch.nn.functional.mse_loss(prediction[positive], batch.noise.to(prediction.device))
+            losses["loss"] = losses["loss"] + self.mse_coef * mse
+            losses["mse"] = mse.detach()
+        return losses
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint needs: the adapter and the LoRA weights (not the frozen U-Net)."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith("adapter.") or "lora_" in k}
+
+
+def _fit(config, data: DiscriminationData, out_dir: Path, backbone: Backbone, adapter: DiscriminativeAdapter, blocks: list[str],
+         parameters: list, name: str, accelerator, progress: bool, on_gradients, objectives: str = "both", mse_coef: float = 0.0,
+         validate=None, validate_every: int = 0) -> tuple[DPTModel, list, list]:
+    """The training loop both stages share; see the module docstring."""
+    model = DPTModel(backbone.unet, adapter, blocks, objectives, mse_coef)
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    state_path = out_dir / f"{name}.state.safetensors"
+    start, log, validation = 0, [], []
+    if state_path.exists():
+        start, extra = load_training_state(state_path, model, optimizer, strict=False)
+        log, validation = extra.get("log", []), extra.get("validation", [])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    latents = cache_latents(backbone, data.images)
+    per_process = config.batch_size // (accelerator.num_processes * config.grad_accumulation)
+    if per_process < 1:
+        raise ValueError(f"batch_size={config.batch_size} is smaller than processes x accumulation steps")
+    model.train()
+    bar = tqdm(range(start, config.steps), desc=name, initial=start, total=config.steps,
+               disable=not progress or not accelerator.is_main_process, mininterval=5)
+    t0 = time.time()
+    for step in bar:
+        for micro in range(config.grad_accumulation):
+            # the global batch of this step depends on (seed, step) only; each process takes its share
+            rng = np.random.default_rng([config.seed, step, micro])
+            global_batch = [sample_septuple(data, rng) for _ in range(per_process * accelerator.num_processes)]
+            share = range(accelerator.process_index * per_process, (accelerator.process_index + 1) * per_process)
+            batch = septuple_batch(backbone, data, latents, [global_batch[i] for i in share],
+                                   [[config.seed, step, micro, i] for i in share], config.timesteps, config.in_batch_negatives)
+            with accelerator.accumulate(model):
+                losses = model(batch)
+                accelerator.backward(losses["loss"])
+                if accelerator.sync_gradients:
+                    if on_gradients is not None:
+                        on_gradients(step, accelerator.unwrap_model(model).adapter)
+                    accelerator.clip_grad_norm_(parameters, config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        if step % config.log_every == 0 or step == config.steps - 1:
+            entry = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}, "seconds": time.time() - t0}
+            log.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.3f}")
+        if validate is not None and validate_every and ((step + 1) % validate_every == 0 or step + 1 == config.steps):
+            if accelerator.is_main_process:
+                model.eval()
+                score = validate(step + 1, accelerator.unwrap_model(model))
+                model.train()
+                validation.append({"step": step + 1, **score})
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps and accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            save_training_state(state_path, unwrapped, optimizer, step + 1, extra={"log": log, "validation": validation},
+                                state_dict=unwrapped.trainable_state())
+    accelerator.wait_for_everyone()
+    return accelerator.unwrap_model(model), log, validation
+
+
+def _accelerator(config, find_unused: bool = False):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.grad_accumulation,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)])
+
+
+def probe(config: ProbeConfig, data: DiscriminationData, out_dir: str | Path, backbone: Backbone | None = None,
+          accelerator=None, progress: bool = True, on_gradients=None) -> dict:
+    """Stage 1: train the adapter on a frozen U-Net; returns the training log.
+
+    ``data`` needs mined hard negatives. Writes ``out_dir/adapter.safetensors`` (+ ``config.json``)
+    and resumes from ``out_dir/probe.state.safetensors`` if a killed run left one.
+    ``on_gradients(step, adapter)``, if given, sees the synchronised gradients before each update.
+    """
+    out_dir = Path(out_dir)
+    accelerator = accelerator or _accelerator(config)
+    backbone = backbone or load_backbone(resolve_model(config.model), accelerator.device)
+    torch.manual_seed(config.seed)
+    adapter, blocks = build_adapter(config, backbone)
+    model, log, _ = _fit(config, data, out_dir, backbone, adapter, blocks, list(adapter.parameters()), "probe", accelerator,
+                         progress, on_gradients)
+    if accelerator.is_main_process:
+        save_adapter(model.adapter, config, blocks, out_dir)
+        (out_dir / "log.json").write_text(json.dumps(log))
+    accelerator.wait_for_everyone()
+    return {"log": log, "blocks": blocks}
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 2: discriminative tuning (§3.2)
+# --------------------------------------------------------------------------------------------
+LORA_TARGETS = {
+    "cross-attention": ["attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0"],  # what the paper says
+    "all-attention": ["to_q", "to_k", "to_v", "to_out.0"],  # what the official code does
+}
+
+
+@dataclass
+class TuneConfig(ProbeConfig):
+    """Stage-2 settings (App. B.3.1: 6k steps, batch 8, accumulation 8, lr 1e-4)."""
+
+    lora_rank: int = 4
+    lora_alpha: float | None = None  # None: = rank
+    lora_targets: str = "cross-attention"
+    trainable: str = "adapter+lora"  # or "lora" (Tab. 11)
+    objectives: str = "both"  # "matching" (GM), "grounding" (LG) or "both" (Tab. 4)
+    mse_coef: float = 0.0  # weight of the denoising loss (Tab. 5, 9)
+    validate_every: int = 0  # steps between validation scores (checkpoint selection); 0: never
+
+    PRESETS = {
+        "smoke": dict(steps=4, batch_size=4, checkpoint_every=2, log_every=1, validate_every=2,
+                      adapter=dict(d_model=32, heads=4, ffn=64, num_queries=12, num_matching_queries=3, dropout=0.0)),
+        "toy": dict(steps=600, batch_size=16, lr=1e-4, validate_every=100,
+                    adapter=dict(d_model=128, heads=8, ffn=512, num_queries=40, num_matching_queries=8, dropout=0.0)),
+        "paper-sd14": dict(model="CompVis/stable-diffusion-v1-4", steps=6000, batch_size=64, grad_accumulation=8, validate_every=100),
+        "paper-sd21": dict(model="stabilityai/stable-diffusion-2-1", steps=6000, batch_size=64, grad_accumulation=8, validate_every=100),
+    }
+
+    def __post_init__(self) -> None:
+        if self.lora_targets not in LORA_TARGETS:
+            raise ValueError(f"lora_targets must be one of {list(LORA_TARGETS)}")
+        if self.trainable not in ("adapter+lora", "lora"):
+            raise ValueError("trainable must be 'adapter+lora' or 'lora'")
+        if self.objectives not in ("both", "matching", "grounding"):
+            raise ValueError("objectives must be 'both', 'matching' or 'grounding'")
+
+    def lora_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha or self.lora_rank, init_lora_weights="gaussian",
+                          target_modules=LORA_TARGETS[self.lora_targets])
+
+
+def add_lora(unet, config: TuneConfig) -> list[torch.nn.Parameter]:
+    """Inject LoRA layers into the U-Net (peft, through diffusers' ``add_adapter``); returns the
+    new trainable parameters. ``lora_B`` starts at zero, so the tuned model starts as the base."""
+    unet.add_adapter(config.lora_config())
+    return [p for n, p in unet.named_parameters() if "lora_" in n and p.requires_grad]
+
+
+def tune(config: TuneConfig, data: DiscriminationData, probe_dir: str | Path, out_dir: str | Path, backbone: Backbone | None = None,
+         accelerator=None, progress: bool = True, validate=None) -> dict:
+    """Stage 2: LoRA on the U-Net (+ the adapter) with the DPT objectives, from a stage-1 adapter.
+
+    ``validate(step, model) -> dict`` (e.g. the evaluator CLIP score of images generated for
+    validation prompts, key ``"score"``) runs every ``validate_every`` steps; the best-scoring
+    LoRA + adapter are kept in ``out_dir/best`` (the paper's checkpoint selection), the last in
+    ``out_dir``. Both are saved in the diffusers LoRA format (``pipe.load_lora_weights(dir)``).
+    """
+    out_dir = Path(out_dir)
+    # with early exit the LoRA layers after the probed block get no gradient: DDP must know
+    accelerator = accelerator or _accelerator(config, find_unused=config.mse_coef == 0)
+    backbone = backbone or load_backbone(resolve_model(config.model), accelerator.device)
+    adapter, blocks, meta = load_adapter(probe_dir)
+    adapter = adapter.to(accelerator.device).train()
+    torch.manual_seed(config.seed)
+    lora = add_lora(backbone.unet, config)
+    if config.trainable == "lora":
+        adapter.requires_grad_(False)
+    parameters = lora + ([p for p in adapter.parameters() if p.requires_grad])
+    best = {"score": -math.inf}
+
+    def validate_and_keep(step, model):
+        result = validate(step, model)
+        if result["score"] > best["score"]:
+            best.update(result, step=step)
+            save_tuned(model.unet, model.adapter, config, blocks, out_dir / "best", meta)
+        return result
+
+    model, log, validation = _fit(config, data, out_dir, backbone, adapter, blocks, parameters, "tune", accelerator, progress,
+                                  None, config.objectives, config.mse_coef, validate_and_keep if validate else None,
+                                  config.validate_every)
+    if accelerator.is_main_process:
+        save_tuned(model.unet, model.adapter, config, blocks, out_dir, meta)
+        (out_dir / "log.json").write_text(json.dumps({"log": log, "validation": validation, "best": best}))
+    accelerator.wait_for_everyone()
+    return {"log": log, "validation": validation, "best": best, "blocks": blocks}
+
+
+def save_tuned(unet, adapter, config: TuneConfig, blocks: list[str], out_dir: Path, meta: dict | None = None) -> None:
+    """LoRA in the diffusers format (with its peft config, so alpha survives) + the adapter."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=layers, safe_serialization=True,
+                                              unet_lora_adapter_metadata=config.lora_config().to_dict())
+    save_adapter(adapter, config, blocks, out_dir)
+
+
+def save_adapter(adapter: DiscriminativeAdapter, config: ProbeConfig, blocks: list[str], out_dir: Path) -> None:
+    """The adapter as safetensors + a JSON config naming the probed blocks and the base model."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save_file(adapter.state_dict(), out_dir / "adapter.safetensors")
+    meta = {"model": config.model, "blocks": blocks, "adapter": asdict(config.adapter),
+            "in_channels": [p.in_channels for p in adapter.input_projections], "text_dim": adapter.match_head.out_features}
+    (out_dir / "config.json").write_text(json.dumps(meta, indent=1))
+
+
+def load_adapter(out_dir: str | Path) -> tuple[DiscriminativeAdapter, list[str], dict]:
+    """(adapter, probed blocks, saved config) from a folder written by :func:`save_adapter`."""
+    from safetensors.torch import load_file
+
+    out_dir = Path(out_dir)
+    meta = json.loads((out_dir / "config.json").read_text())
+    adapter = DiscriminativeAdapter(AdapterConfig(**meta["adapter"]), meta["in_channels"], meta["text_dim"])
+    adapter.load_state_dict(load_file(out_dir / "adapter.safetensors"))
+    return adapter.eval(), meta["blocks"], meta

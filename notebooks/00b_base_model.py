@@ -1,0 +1,189 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (dpt)
+#     language: python
+#     name: dpt
+# ---
+
+# %% [markdown]
+# # 00b · The toy world's Stable Diffusion
+#
+# DPT starts from a pretrained text-to-image model. In the toy world that model has to be made
+# first: a tiny Stable Diffusion, trained from scratch on toy scenes and saved in the diffusers
+# format, so that every later notebook loads it exactly as it would load SD-2.1:
+#
+# ```python
+# pipe = StableDiffusionPipeline.from_pretrained("dptlib/assets/toy-sd")   # or "stabilityai/stable-diffusion-2-1"
+# ```
+#
+# It has SD's four parts, each much smaller: a tokenizer over the toy vocabulary, a CLIP text
+# encoder (trained contrastively here, frozen for the U-Net), a KL autoencoder (32×32×3 → 16×16×4)
+# and a U-Net with cross-attention on the text encoder's hidden states. A second, independent CLIP
+# (open_clip, other seed and architecture) is the **evaluator**: CLIP score and Fréchet features.
+#
+# The trained model ships with the package (`dptlib/assets/`), so probing can start at once;
+# `retrain=True` trains it again from scratch (`python -m dptlib.toymodel` does the same).
+
+# %% tags=["parameters"]
+scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
+retrain = None  # None: the scale's preset (smoke: retrain a tiny model; toy: load the shipped one)
+seeds = None
+n_prompts = None
+num_inference_steps = None
+guidance_scale = 7.5
+batch_size = 64
+n_clip_scenes = None
+
+# %%
+import json
+import time
+
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib import pyplot as plt
+
+from dptlib import config, report
+from dptlib.benchmarks import TOY_BENCHMARKS, toy_benchmark
+from dptlib.metrics import evaluate_generation, mean_and_spread
+from dptlib.sampling import generate
+from dptlib.toymodel import (
+    EVALUATOR_DIR, TOY_SD_DIR, ToyModelConfig, build_toy_sd, evaluator_embeddings,
+    hard_negative_accuracy, load_evaluator, load_text_clip, load_toy_pipeline, text_clip_embeddings, vae_quality,
+)
+from dptlib.toyworld import ToyWorld, ToyWorldConfig
+
+params = config.notebook_parameters(
+    "00b_base_model", scale=scale, retrain=retrain, seeds=seeds, n_prompts=n_prompts,
+    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, batch_size=batch_size,
+    n_clip_scenes=n_clip_scenes,
+)
+config.set_threads()
+report.set_theme()
+params
+
+# %% [markdown]
+# ## Train (or load) the model
+#
+# `build_toy_sd` trains the four parts one after the other with the same loop (AdamW, cosine
+# schedule, atomic safetensors checkpoints, resume after a kill) and writes the pipeline with
+# `save_pretrained`. Its report records the configuration, the time of each part, the loss curves
+# and the sha256 of every file (`PROVENANCE.json` beside the shipped model).
+
+# %%
+if params.retrain:
+    model_dir = config.runs_dir(params.scale) / "toy-sd"
+    evaluator_dir = config.runs_dir(params.scale) / "toy-evaluator"
+    build = build_toy_sd(ToyModelConfig.preset("smoke" if params.scale == "smoke" else "toy"), model_dir, evaluator_dir,
+                         work_dir=config.runs_dir(params.scale) / "toymodel-work-notebook")
+else:
+    model_dir, evaluator_dir = TOY_SD_DIR, EVALUATOR_DIR
+    build = json.loads((TOY_SD_DIR / "PROVENANCE.json").read_text())
+shipped = json.loads((TOY_SD_DIR / "PROVENANCE.json").read_text()) if (TOY_SD_DIR / "PROVENANCE.json").exists() else None
+pd.Series({k: round(v / 60, 1) for k, v in build["seconds"].items()}, name="minutes").to_frame().T
+
+# %%
+pd.Series(build["parameters"], name="parameters").to_frame().T
+
+# %%
+curves = pd.DataFrame([(part, step, loss) for part, log in build["loss"].items() for step, loss in log],
+                      columns=["part", "step", "loss"])
+grid = sns.relplot(data=curves, x="step", y="loss", col="part", kind="line", height=2.4, facet_kws={"sharey": False, "sharex": False})
+grid.set(yscale="log")
+report.save_figure(grid.figure, "base_model_loss_curves", params.scale)
+
+# %% [markdown]
+# ## The text encoder must see every axis the benchmarks test
+#
+# The probe can only find in the U-Net what the text encoder put there. So the CLIP is trained
+# with hard negatives, and is tested on held-out scenes: given an image, does it prefer the true
+# caption over a minimal edit of it (colours swapped, a count changed, left and right flipped, …)?
+
+# %%
+pipe = load_toy_pipeline(model_dir)
+world = ToyWorld(ToyWorldConfig.from_dict(build["config"]["world"]))
+tokenizer = pipe.tokenizer
+clip = load_text_clip(model_dir / "clip")
+evaluator, evaluator_tokenizer = load_evaluator(evaluator_dir)
+hard_negatives = pd.DataFrame({
+    "text-encoder CLIP": hard_negative_accuracy(lambda i, x: text_clip_embeddings(clip, i, x), tokenizer, world, params.n_clip_scenes),
+    "evaluator CLIP": hard_negative_accuracy(lambda i, x: evaluator_embeddings(evaluator, i, x), evaluator_tokenizer, world, params.n_clip_scenes),
+}) * 100
+report.save_table(hard_negatives.rename_axis("minimal edit"), "base_model_clip_hard_negatives", params.scale, floatfmt=".1f")
+hard_negatives.round(1)
+
+# %% [markdown]
+# ## The autoencoder must keep what the oracle reads
+#
+# PSNR of reconstructions of held-out scenes, and how often the oracle still reads them exactly.
+
+# %%
+pd.Series(vae_quality(pipe.vae, world, n_scenes=params.n_clip_scenes)).to_frame("VAE").T
+
+# %% [markdown]
+# ## The base model: good at single objects, imperfect at composition
+#
+# DPT needs room to improve: the base model should draw single objects right most of the time
+# and still make binding, counting and spatial mistakes. The oracle grades every generated image
+# of the toy benchmarks exactly (mean over seeds, ± the spread of the per-seed means).
+
+# %%
+prompts = {name: toy_benchmark(name, world.config, n=params.n_prompts) for name in TOY_BENCHMARKS}
+start = time.time()
+scores = pd.concat(
+    [evaluate_generation(pipe, ps, seeds=params.seeds, config=world.config, num_inference_steps=params.num_inference_steps,
+                         guidance_scale=params.guidance_scale, batch_size=params.batch_size).assign(benchmark=name)
+     for name, ps in prompts.items()],
+    ignore_index=True,
+)
+print(f"{len(scores)} images graded in {time.time() - start:.0f} s")
+scores.to_csv(config.runs_dir(params.scale) / "base_model_scores.csv", index=False)
+base_table = mean_and_spread(scores, ["benchmark", "category"]).round(1)
+report.save_table(base_table, "base_model", params.scale, floatfmt=".1f")
+base_table["mean"]
+
+# %%
+sample_prompts = [ps[i] for ps in prompts.values() for i in range(0, len(ps), max(1, len(ps) // 4))][:16]
+images = generate(pipe, [p.prompt for p in sample_prompts], seed=0, num_inference_steps=params.num_inference_steps,
+                  guidance_scale=params.guidance_scale, progress=False)
+figure = report.image_grid(list(images), [p.prompt for p in sample_prompts], ncols=8, cell_inches=1.6, title_size=6)
+report.save_figure(figure, "base_model_samples", params.scale)
+
+# %% [markdown]
+# ## Sampling time
+#
+# A batch of 64 images with 25 DDIM steps and classifier-free guidance, on this machine.
+
+# %%
+timings = []
+for _ in range(3):
+    start = time.time()
+    generate(pipe, ["a red circle and a blue square"] * 64, seed=0, num_inference_steps=25, progress=False)
+    timings.append(time.time() - start)
+print(f"64 images, 25 DDIM steps: median {sorted(timings)[1]:.1f} s ({sorted(timings)[1] / 64 * 1000:.0f} ms per image), "
+      f"{torch.get_num_threads()} threads")
+
+# %% [markdown]
+# ## A retrained model against the shipped one
+#
+# With `retrain=True` the model above was trained again from scratch; here its numbers are set
+# beside the ones recorded when the shipped model was trained.
+
+# %%
+if params.retrain and shipped is not None and params.scale != "smoke":
+    compare = pd.DataFrame({
+        "shipped": {**shipped["clip_hard_negatives"], **shipped["vae"]},
+        "retrained": {**build["clip_hard_negatives"], **build["vae"]},
+    })
+    display(compare)
+else:
+    print("loaded the shipped model: nothing to compare (run with retrain=True)")
