@@ -340,18 +340,25 @@ def _train(name, model, steps, lr, loss_fn, work_dir: Path, every: int, log: lis
     return log
 
 
-def train_text_clip(config: ToyModelConfig, bank: SceneBank, tokenizer, work_dir: Path, log: list):
-    torch.manual_seed(config.seed)
-    model = build_text_clip(config, tokenizer)
-    rng = np.random.default_rng([config.seed, 1])
+def _train_contrastive(name: str, model, embed, steps: int, seed: list[int], config: ToyModelConfig, bank: SceneBank,
+                       tokenizer, work_dir: Path, log: list):
+    """Contrastive training shared by both CLIPs: in-batch InfoNCE plus each caption's hard negatives."""
+    rng = np.random.default_rng(seed)
 
     def loss_fn(step):
         images, texts, negs, owners = bank.batch(config.clip_batch, rng, negatives=True)
-        text_emb, image_emb = text_clip_embeddings(model, tokenize(tokenizer, texts + negs), images)
+        text_emb, image_emb = embed(model, tokenize(tokenizer, texts + negs), images)
         return _contrastive_step(image_emb, text_emb, len(texts), model.logit_scale.exp().clamp(max=100), owners)
 
-    _train("clip", model, config.clip_steps, config.clip_lr, loss_fn, work_dir, config.checkpoint_every, log)
+    _train(name, model, steps, config.clip_lr, loss_fn, work_dir, config.checkpoint_every, log)
     return model.eval()
+
+
+def train_text_clip(config: ToyModelConfig, bank: SceneBank, tokenizer, work_dir: Path, log: list):
+    torch.manual_seed(config.seed)
+    model = build_text_clip(config, tokenizer)
+    return _train_contrastive("clip", model, text_clip_embeddings, config.clip_steps, [config.seed, 1], config, bank,
+                              tokenizer, work_dir, log)
 
 
 def evaluator_embeddings(model, input_ids=None, images=None):
@@ -364,15 +371,9 @@ def evaluator_embeddings(model, input_ids=None, images=None):
 def train_evaluator(config: ToyModelConfig, bank: SceneBank, tokenizer, work_dir: Path, log: list):
     torch.manual_seed(config.evaluator_seed)
     model, model_config = build_evaluator(config, len(tokenizer))
-    rng = np.random.default_rng([config.evaluator_seed, 2])
-
-    def loss_fn(step):
-        images, texts, negs, owners = bank.batch(config.clip_batch, rng, negatives=True)
-        text_emb, image_emb = evaluator_embeddings(model, tokenize(tokenizer, texts + negs), images)
-        return _contrastive_step(image_emb, text_emb, len(texts), model.logit_scale.exp().clamp(max=100), owners)
-
-    _train("evaluator", model, config.evaluator_steps, config.clip_lr, loss_fn, work_dir, config.checkpoint_every, log)
-    return model.eval(), model_config
+    model = _train_contrastive("evaluator", model, evaluator_embeddings, config.evaluator_steps, [config.evaluator_seed, 2],
+                               config, bank, tokenizer, work_dir, log)
+    return model, model_config
 
 
 @torch.no_grad()
