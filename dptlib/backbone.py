@@ -121,14 +121,8 @@ def resolve_blocks(blocks: str | list[str], unet) -> list[str]:
 
 
 def block_channels(unet, name: str) -> int:
-    """Channels of a block's output feature map."""
-    block = block_modules(unet)[name]
-    if name.startswith("down"):
-        resnet = block.resnets[-1]
-        return resnet.out_channels
-    if name == "mid":
-        return block.resnets[-1].out_channels
-    return block.resnets[-1].out_channels
+    """Channels of a block's output feature map (its last ResNet's; samplers keep the width)."""
+    return block_modules(unet)[name].resnets[-1].out_channels
 
 
 # --------------------------------------------------------------------------------------------
