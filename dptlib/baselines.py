@@ -1,4 +1,5 @@
-"""Zero-shot baselines of Tab. 3: generative scoring by denoising error, and CLIP.
+"""Baselines. Zero-shot discrimination (Tab. 3): generative scoring by denoising error, and CLIP;
+generation (Tab. 1): Attend-and-Excite.
 
 * **Diffusion Classifier** (Li et al., 2023): s(x, y) = -E_t ||eps - eps_theta(z_t, t, y)||^2 over a
   set of timesteps, with the same noise for every candidate.
@@ -151,3 +152,43 @@ def rec_chance(data, expressions: list[int] | None = None) -> float:
     candidates = proposals(data)
     expressions = list(range(len(data.expressions))) if expressions is None else expressions
     return 100 * float(np.mean([1 / len(candidates[int(data.expression_image[e])]) for e in expressions]))
+
+
+# --------------------------------------------------------------------------------------------
+# Attend-and-Excite (Chefer et al., 2023): a generation baseline of Tab. 1
+# --------------------------------------------------------------------------------------------
+def attend_and_excite_pipeline(pipe):
+    """diffusers' ``StableDiffusionAttendAndExcitePipeline`` on the same modules as ``pipe`` (shared,
+    not copied): the same base model, only the sampling loop differs."""
+    import inspect
+
+    from diffusers import StableDiffusionAttendAndExcitePipeline
+
+    accepted = inspect.signature(StableDiffusionAttendAndExcitePipeline.__init__).parameters
+    parts = {k: v for k, v in pipe.components.items() if k in accepted}
+    excite = StableDiffusionAttendAndExcitePipeline(**parts, requires_safety_checker=False)
+    excite.set_progress_bar_config(disable=True)  # generate() has its own bar
+    return excite
+
+
+def subject_token_indices(tokenizer, prompt: str, subjects: list[str]) -> list[int]:
+    """Positions of the subject words (singular or plural) in ``prompt``'s token ids: the tokens
+    whose cross-attention Attend-and-Excite strengthens."""
+    tokens = [t.removesuffix("</w>") for t in tokenizer.convert_ids_to_tokens(tokenizer(prompt).input_ids)]
+    forms = {form for word in subjects for form in (word, word + "s", word + "es")}
+    indices = [i for i, token in enumerate(tokens) if token in forms]
+    if not indices:
+        raise ValueError(f"none of {subjects} is a token of {prompt!r}")
+    return indices
+
+
+def attend_and_excite_arguments(tokenizer, prompts, num_inference_steps: int, attn_res: tuple[int, int] | None = None) -> dict:
+    """Keyword arguments of :func:`dptlib.sampling.generate` for Attend-and-Excite on benchmark
+    prompts with specs: the object (shape) tokens of each prompt, and the paper's schedule
+    (refinement at 0 %, 20 %, 40 % of the steps, gradient steps during the first half) scaled
+    to ``num_inference_steps``."""
+    steps = num_inference_steps
+    thresholds = {0: 0.05, round(0.2 * steps): 0.5, round(0.4 * steps): 0.8}
+    indices = [subject_token_indices(tokenizer, p.prompt, [o.shape for o in p.spec.objects]) for p in prompts]
+    return dict(per_prompt={"token_indices": indices}, max_iter_to_alter=steps // 2, thresholds=thresholds,
+                **({"attn_res": attn_res} if attn_res else {}))

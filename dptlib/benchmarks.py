@@ -108,3 +108,21 @@ def toy_benchmark(name: str, config: ToyWorldConfig | None = None, n: int = 300,
 def _balanced(categories: dict[str, list[PromptSpec]], n: int, rng, distribution: str) -> list[BenchmarkPrompt]:
     per = max(1, n // len(categories))
     return [BenchmarkPrompt(s.text, cat, distribution, s) for cat, specs in categories.items() for s in _pick(specs, per, rng)]
+
+
+def other_prompts(name: str, config: ToyWorldConfig | None, n: int, exclude, seed: int = 1) -> list[BenchmarkPrompt]:
+    """Up to ``n`` prompts of toy benchmark ``name`` that are none of the prompts in ``exclude``
+    (e.g. the test prompts): for choosing checkpoints or settings without looking at the test set.
+    Categories stay balanced as in :func:`toy_benchmark`."""
+    exclude = {p.prompt if isinstance(p, BenchmarkPrompt) else p for p in exclude}
+    fresh = [p for p in toy_benchmark(name, config, n=4 * n, seed=seed) if p.prompt not in exclude]
+    return fresh[:: max(1, len(fresh) // n)][:n]
+
+
+def test_and_validation_prompts(config: ToyWorldConfig | None, n_test: int, n_validation: int):
+    """The generation experiments' prompts: ``{benchmark: test prompts}`` (``n_test`` each) and a
+    validation list (``n_validation`` per benchmark, none of them a test prompt) for checkpoint
+    selection."""
+    test = {name: toy_benchmark(name, config, n=n_test) for name in TOY_BENCHMARKS}
+    every_test = [p for ps in test.values() for p in ps]
+    return test, [p for name in TOY_BENCHMARKS for p in other_prompts(name, config, n_validation, every_test)]

@@ -51,6 +51,17 @@ def figures_dir(scale: str) -> Path:
     return path
 
 
+def quiet_libraries() -> None:
+    """Silence the loading bars and notices of diffusers / transformers in notebook outputs
+    (warnings and errors still show)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for logging in (diffusers_logging, transformers_logging):
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+
+
 def set_threads(default: int | None = None) -> int:
     """Set torch's CPU threads from ``$DPT_THREADS`` (or ``default``); returns the count used.
 
@@ -127,7 +138,66 @@ class ProbingNotebook:
     }
 
 
+@dataclass
+class TuningNotebook:
+    """Parameters of ``02_tuning``: stage 2, Tab. 1, Tab. 2, Fig. 4a."""
+
+    scale: str | None = None
+    steps: int | None = None  # tuning steps
+    batch_size: int | None = None
+    lora_rank: int = 4
+    lora_targets: str = "cross-attention"
+    objectives: str = "both"
+    mse_coef: float = 0.0
+    validate_every: int | None = None
+    n_validation_prompts: int | None = None  # per benchmark, disjoint from the test prompts
+    n_train_images: int | None = None
+    n_test_images: int | None = None
+    n_prompts: int | None = None  # test prompts per benchmark
+    seeds: list | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float = 7.5
+    attn_res: list | None = None  # Attend-and-Excite's attention resolution; None: the scale's preset
+    seed: int = 0
+
+    PRESETS = {
+        "smoke": dict(steps=2, batch_size=4, validate_every=1, n_validation_prompts=1, n_train_images=24, n_test_images=12,
+                      n_prompts=2, seeds=[0], num_inference_steps=3, attn_res=[8, 8]),
+        "toy": dict(steps=600, batch_size=16, validate_every=100, n_validation_prompts=8, n_train_images=4000,
+                    n_test_images=200, n_prompts=60, seeds=[0, 1, 2], num_inference_steps=25, attn_res=[8, 8]),
+    }
+
+
+@dataclass
+class SelfCorrectionNotebook:
+    """Parameters of ``03_self_correction``: Fig. 4b, Tab. 4, Fig. 5, Fig. 6 and the cost of Eq. 9."""
+
+    scale: str | None = None
+    etas: list | None = None  # the sweep of Fig. 4b
+    eta: float | None = None  # None: the best of the sweep
+    normalize: bool = True
+    refresh_every: int = 1
+    n_sweep_prompts: int | None = None
+    n_prompts: int | None = None
+    seeds: list | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float = 7.5
+    ablation_steps: int | None = None  # tuning steps of the GM-only and LG-only variants (Tab. 4)
+    n_train_images: int | None = None  # their training data
+    n_validation_prompts: int | None = None  # their checkpoint selection, as in 02_tuning
+    seed: int = 0
+
+    PRESETS = {
+        "smoke": dict(etas=[0.0, 0.1], n_sweep_prompts=2, n_prompts=2, seeds=[0], num_inference_steps=3, ablation_steps=2,
+                      n_train_images=24, n_validation_prompts=1),
+        "toy": dict(etas=[0.0, 0.03, 0.1, 0.3, 1.0], n_sweep_prompts=60, n_prompts=60, seeds=[0, 1, 2],
+                    num_inference_steps=25, ablation_steps=300, n_train_images=4000, n_validation_prompts=8),
+    }
+
+
 NOTEBOOKS: dict[str, type] = {
+    "02_tuning": TuningNotebook,
+    "03_self_correction": SelfCorrectionNotebook,
     "01_probing": ProbingNotebook,
     "00_toy_world": ToyWorldNotebook,
     "00b_base_model": BaseModelNotebook,

@@ -223,3 +223,19 @@ def prepare_discrimination_data(captions_json, refexp_json, image_root, embed, l
     image_emb, caption_emb = embed(data.images, data.captions)
     data.hard_captions, data.hard_images = mine_hard_negatives(image_emb, caption_emb, data.caption_image, k_captions, k_images)
     return data
+
+
+def toy_discrimination_data(out_dir: str | Path, n_train: int, n_test: int, seed: int = 0, evaluator_dir=None):
+    """The toy world's ITM / REC data as a COCO / RefCOCO user would have them: exported in the
+    real formats under ``out_dir``, read back by the readers above, hard negatives mined with the
+    evaluator CLIP. Returns ``(train, test, embed)`` with ``embed`` the evaluator's
+    :func:`clip_embedder`; ``n_test = 0`` skips the test split (``test`` is None)."""
+    from .toymodel import EVALUATOR_DIR, load_evaluator
+    from .toyworld import ToyWorld, ToyWorldConfig, export_world
+
+    paths = export_world(ToyWorld(ToyWorldConfig(seed=seed)), out_dir, splits=("train", "test"), n=max(n_train, n_test))
+    evaluator, tokenizer = load_evaluator(evaluator_dir or EVALUATOR_DIR)
+    embed = clip_embedder(evaluator, tokenizer)
+    splits = [prepare_discrimination_data(paths[s]["captions"], paths[s]["refexp"], paths[s]["images"], embed, limit=n) if n else None
+              for s, n in (("train", n_train), ("test", n_test))]
+    return splits[0], splits[1], embed

@@ -30,30 +30,100 @@ def summarize(scores: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def evaluate_generation(pipe, prompts, seeds=(0,), config: ToyWorldConfig | None = None, progress: bool = True,
-                        **generate_kwargs) -> pd.DataFrame:
+                        embed=None, return_features: bool = False, **generate_kwargs):
     """Generate every benchmark prompt once per seed and grade it with the oracle.
 
     ``prompts``: :class:`~dptlib.benchmarks.BenchmarkPrompt` s with specs; ``generate_kwargs`` go to
-    :func:`dptlib.sampling.generate` (steps, guidance, batch size). Returns one row per
-    (prompt, seed) with the prompt's category and distribution beside the oracle's scores.
+    :func:`dptlib.sampling.generate` (steps, guidance, batch size, self-correction, per-prompt
+    arguments). Returns one row per (prompt, seed) with the prompt's category and distribution
+    beside the oracle's scores. With a CLIP ``embed`` (:func:`dptlib.data.clip_embedder`) a
+    ``clip_score`` column is added, and ``return_features=True`` returns ``(scores, features)``
+    with the CLIP image features (N, D) of the generated images for :func:`frechet_distance`.
     """
     from .sampling import generate
 
-    frames = []
+    frames, features = [], []
     for seed in seeds:
         images = generate(pipe, [p.prompt for p in prompts], seed=seed, progress=progress, **generate_kwargs)
         frame = oracle_scores(images, [p.spec for p in prompts], config)
+        if embed is not None:
+            image_emb, frame["clip_score"] = _clip_features_and_scores(embed, images, [p.prompt for p in prompts])
+            features.append(image_emb)
         frame.insert(0, "seed", seed)
         frame.insert(0, "prompt", [p.prompt for p in prompts])
         frame.insert(0, "distribution", [p.distribution for p in prompts])
         frame.insert(0, "category", [p.category for p in prompts])
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    scores = pd.concat(frames, ignore_index=True)
+    if return_features:
+        if embed is None:
+            raise ValueError("return_features needs a CLIP embed")
+        return scores, np.concatenate(features)
+    return scores
+
+
+def compare_methods(methods: dict, benchmarks: dict, seeds=(0,), embed=None, config: ToyWorldConfig | None = None,
+                    **generate_kwargs) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Every method on every benchmark at the same seeds and sampler settings.
+
+    ``methods``: name -> ``(pipe, arguments)`` where ``arguments(prompts) -> dict`` gives the
+    method's own :func:`dptlib.sampling.generate` arguments for a benchmark's prompts (or is a
+    dict, or None); ``benchmarks``: name -> prompts. Returns the scores of
+    :func:`evaluate_generation` with ``method`` and ``benchmark`` columns, and per method the CLIP
+    image features of all its images (empty without ``embed``).
+    """
+    frames, features = [], {}
+    for name, (pipe, arguments) in methods.items():
+        parts = []
+        for benchmark, prompts in benchmarks.items():
+            extra = arguments(prompts) if callable(arguments) else dict(arguments or {})
+            result = evaluate_generation(pipe, prompts, seeds, config, embed=embed, return_features=embed is not None,
+                                         **{**generate_kwargs, **extra})
+            scores, found = result if embed is not None else (result, None)
+            frames.append(scores.assign(method=name, benchmark=benchmark))
+            parts += [] if found is None else [found]
+        features[name] = np.concatenate(parts) if parts else np.zeros((0, 0))
+    return pd.concat(frames, ignore_index=True), features
+
+
+def image_features(embed, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """A CLIP's image features (N, D) of uint8 images (N, H, W, 3), e.g. of real renders."""
+    return np.concatenate([embed(to_model_images(images[i : i + batch]), None)[0].numpy() for i in range(0, len(images), batch)])
+
+
+def tuning_validator(pipe, prompts, embed, num_inference_steps: int = 25, seed: int = 1234, discrimination=None,
+                     config: ToyWorldConfig | None = None):
+    """A ``validate(step, model)`` for :func:`dptlib.train.tune`: images of the validation
+    ``prompts`` from ``pipe`` (whose U-Net is the one being tuned), scored by the CLIP ``embed``
+    (key ``score``, the paper's checkpoint-selection criterion) and by the oracle (``correct``).
+
+    ``discrimination = (test_data, test_latents, itm_test)`` adds the tuned model's ITM overall
+    accuracy and REC P@1 on held-out data, for the generation-vs-discrimination curves of Fig. 4a.
+    """
+
+    def validate(step, model) -> dict:
+        scores = evaluate_generation(pipe, prompts, seeds=(seed,), config=config, progress=False, embed=embed,
+                                     num_inference_steps=num_inference_steps)
+        result = {"score": float(scores["clip_score"].mean()), "correct": 100 * float(scores["correct"].mean())}
+        if discrimination is not None:
+            data, latents, test = discrimination
+            from .backbone import Backbone
+
+            scorer = DPTScorer(Backbone(pipe), model.adapter, model.blocks, data, latents)
+            result["ITM overall"] = itm_accuracy(scorer.score_pairs, test)["overall"]
+            result["REC P@1"] = rec_precision(scorer.predict_boxes, data)
+        return result
+
+    return validate
 
 
 def mean_and_spread(scores: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group: the oracle columns' mean over seeds and the std of the per-seed means, in %."""
-    per_seed = scores.groupby(by + ["seed"])[list(ORACLE_COLUMNS)].mean() * 100
+    """Per group: the oracle columns' mean over seeds and the std of the per-seed means, in %
+    (and the same for ``clip_score`` where the scores have it)."""
+    columns = [c for c in ORACLE_COLUMNS if c in scores]
+    per_seed = scores.groupby(by + ["seed"])[columns].mean() * 100
+    if "clip_score" in scores:  # already on a 0-100 scale
+        per_seed["clip_score"] = scores.groupby(by + ["seed"])["clip_score"].mean()
     grouped = per_seed.groupby(level=list(range(len(by))))
     return pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=0)}, axis=1)
 
@@ -182,8 +252,12 @@ def to_model_images(images: np.ndarray) -> torch.Tensor:
 def clip_score(embed, images: np.ndarray, prompts: list[str]) -> np.ndarray:
     """CLIPScore (Hessel et al.): 100 * max(cos(image, prompt), 0) per image, with any CLIP
     ``embed`` from :func:`dptlib.data.clip_embedder` (the toy evaluator, or OpenCLIP ViT-H-14)."""
+    return _clip_features_and_scores(embed, images, prompts)[1]
+
+
+def _clip_features_and_scores(embed, images: np.ndarray, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     image_emb, text_emb = embed(to_model_images(images), prompts)
-    return (100 * (image_emb * text_emb).sum(-1).clamp(min=0)).numpy()
+    return image_emb.numpy(), (100 * (image_emb * text_emb).sum(-1).clamp(min=0)).numpy()
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:

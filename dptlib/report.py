@@ -26,7 +26,9 @@ def save_table(table: pd.DataFrame, name: str, scale: str, floatfmt: str = ".3f"
     """Write ``table`` as ``<name>.csv`` and ``<name>.md`` into the scale's figures folder."""
     folder = figures_dir(scale)
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
-    flat = table if isinstance(table.index, pd.RangeIndex) else table.reset_index()
+    flat = table.copy() if isinstance(table.index, pd.RangeIndex) else table.reset_index()
+    if isinstance(flat.columns, pd.MultiIndex):  # ("mean", "correct") -> "mean correct"
+        flat.columns = [" ".join(str(part) for part in column if str(part)) for column in flat.columns]
     flat.to_csv(csv_path, index=False)
     md_path.write_text(flat.to_markdown(index=False, floatfmt=floatfmt) + "\n")
     return csv_path, md_path
@@ -61,3 +63,9 @@ def image_grid(
             ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, ec="white"))
     figure.tight_layout()
     return figure
+
+
+def with_spread(spread: pd.DataFrame, column: str, digits: int = 1) -> pd.Series:
+    """``"mean ± std"`` strings of one column of :func:`dptlib.metrics.mean_and_spread`'s output."""
+    fmt = f"{{:.{digits}f}}"
+    return spread[("mean", column)].map(fmt.format) + " ± " + spread[("std", column)].map(fmt.format)

@@ -29,14 +29,20 @@ def generate(
     batch_size: int = 64,
     progress: bool = True,
     self_correct: dict | None = None,
+    per_prompt: dict[str, list] | None = None,
     **pipe_kwargs,
 ) -> np.ndarray:
     """Images for ``prompts`` as uint8 (N, H, W, 3); ``pipe_kwargs`` go to the pipeline call.
 
-    ``self_correct``: ``dict(adapter=..., blocks=..., eta=..., normalize=True)`` turns on
-    self-correction (Eq. 9) for every batch; None samples plainly."""
+    ``self_correct``: ``dict(adapter=..., blocks=..., eta=..., normalize=True, refresh_every=1)``
+    turns on self-correction (Eq. 9) for every batch; None samples plainly.
+    ``per_prompt``: pipeline arguments with one value per prompt (e.g. Attend-and-Excite's
+    ``token_indices``), cut into the same batches as the prompts."""
     if not prompts:
         raise ValueError("no prompts to generate")
+    for name, values in (per_prompt or {}).items():
+        if len(values) != len(prompts):
+            raise ValueError(f"per_prompt[{name!r}] has {len(values)} values for {len(prompts)} prompts")
     device = pipe.device
     out = []
     starts = range(0, len(prompts), batch_size)
@@ -50,6 +56,7 @@ def generate(
                 guidance_scale=guidance_scale,
                 generator=image_generators(seed, range(start, start + len(chunk)), device),
                 output_type="np",
+                **{name: values[start : start + len(chunk)] for name, values in (per_prompt or {}).items()},
                 **pipe_kwargs,
             )
         out.append((np.clip(result.images, 0, 1) * 255).round().astype(np.uint8))
@@ -79,15 +86,21 @@ def correction_gradient(unet, adapter, blocks, latents, timesteps, text_hidden, 
 
 
 @contextmanager
-def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, normalize: bool = True):
+def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, normalize: bool = True, refresh_every: int = 1):
     """Within this block, every U-Net call of ``pipe`` first moves the latent it is given by
     eta * ds(z_t, y)/dz_t (Eq. 9) and predicts the noise from the moved latent; the scheduler's
-    update still starts from the unmoved one, as in the official code. Works with the stock
-    ``StableDiffusionPipeline`` and classifier-free guidance (the conditional half's gradient is
-    applied to both halves). ``eta = 0`` leaves sampling bit-identical.
+    update still starts from the unmoved one. Works with the stock ``StableDiffusionPipeline`` and
+    classifier-free guidance (the conditional half's gradient is applied to both halves).
+    ``eta = 0`` leaves sampling bit-identical.
+
+    ``refresh_every = k`` computes a fresh gradient at every k-th step only and moves the latents
+    of the steps between by the last one (adjacent steps' gradients point much the same way);
+    k = 1 is Eq. 9 exactly, k = 2 halves the extra cost.
 
     ``prompts`` must be the prompts of the pipeline call, one image per prompt.
     """
+    if refresh_every < 1:
+        raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
     from .backbone import Backbone, encode_text
 
     unet = pipe.unet
@@ -95,7 +108,7 @@ def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, norma
     adapter = adapter.eval()
     with torch.no_grad():
         _, pooled = encode_text(Backbone(pipe), prompts)
-    state = {"inside": False}
+    state = {"inside": False, "calls": 0, "gradient": None}
 
     def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
         if state["inside"] or eta == 0:  # the gradient pass itself goes through the plain U-Net
@@ -105,12 +118,14 @@ def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, norma
         z = sample[n:] if guided else sample
         hidden = encoder_hidden_states[n:] if guided else encoder_hidden_states
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(n)
-        state["inside"] = True
-        try:
-            gradient = correction_gradient(unet, adapter, blocks, z, t, hidden, pooled, normalize)
-        finally:
-            state["inside"] = False
-        corrected = z + eta * gradient
+        if state["calls"] % refresh_every == 0:
+            state["inside"] = True
+            try:
+                state["gradient"] = correction_gradient(unet, adapter, blocks, z, t, hidden, pooled, normalize)
+            finally:
+                state["inside"] = False
+        state["calls"] += 1
+        corrected = z + eta * state["gradient"]
         sample = torch.cat([corrected, corrected]) if guided else corrected
         return original(sample, timestep, encoder_hidden_states, *args, **kwargs)
 

@@ -84,6 +84,10 @@ class ToyModelConfig:
     unet_lr: float = 1e-3
     ema_decay: float = 0.999
     empty_caption_rate: float = 0.1
+    # share of U-Net captions that name every object in the scene: a caption that names only part
+    # of a scene teaches that "a red circle" may come with other objects, and the model then adds
+    # unasked-for objects to single-object prompts
+    complete_caption_rate: float = 0.6
     checkpoint_every: int = 500
 
     PRESETS = {
@@ -454,6 +458,11 @@ def build_scheduler():
     )
 
 
+def complete_captions(scene, specs: list[PromptSpec]) -> list[PromptSpec]:
+    """The captions of ``scene`` that account for every object in it."""
+    return [s for s in specs if sum(o.count for o in s.objects) == len(scene.objects)]
+
+
 def train_unet(config: ToyModelConfig, bank: SceneBank, tokenizer, text_encoder, vae, work_dir: Path, log: list):
     torch.manual_seed(config.seed)
     unet = build_unet(config, text_encoder.config.hidden_size)
@@ -464,13 +473,15 @@ def train_unet(config: ToyModelConfig, bank: SceneBank, tokenizer, text_encoder,
         latents = torch.cat([vae.encode(bank.images[i : i + 256]).latent_dist.mean for i in range(0, len(bank), 256)])
         latents = latents * vae.config.scaling_factor
     alphas = scheduler.alphas_cumprod
+    complete = [complete_captions(scene, specs) for scene, specs in zip(bank.scenes, bank.captions)]
 
     def loss_fn(step):
         index = rng.integers(0, len(bank), config.unet_batch)
         texts = []
         for i in index:
-            specs = bank.captions[i]
-            texts.append("" if rng.random() < config.empty_caption_rate else specs[int(rng.integers(len(specs)))].text)
+            draw = rng.random()
+            pool = complete[i] if draw < config.complete_caption_rate and complete[i] else bank.captions[i]
+            texts.append("" if rng.random() < config.empty_caption_rate else pool[int(rng.integers(len(pool)))].text)
         with torch.no_grad():
             ids = tokenize(tokenizer, texts)
             hidden = text_encoder(input_ids=ids).last_hidden_state

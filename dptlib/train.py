@@ -226,6 +226,9 @@ def _fit(config, data: DiscriminationData, out_dir: Path, backbone: Backbone, ad
     per_process = config.batch_size // (accelerator.num_processes * config.grad_accumulation)
     if per_process < 1:
         raise ValueError(f"batch_size={config.batch_size} is smaller than processes x accumulation steps")
+    if validate is not None and validate_every and start == 0 and accelerator.is_main_process:  # the stage-1 start
+        model.eval()
+        validation.append({"step": 0, **validate(0, accelerator.unwrap_model(model))})
     model.train()
     bar = tqdm(range(start, config.steps), desc=name, initial=start, total=config.steps,
                disable=not progress or not accelerator.is_main_process, mininterval=5)
@@ -265,6 +268,12 @@ def _fit(config, data: DiscriminationData, out_dir: Path, backbone: Backbone, ad
     return accelerator.unwrap_model(model), log, validation
 
 
+def _finished(out_dir: Path, name: str) -> None:
+    """A finished run drops its resume state: running it again trains afresh instead of resuming
+    from an old state (which may belong to another base model)."""
+    (out_dir / f"{name}.state.safetensors").unlink(missing_ok=True)
+
+
 def _accelerator(config, find_unused: bool = False):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -291,6 +300,7 @@ def probe(config: ProbeConfig, data: DiscriminationData, out_dir: str | Path, ba
     if accelerator.is_main_process:
         save_adapter(model.adapter, config, blocks, out_dir)
         (out_dir / "log.json").write_text(json.dumps(log))
+        _finished(out_dir, "probe")
     accelerator.wait_for_everyone()
     return {"log": log, "blocks": blocks}
 
@@ -352,7 +362,8 @@ def tune(config: TuneConfig, data: DiscriminationData, probe_dir: str | Path, ou
     """Stage 2: LoRA on the U-Net (+ the adapter) with the DPT objectives, from a stage-1 adapter.
 
     ``validate(step, model) -> dict`` (e.g. the evaluator CLIP score of images generated for
-    validation prompts, key ``"score"``) runs every ``validate_every`` steps; the best-scoring
+    validation prompts, key ``"score"``) runs before the first step and every ``validate_every``
+    steps; among the tuned checkpoints (not step 0) the best-scoring
     LoRA + adapter are kept in ``out_dir/best`` (the paper's checkpoint selection), the last in
     ``out_dir``. Both are saved in the diffusers LoRA format (``pipe.load_lora_weights(dir)``).
     """
@@ -367,13 +378,19 @@ def tune(config: TuneConfig, data: DiscriminationData, probe_dir: str | Path, ou
     if config.trainable == "lora":
         adapter.requires_grad_(False)
     parameters = lora + ([p for p in adapter.parameters() if p.requires_grad])
-    best = {"score": -math.inf}
+    # a resumed run must not replace a better checkpoint an earlier (killed) run kept
+    best_file = out_dir / "best" / "validation.json"
+    resuming = (out_dir / "tune.state.safetensors").exists()
+    best = json.loads(best_file.read_text()) if resuming and best_file.exists() else {"score": -math.inf}
 
     def validate_and_keep(step, model):
         result = validate(step, model)
-        if result["score"] > best["score"]:
+        # step 0 (the untuned model) is the curves' reference point, not a candidate checkpoint
+        if step > 0 and result["score"] > best["score"]:
+            best.clear()
             best.update(result, step=step)
             save_tuned(model.unet, model.adapter, config, blocks, out_dir / "best", meta)
+            best_file.write_text(json.dumps(best))
         return result
 
     model, log, validation = _fit(config, data, out_dir, backbone, adapter, blocks, parameters, "tune", accelerator, progress,
@@ -382,6 +399,7 @@ def tune(config: TuneConfig, data: DiscriminationData, probe_dir: str | Path, ou
     if accelerator.is_main_process:
         save_tuned(model.unet, model.adapter, config, blocks, out_dir, meta)
         (out_dir / "log.json").write_text(json.dumps({"log": log, "validation": validation, "best": best}))
+        _finished(out_dir, "tune")
     accelerator.wait_for_everyone()
     return {"log": log, "validation": validation, "best": best, "blocks": blocks}
 

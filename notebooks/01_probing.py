@@ -48,10 +48,9 @@ import seaborn as sns
 from dptlib import config, report
 from dptlib.backbone import load_backbone
 from dptlib.baselines import CLIPScorer, DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes, rec_chance
-from dptlib.data import clip_embedder, prepare_discrimination_data
+from dptlib.data import toy_discrimination_data
 from dptlib.metrics import DPTScorer, itm_accuracy, itm_test_set, rec_precision
-from dptlib.toymodel import TOY_SD_DIR, load_evaluator
-from dptlib.toyworld import ToyWorld, ToyWorldConfig, export_world
+from dptlib.toymodel import TOY_SD_DIR
 from dptlib.train import ProbeConfig, cache_latents, load_adapter, probe
 
 params = config.notebook_parameters(
@@ -72,15 +71,8 @@ params
 # most similar *other* captions, and for every caption the top-4 other images: the hard negatives.
 
 # %%
-world = ToyWorld(ToyWorldConfig(seed=params.seed))
-paths = export_world(world, config.runs_dir(params.scale) / "toyworld", splits=("train", "test"),
-                     n=max(params.n_train_images, params.n_test_images))
-evaluator, evaluator_tokenizer = load_evaluator()
-embed = clip_embedder(evaluator, evaluator_tokenizer)
-train = prepare_discrimination_data(paths["train"]["captions"], paths["train"]["refexp"], paths["train"]["images"], embed,
-                                    limit=params.n_train_images)
-test = prepare_discrimination_data(paths["test"]["captions"], paths["test"]["refexp"], paths["test"]["images"], embed,
-                                   limit=params.n_test_images)
+train, test, embed = toy_discrimination_data(config.runs_dir(params.scale) / "toyworld", params.n_train_images,
+                                            params.n_test_images, seed=params.seed)
 pd.DataFrame({name: {"images": len(d), "captions": len(d.captions), "expressions": len(d.expressions)}
               for name, d in (("train", train), ("test", test))})
 

@@ -51,3 +51,12 @@ def test_unknown_benchmark_and_unrealizable_prompt(world):
 
     with pytest.raises(ValueError, match="at most 3"):
         world.realize(PromptSpec((ObjectSpec("circle", "red", count=4),)))
+
+
+def test_validation_prompts_are_never_test_prompts():
+    from dptlib.benchmarks import TOY_BENCHMARKS, test_and_validation_prompts
+
+    test, validation = test_and_validation_prompts(None, n_test=60, n_validation=8)
+    test_texts = {p.prompt for ps in test.values() for p in ps}
+    assert set(test) == set(TOY_BENCHMARKS) and len(validation) == 8 * len(TOY_BENCHMARKS)
+    assert not test_texts & {p.prompt for p in validation}

@@ -116,6 +116,9 @@ def test_killed_probe_resumes_to_the_same_adapter(setting, tmp_path, monkeypatch
     b, _, _ = load_adapter(tmp_path / "killed")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=name)
+    # a finished run leaves no resume state: running it again (say on a retrained base model)
+    # trains afresh rather than continuing from a state of the earlier run
+    assert not (tmp_path / "killed" / "probe.state.safetensors").exists()
 
 
 def test_metrics_on_a_probed_adapter(setting, tmp_path):

@@ -96,6 +96,18 @@ def test_smoke_build_resumes_from_finished_parts(smoke_build):
     assert again["seconds"]["unet"] == report["seconds"]["unet"]
 
 
+def test_a_build_from_scratch_is_bit_reproducible(smoke_build, tmp_path):
+    """Same seed, same thread count: a second build from nothing gives byte-identical weights, so a
+    retrain reproduces the shipped model rather than merely resembling it."""
+    from safetensors.torch import load_file
+
+    root, _ = smoke_build
+    build_toy_sd(ToyModelConfig.preset("smoke"), tmp_path / "toy-sd", tmp_path / "toy-evaluator", tmp_path / "work", threads=2)
+    for part in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors", "clip/model.safetensors"):
+        first, second = load_file(root / "toy-sd" / part), load_file(tmp_path / "toy-sd" / part)
+        assert all(torch.equal(first[k], second[k]) for k in first), part
+
+
 # ---- the shipped model ----------------------------------------------------------------------
 shipped = pytest.mark.skipif(not (TOY_SD_DIR / "model_index.json").exists(), reason="no shipped toy model")
 

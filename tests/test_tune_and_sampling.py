@@ -25,7 +25,8 @@ def test_tuned_lora_round_trips_through_a_stock_pipeline(probed):
     scores = []
     result = tune(TuneConfig.preset("smoke", lr=1e-2), data, root / "probe", root / "tuned", backbone=backbone, progress=False,
                   validate=lambda step, model: scores.append(step) or {"score": float(-step)})
-    assert scores == [2, 4] and result["best"]["step"] == 2  # the best validation score is kept
+    # the start is scored too, but the best of the tuned checkpoints is kept
+    assert scores == [0, 2, 4] and result["best"]["step"] == 2
     assert (root / "tuned" / "best" / "pytorch_lora_weights.safetensors").exists()
     latents, t, text = torch.randn(2, 4, 16, 16), torch.tensor([5, 700]), torch.randn(2, 16, 32)
     with torch.no_grad():
