@@ -69,3 +69,12 @@ def with_spread(spread: pd.DataFrame, column: str, digits: int = 1) -> pd.Series
     """``"mean ± std"`` strings of one column of :func:`dptlib.metrics.mean_and_spread`'s output."""
     fmt = f"{{:.{digits}f}}"
     return spread[("mean", column)].map(fmt.format) + " ± " + spread[("std", column)].map(fmt.format)
+
+
+def method_table(scores: pd.DataFrame, column: str, metric: str = "correct", methods=None) -> pd.DataFrame:
+    """Rows: methods (in the order of ``methods``); columns: the values of ``column``; cells:
+    ``"mean ± std"`` over seeds of ``metric`` (scores of :func:`dptlib.metrics.compare_methods`)."""
+    from .metrics import mean_and_spread
+
+    table = with_spread(mean_and_spread(scores, ["method", column]), metric).unstack(column)
+    return table.loc[list(methods)] if methods is not None else table

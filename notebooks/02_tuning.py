@@ -170,8 +170,7 @@ real = image_features(embed, np.stack([world.render(s) for s in world.scenes("te
 
 # %%
 scores["split"] = scores["benchmark"] + " (" + scores["distribution"] + ")"  # toy-cc: ID and OOD prompts
-tab1 = report.with_spread(mean_and_spread(scores[scores["benchmark"] != "toy-compbench"], ["method", "split"]), "correct")
-tab1 = tab1.unstack("split")
+tab1 = report.method_table(scores[scores["benchmark"] != "toy-compbench"], "split")
 overall = mean_and_spread(scores, ["method"])
 tab1["CLIP score"] = report.with_spread(overall, "clip_score")
 tab1["Fréchet distance"] = pd.Series({m: f"{frechet_distance(f, real):.3f}" for m, f in features.items()})
@@ -180,8 +179,7 @@ report.save_table(tab1.rename_axis("method"), "tab1_generation", params.scale)
 tab1
 
 # %%
-tab2 = report.with_spread(mean_and_spread(scores[scores["benchmark"] == "toy-compbench"], ["method", "category"]), "correct")
-tab2 = tab2.unstack("category").loc[list(methods)]
+tab2 = report.method_table(scores[scores["benchmark"] == "toy-compbench"], "category", methods=methods)
 report.save_table(tab2.rename_axis("method"), "tab2_compbench", params.scale)
 tab2
 

@@ -57,7 +57,7 @@ from dptlib import config, report
 from dptlib.backbone import load_backbone
 from dptlib.benchmarks import other_prompts, test_and_validation_prompts
 from dptlib.data import toy_discrimination_data
-from dptlib.metrics import compare_methods, mean_and_spread, oracle_scores, tuning_validator
+from dptlib.metrics import compare_methods, oracle_scores, tuning_validator
 from dptlib.sampling import generate
 from dptlib.toymodel import TOY_SD_DIR, load_toy_pipeline
 from dptlib.toyworld import ToyWorld, ToyWorldConfig
@@ -174,7 +174,7 @@ scores, _ = compare_methods(methods, test_prompts, params.seeds, config=world.co
 print(f"{len(scores)} images in {time.time() - start:.0f} s")
 scores.to_csv(run_dir / "self_correction_scores.csv", index=False)
 scores["split"] = scores["benchmark"] + " (" + scores["distribution"] + ")"
-tab4 = report.with_spread(mean_and_spread(scores, ["method", "split"]), "correct").unstack("split").loc[list(methods)]
+tab4 = report.method_table(scores, "split", methods=methods)
 report.save_table(tab4.rename_axis("method"), "tab4_objectives", params.scale)
 tab4
 
