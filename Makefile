@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup reproduce smoke test test-unit test-notebooks bench toy-model lab sync clean
+.PHONY: setup reproduce retrain smoke test test-unit test-notebooks bench toy-model lab sync clean
 
 ## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
 setup: $(STAMP)
@@ -38,6 +38,10 @@ test-notebooks: setup
 ## bench: performance benchmarks (ratios measured in one run; not part of the tests)
 bench: setup
 	$(BIN)/python -m dptlib.bench probe
+
+## retrain: train the toy model again from scratch through 00b_base_model and compare it with the shipped one (about 70 min)
+retrain: setup
+	$(BIN)/python -m dptlib.reproduce --scale toy --only 00b_base_model --set retrain=true --no-write-back
 
 ## toy-model: train the toy Stable Diffusion + evaluator CLIP from scratch into runs/toy/ (about an hour)
 toy-model: setup

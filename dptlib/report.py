@@ -26,11 +26,16 @@ def save_table(table: pd.DataFrame, name: str, scale: str, floatfmt: str = ".3f"
     """Write ``table`` as ``<name>.csv`` and ``<name>.md`` into the scale's figures folder."""
     folder = figures_dir(scale)
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
-    flat = table.copy() if isinstance(table.index, pd.RangeIndex) else table.reset_index()
+    labels = 0 if isinstance(table.index, pd.RangeIndex) else table.index.nlevels
+    flat = table.copy() if labels == 0 else table.reset_index()
     if isinstance(flat.columns, pd.MultiIndex):  # ("mean", "correct") -> "mean correct"
         flat.columns = [" ".join(str(part) for part in column if str(part)) for column in flat.columns]
     flat.to_csv(csv_path, index=False)
-    md_path.write_text(flat.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    # the row labels (an eta of 0.03, a timestep of 250) are names, not measurements: written as
+    # they are, not in the measurements' float format
+    for column in flat.columns[:labels]:
+        flat[column] = [f"{v:g}" if isinstance(v, float) else str(v) for v in flat[column]]
+    md_path.write_text(flat.to_markdown(index=False, floatfmt=floatfmt, disable_numparse=list(range(labels))) + "\n")
     return csv_path, md_path
 
 

@@ -11,7 +11,7 @@ Executed notebooks go to ``runs/<scale>/notebooks/``; at a non-smoke scale the e
 (outputs included, papermill's injected cell left out) is written back to ``notebooks/`` so that
 readers see the results without running anything.
 
-    python -m dptlib.reproduce [--scale toy] [--only 00_toy_world ...] [--no-write-back]
+    python -m dptlib.reproduce [--scale toy] [--only 00_toy_world ...] [--no-write-back] [--set NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -73,18 +73,33 @@ def write_back(executed: Path, target: Path) -> None:
     target.with_suffix(".py").write_text(jupytext.writes(nb, fmt="py:percent"))
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``["retrain=true", "seeds=[0]"]`` -> ``{"retrain": True, "seeds": [0]}`` (values read as YAML)."""
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
+        overrides[name.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default=None, help="smoke | toy (default: $DPT_SCALE or toy)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these notebooks")
     parser.add_argument("--no-write-back", action="store_true", help="leave notebooks/*.ipynb untouched")
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="override a parameter of the runs (VALUE read as YAML), e.g. --set retrain=true")
     args = parser.parse_args(argv)
+    overrides = parse_overrides(args.set)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     scale = resolve_scale(args.scale)
     root = repo_root()
     runs = load_runs(root / "papermill_params")
     if args.only:
         runs = [r for r in runs if r[1] in args.only]
+    runs = [(path, notebook, {**parameters, **overrides}) for path, notebook, parameters in runs]
     for path, notebook, parameters in runs:  # check everything before spending time on any run
         validate_run(root / "notebooks" / f"{notebook}.ipynb", notebook, parameters)
 

@@ -86,8 +86,8 @@ class ToyModelConfig:
     empty_caption_rate: float = 0.1
     # share of U-Net captions that name every object in the scene: a caption that names only part
     # of a scene teaches that "a red circle" may come with other objects, and the model then adds
-    # unasked-for objects to single-object prompts
-    complete_caption_rate: float = 0.6
+    # unasked-for objects (mostly copies of the asked one) to single-object prompts
+    complete_caption_rate: float = 1.0
     checkpoint_every: int = 500
 
     PRESETS = {
@@ -97,11 +97,30 @@ class ToyModelConfig:
         "toy": {},
     }
 
+    # what each part learns from, as field-name prefixes; the fields no part names (world, seed,
+    # scenes, tokens) reach every part
+    PART_INPUTS = {
+        "clip": ("clip_",),
+        "evaluator": ("clip_", "evaluator_"),  # the evaluator shares the CLIP's contrastive loop
+        "vae": ("vae_",),
+        "unet": ("clip_", "vae_", "unet_", "ema_decay", "empty_caption_rate", "complete_caption_rate"),
+    }
+
     @classmethod
     def preset(cls, scale: str, **overrides) -> "ToyModelConfig":
         if scale not in cls.PRESETS:
             raise ValueError(f"no toy-model preset for scale {scale!r}; presets: {sorted(cls.PRESETS)}")
         return cls(**{**cls.PRESETS[scale], **overrides})
+
+    def part_inputs(self, part: str) -> dict:
+        """The fields that can change what ``part`` learns: the shared ones and those of
+        ``PART_INPUTS[part]`` (the U-Net trains on the CLIP's text features and the VAE's latents,
+        so their fields are its inputs too). ``checkpoint_every`` changes nothing."""
+        if part not in self.PART_INPUTS:
+            raise ValueError(f"unknown part {part!r}; parts: {list(self.PART_INPUTS)}")
+        named = tuple(prefix for prefixes in self.PART_INPUTS.values() for prefix in prefixes)
+        return {k: v for k, v in _jsonable(asdict(self)).items()
+                if k != "checkpoint_every" and (k.startswith(self.PART_INPUTS[part]) or not k.startswith(named))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,6 +578,7 @@ def build_toy_sd(config: ToyModelConfig, out_dir: str | Path = TOY_SD_DIR, evalu
     def part(name, train):
         t0, log = time.time(), []
         done = work_dir / f"{name}.done.json"
+        _forget_if_stale(work_dir, name, config.part_inputs(name))
         result = train(log)
         report["seconds"][name] = json.loads(done.read_text())["seconds"] if done.exists() else time.time() - t0
         report["loss"][name] = json.loads(done.read_text())["loss"] if done.exists() else log
@@ -610,6 +630,23 @@ def _vae_with_scale(config, work_dir):
     if scale.exists():
         vae.register_to_config(scaling_factor=json.loads(scale.read_text())["scaling_factor"])
     return vae
+
+
+def _forget_if_stale(work_dir: Path, name: str, inputs: dict) -> None:
+    """Delete ``name``'s weights, training state and log from ``work_dir`` if they were made with
+    other inputs than ``inputs`` (or by a build that did not record them), then record ``inputs``.
+
+    Without this a changed configuration would silently reuse a part trained under the old one."""
+    stamp = work_dir / f"{name}.config.json"
+    files = [work_dir / f"{name}{suffix}" for suffix in (".safetensors", ".state.safetensors", ".done.json", ".scale.json")]
+    recorded = json.loads(stamp.read_text()) if stamp.exists() else None
+    if recorded != inputs and any(f.exists() for f in files):
+        why = ("no record of its configuration" if recorded is None else
+               "changed: " + ", ".join(sorted(k for k in inputs if recorded.get(k) != inputs[k])))
+        print(f"{work_dir / name}: {why}; training it again")
+        for f in files:
+            f.unlink(missing_ok=True)
+    stamp.write_text(json.dumps(inputs, indent=1, sort_keys=True))
 
 
 def _cached(path: Path, build, train, keep_scale: Path | None = None):

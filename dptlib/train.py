@@ -218,8 +218,12 @@ def _fit(config, data: DiscriminationData, out_dir: Path, backbone: Backbone, ad
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     state_path = out_dir / f"{name}.state.safetensors"
     start, log, validation = 0, [], []
+    run = run_identity(config, backbone.unet, data)
     if state_path.exists():
         start, extra = load_training_state(state_path, model, optimizer, strict=False)
+        if extra.get("run") != run:
+            raise ValueError(f"{state_path} is the resume state of another run ({_identity_change(extra.get('run'), run)}): "
+                             f"delete it to train afresh, or pick another out_dir")
         log, validation = extra.get("log", []), extra.get("validation", [])
     model, optimizer = accelerator.prepare(model, optimizer)
     latents = cache_latents(backbone, data.images)
@@ -262,10 +266,36 @@ def _fit(config, data: DiscriminationData, out_dir: Path, backbone: Backbone, ad
                 validation.append({"step": step + 1, **score})
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps and accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
-            save_training_state(state_path, unwrapped, optimizer, step + 1, extra={"log": log, "validation": validation},
+            save_training_state(state_path, unwrapped, optimizer, step + 1, extra={"log": log, "validation": validation, "run": run},
                                 state_dict=unwrapped.trainable_state())
     accelerator.wait_for_everyone()
     return accelerator.unwrap_model(model), log, validation
+
+
+# settings a resumed run may change: how long it trains and how often it logs or saves
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "validate_every")
+
+
+def run_identity(config, unet: torch.nn.Module, data: DiscriminationData) -> dict:
+    """What a resume state must match to be resumed: the run's settings (but those of
+    ``RESUMABLE_CHANGES``), the size of its data and the base U-Net's weights (a fingerprint of
+    its first and last frozen tensors, so that a retrained model at the same path is noticed)."""
+    import hashlib
+
+    frozen = [(n, p) for n, p in unet.named_parameters() if "lora_" not in n]
+    digest = hashlib.sha256()
+    for n, p in (frozen[0], frozen[-1]):
+        digest.update(n.encode() + p.detach().float().cpu().numpy().tobytes())
+    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+    return json.loads(json.dumps({"config": settings, "images": len(data.images), "base_model": digest.hexdigest()}))
+
+
+def _identity_change(recorded: dict | None, current: dict) -> str:
+    if recorded is None:
+        return "it records no identity"
+    changed = [k for k in ("images", "base_model") if recorded.get(k) != current[k]]
+    changed += [k for k in current["config"] if recorded.get("config", {}).get(k) != current["config"][k]]
+    return "differs in " + ", ".join(changed)
 
 
 def _finished(out_dir: Path, name: str) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from dptlib.config import check_parameters, resolve_scale
-from dptlib.reproduce import load_runs, validate_run
+from dptlib.reproduce import load_runs, parse_overrides, validate_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +46,15 @@ def test_a_mistyped_run_file_is_refused(tmp_path):
         validate_run(ROOT / "notebooks" / "00_toy_world.ipynb", "00_toy_world", {"sead": 1})
 
 
+def test_overrides_are_read_as_yaml_and_checked():
+    assert parse_overrides(["retrain=true", "seeds=[0, 1]", "n_prompts = 10"]) == {"retrain": True, "seeds": [0, 1], "n_prompts": 10}
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_overrides(["retrain"])
+    validate_run(ROOT / "notebooks" / "00b_base_model.ipynb", "00b_base_model", parse_overrides(["retrain=true"]))
+    with pytest.raises(ValueError):
+        validate_run(ROOT / "notebooks" / "00b_base_model.ipynb", "00b_base_model", parse_overrides(["retrian=true"]))
+
+
 @pytest.mark.parametrize("script", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.stem)
 def test_notebook_pairs_are_in_sync(script):
     import jupytext
@@ -56,3 +65,19 @@ def test_notebook_pairs_are_in_sync(script):
     assert [(c.cell_type, c.source) for c in a.cells] == [(c.cell_type, c.source) for c in b.cells]
     assert b.metadata["kernelspec"]["name"] == "dpt"
     assert any("parameters" in c.metadata.get("tags", []) for c in b.cells if c.cell_type == "code")
+
+
+def test_saved_tables_keep_row_labels_and_flatten_columns(monkeypatch, tmp_path):
+    import pandas as pd
+
+    from dptlib import report
+
+    monkeypatch.setattr(report, "figures_dir", lambda scale: tmp_path)
+    sweep = pd.DataFrame({"correct": [14.04, 7.01]}, index=pd.Index([0.0, 0.03], name="eta"))
+    _, md = report.save_table(sweep, "sweep", "smoke", floatfmt=".1f")
+    rows = [line.split("|")[1:3] for line in md.read_text().splitlines()[2:]]
+    assert [(a.strip(), b.strip()) for a, b in rows] == [("0", "14.0"), ("0.03", "7.0")]
+    columns = pd.MultiIndex.from_tuples([("mean", "correct"), ("std", "correct")])
+    table = pd.DataFrame([[1.0, 0.5]], index=pd.Index(["toy-cc"], name="benchmark"), columns=columns)
+    csv, _ = report.save_table(table, "flat", "smoke")
+    assert list(pd.read_csv(csv).columns) == ["benchmark", "mean correct", "std correct"]

@@ -121,6 +121,43 @@ def test_killed_probe_resumes_to_the_same_adapter(setting, tmp_path, monkeypatch
     assert not (tmp_path / "killed" / "probe.state.safetensors").exists()
 
 
+def test_a_resume_state_of_another_run_is_refused(setting, tmp_path, monkeypatch):
+    """A killed run's state is resumed only by the same run: not after the settings or the base
+    model changed (a retrained toy model is saved at the same path as the old one)."""
+    backbone, data = setting
+    import dptlib.train as train
+
+    config = ProbeConfig.preset("smoke", steps=4, checkpoint_every=2)
+    original = train.dpt_losses
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train, "dpt_losses", dying)
+    with pytest.raises(KeyboardInterrupt):
+        probe(config, data, tmp_path, backbone=backbone, progress=False)
+    monkeypatch.setattr(train, "dpt_losses", original)
+    with pytest.raises(ValueError, match="another run.*lr"):
+        probe(ProbeConfig.preset("smoke", steps=4, checkpoint_every=2, lr=1e-3), data, tmp_path, backbone=backbone, progress=False)
+    weight = backbone.unet.conv_in.weight
+    kept = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(0.01)
+    try:
+        with pytest.raises(ValueError, match="base_model"):
+            probe(config, data, tmp_path, backbone=backbone, progress=False)
+    finally:
+        with torch.no_grad():
+            weight.copy_(kept)
+    # a longer run of the same settings resumes
+    probe(ProbeConfig.preset("smoke", steps=6, checkpoint_every=2), data, tmp_path, backbone=backbone, progress=False)
+    assert not (tmp_path / "probe.state.safetensors").exists()
+
+
 def test_metrics_on_a_probed_adapter(setting, tmp_path):
     backbone, data = setting
     probe(ProbeConfig.preset("smoke"), data, tmp_path, backbone=backbone, progress=False)

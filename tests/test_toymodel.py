@@ -96,6 +96,39 @@ def test_smoke_build_resumes_from_finished_parts(smoke_build):
     assert again["seconds"]["unet"] == report["seconds"]["unet"]
 
 
+def test_part_inputs_follow_the_training_order():
+    base = ToyModelConfig.preset("smoke")
+    changed = {
+        "vae_lr": {"vae", "unet"},
+        "clip_lr": {"clip", "evaluator", "unet"},  # the evaluator shares the contrastive loop
+        "evaluator_steps": {"evaluator"},
+        "complete_caption_rate": {"unet"},
+        "n_scenes": {"clip", "evaluator", "vae", "unet"},
+        "checkpoint_every": set(),
+    }
+    for name, parts in changed.items():
+        other = ToyModelConfig.preset("smoke", **{name: getattr(base, name) * 2})
+        assert {p for p in ToyModelConfig.PART_INPUTS if other.part_inputs(p) != base.part_inputs(p)} == parts, name
+
+
+def test_a_changed_configuration_retrains_only_the_parts_it_reaches(smoke_build, tmp_path):
+    """A work folder from an earlier build is reused only where the configuration still holds."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    root, report = smoke_build
+    shutil.copytree(root / "work", tmp_path / "work")
+    again = build_toy_sd(ToyModelConfig.preset("smoke", complete_caption_rate=0.3), tmp_path / "toy-sd",
+                         tmp_path / "toy-evaluator", tmp_path / "work", threads=2)
+    for part, same in (("clip/model.safetensors", True), ("vae/diffusion_pytorch_model.safetensors", True),
+                       ("unet/diffusion_pytorch_model.safetensors", False)):
+        first, second = load_file(root / "toy-sd" / part), load_file(tmp_path / "toy-sd" / part)
+        assert all(torch.equal(first[k], second[k]) for k in first) == same, part
+    assert again["seconds"]["clip"] == report["seconds"]["clip"]
+    assert json.loads((tmp_path / "work" / "unet.config.json").read_text())["complete_caption_rate"] == 0.3
+
+
 def test_a_build_from_scratch_is_bit_reproducible(smoke_build, tmp_path):
     """Same seed, same thread count: a second build from nothing gives byte-identical weights, so a
     retrain reproduces the shipped model rather than merely resembling it."""
@@ -157,13 +190,14 @@ def test_shipped_evaluator_loads_through_open_clip():
 
 @shipped
 def test_shipped_pipeline_draws_the_asked_object():
-    """The base model draws the asked-for object (shape, colour, size) most of the time; it often
-    adds others too (toy captions, like COCO's, describe only part of a scene), so "exactly one"
-    is not asserted: that is among the mistakes DPT is meant to reduce."""
+    """The base model draws the asked-for object (shape, colour, size), and only it, most of the
+    time (the shipped model: 79 % / 71 % / 67 % on these 24 prompts; thresholds leave room for
+    another CPU's rounding), yet not always: that is the room DPT is meant to close."""
     from dptlib.metrics import evaluate_generation
 
     pipe = load_toy_pipeline()
     world = ToyWorld(ToyWorldConfig())
     prompts = [p for p in toy_benchmark("toy-nss", world.config, n=200) if p.category == "attribute"][:24]
     scores = evaluate_generation(pipe, prompts, seeds=[0], config=world.config, num_inference_steps=25, progress=False)
-    assert scores["presence"].mean() >= 0.9 and scores["binding"].mean() >= 0.7
+    assert scores["presence"].mean() >= 0.7 and scores["binding"].mean() >= 0.6 and scores["correct"].mean() >= 0.5
+    assert scores["correct"].mean() < 1.0
