@@ -91,25 +91,30 @@ def test_in_batch_negatives_run(setting, tmp_path):
     assert all(np.isfinite(e["loss"]) for e in log)
 
 
-def test_killed_probe_resumes_to_the_same_adapter(setting, tmp_path, monkeypatch):
-    backbone, data = setting
+def _killed_after_step_two(monkeypatch, run):
+    """Run ``run()`` and kill it at step 3, after its step-2 checkpoint (a smoke config with
+    checkpoint_every=2)."""
     import dptlib.train as train
 
-    config = ProbeConfig.preset("smoke", steps=4, checkpoint_every=2)
-    probe(config, data, tmp_path / "straight", backbone=backbone, progress=False)
-    calls = {"n": 0}
-    original = train.dpt_losses
+    original, calls = train.dpt_losses, {"n": 0}
 
     def dying(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 4:  # step 3: after the step-2 checkpoint
+        if calls["n"] == 4:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
     monkeypatch.setattr(train, "dpt_losses", dying)
     with pytest.raises(KeyboardInterrupt):
-        probe(config, data, tmp_path / "killed", backbone=backbone, progress=False)
+        run()
     monkeypatch.setattr(train, "dpt_losses", original)
+
+
+def test_killed_probe_resumes_to_the_same_adapter(setting, tmp_path, monkeypatch):
+    backbone, data = setting
+    config = ProbeConfig.preset("smoke", steps=4, checkpoint_every=2)
+    probe(config, data, tmp_path / "straight", backbone=backbone, progress=False)
+    _killed_after_step_two(monkeypatch, lambda: probe(config, data, tmp_path / "killed", backbone=backbone, progress=False))
     assert (tmp_path / "killed" / "probe.state.safetensors").exists()
     probe(config, data, tmp_path / "killed", backbone=backbone, progress=False)
     a, _, _ = load_adapter(tmp_path / "straight")
@@ -125,22 +130,8 @@ def test_a_resume_state_of_another_run_is_refused(setting, tmp_path, monkeypatch
     """A killed run's state is resumed only by the same run: not after the settings or the base
     model changed (a retrained toy model is saved at the same path as the old one)."""
     backbone, data = setting
-    import dptlib.train as train
-
     config = ProbeConfig.preset("smoke", steps=4, checkpoint_every=2)
-    original = train.dpt_losses
-    calls = {"n": 0}
-
-    def dying(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train, "dpt_losses", dying)
-    with pytest.raises(KeyboardInterrupt):
-        probe(config, data, tmp_path, backbone=backbone, progress=False)
-    monkeypatch.setattr(train, "dpt_losses", original)
+    _killed_after_step_two(monkeypatch, lambda: probe(config, data, tmp_path, backbone=backbone, progress=False))
     with pytest.raises(ValueError, match="another run.*lr"):
         probe(ProbeConfig.preset("smoke", steps=4, checkpoint_every=2, lr=1e-3), data, tmp_path, backbone=backbone, progress=False)
     weight = backbone.unet.conv_in.weight
