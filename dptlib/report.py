@@ -70,16 +70,43 @@ def image_grid(
     return figure
 
 
-def with_spread(spread: pd.DataFrame, column: str, digits: int = 1) -> pd.Series:
-    """``"mean ± std"`` strings of one column of :func:`dptlib.metrics.mean_and_spread`'s output."""
-    fmt = f"{{:.{digits}f}}"
-    return spread[("mean", column)].map(fmt.format) + " ± " + spread[("std", column)].map(fmt.format)
+def interval_table(comparison: pd.DataFrame, column: str, digits: int = 1) -> pd.DataFrame:
+    """Rows: methods; columns: the values of ``column`` (a cell level of the index); entries:
+    "mean [low, high]" from :func:`dptlib.stats.compare_to_baseline`'s output."""
+    from .stats import format_interval
+
+    text = comparison.apply(lambda r: format_interval(r["mean"], r["low"], r["high"], digits), axis=1)
+    return _pivot(text, comparison, column)
 
 
-def method_table(scores: pd.DataFrame, column: str, metric: str = "correct", methods=None) -> pd.DataFrame:
-    """Rows: methods (in the order of ``methods``); columns: the values of ``column``; cells:
-    ``"mean ± std"`` over seeds of ``metric`` (scores of :func:`dptlib.metrics.compare_methods`)."""
-    from .metrics import mean_and_spread
+def difference_table(comparison: pd.DataFrame, column: str, digits: int = 1) -> pd.DataFrame:
+    """Like :func:`interval_table` for the paired difference to the baseline: "+d [low, high]
+    (p = ...)", "—" in the baseline's row."""
+    from .stats import format_difference
 
-    table = with_spread(mean_and_spread(scores, ["method", column]), metric).unstack(column)
-    return table.loc[list(methods)] if methods is not None else table
+    text = comparison.apply(lambda r: format_difference(r["diff"], r["diff_low"], r["diff_high"], r["p"], digits), axis=1)
+    return _pivot(text, comparison, column)
+
+
+def _pivot(text: pd.Series, comparison: pd.DataFrame, column: str) -> pd.DataFrame:
+    # methods in the order of their first row in any cell (compare_to_baseline's method order)
+    order = {m: i for i, m in enumerate(comparison.attrs.get("methods", []))}
+    methods = sorted(dict.fromkeys(comparison.index.get_level_values(-1)), key=lambda m: order.get(m, len(order)))
+    cells = list(dict.fromkeys(comparison.index.get_level_values(column)))
+    table = text.unstack(column) if comparison.index.nlevels == 2 else text.droplevel(
+        [n for n in comparison.index.names[:-1] if n != column]).unstack(column)
+    return table.reindex(index=methods, columns=cells).fillna("")
+
+
+def claim_row(claim: str, paper: str, row: pd.Series, expected_sign: int = +1, control: bool = False, digits: int = 1) -> dict:
+    """One line of the claims table from a :func:`dptlib.stats.compare_to_baseline` row (its
+    ``diff``, ``diff_low``, ``diff_high``, ``p``, ``n``): the claim, the paper's number, the toy
+    difference with its 95 % interval, and the verdict: "holds" / "contradicted" /
+    "inconclusive" (:func:`dptlib.stats.verdict`), or for a control that must show nothing,
+    "no effect" (the interval contains 0) or "effect"."""
+    from .stats import format_difference, verdict
+
+    low, high = row["diff_low"], row["diff_high"]
+    judged = ("no effect" if low <= 0 <= high else "effect") if control else verdict(low, high, expected_sign)
+    return {"claim": claim, "paper": paper, "toy (difference, 95 % interval)": format_difference(row["diff"], low, high, row["p"], digits),
+            "n": int(row["n"]), "verdict": judged}
