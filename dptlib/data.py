@@ -7,8 +7,14 @@ readers below serve both worlds unchanged.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
 
 @dataclass
@@ -82,22 +88,67 @@ def read_refexp(path: str | Path) -> list[ReferringExpression]:
 class DiscriminationData:
     """One split of the combined ITM + REC data.
 
-    images (N, 3, H, W) in [-1, 1]; captions: every caption, flat, with ``caption_image`` (C,) its
-    image; expressions with ``expression_image`` (R,) and ``expression_box`` (R, 4) as normalised
-    (cx, cy, w, h); ``hard_captions`` (N, k_c) and ``hard_images`` (C, k_i): mined negatives.
+    ``images`` (N, 3, H, W) in [-1, 1]; the first ``n_captioned`` own captions, any after them
+    are negative-only images (e.g. the toy world's edited scenes). ``captions``: every text, flat,
+    with ``caption_image`` (C,) its image, ``-1`` for negative-only texts, which come after every
+    image's own captions. Expressions with ``expression_image`` (R,) and ``expression_box`` (R, 4)
+    as normalised (cx, cy, w, h). Hard negatives: ``hard_captions`` (n_captioned, k_c) for each
+    captioned image, ``hard_images`` (C_own, k_i) for each own caption (indices).
+
+    ``is_negative(image, caption) -> bool`` says whether a caption is *false* of an image. COCO
+    has no such oracle and App. B.1 takes every caption of another image as a negative (None);
+    the toy world checks each candidate exactly (:mod:`dptlib.toy.data`). ``caption_complete``
+    (C,) marks captions that describe their image completely, the positives of the ITM test
+    where the data know them. ``hard_caption_kind`` / ``hard_image_kind`` name where each hard
+    negative came from ("mined", or the edit that made it), parallel to the index tensors.
     """
 
-    images: "torch.Tensor"
+    images: torch.Tensor
     captions: list[str]
-    caption_image: "torch.Tensor"
+    caption_image: torch.Tensor
     expressions: list[str]
-    expression_image: "torch.Tensor"
-    expression_box: "torch.Tensor"
-    hard_captions: "torch.Tensor | None" = None
-    hard_images: "torch.Tensor | None" = None
+    expression_image: torch.Tensor
+    expression_box: torch.Tensor
+    hard_captions: torch.Tensor | None = None
+    hard_images: torch.Tensor | None = None
+    n_captioned: int | None = None
+    is_negative: Callable[[int, int], bool] | None = None
+    caption_complete: torch.Tensor | None = None
+    hard_caption_kind: list[list[str]] | None = None
+    hard_image_kind: list[list[str]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_captioned is None:
+            self.n_captioned = len(self.images)
+        owned = (self.caption_image >= 0).numpy()
+        if owned.any() and not owned[: int(owned.sum())].all():
+            raise ValueError("an image's own captions must come before the negative-only texts (caption_image = -1)")
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def n_own_captions(self) -> int:
+        """Captions that belong to an image (the first ones); the rest are negative-only texts."""
+        return int((self.caption_image >= 0).sum())
+
+    def object_boxes(self) -> dict[int, torch.Tensor]:
+        """Per image, the distinct boxes (K, 4) of its referred objects: the ground-truth object
+        proposals crop-based REC evaluations choose among."""
+    
+        out: dict[int, list] = {}
+        for image, box in zip(self.expression_image.tolist(), self.expression_box):
+            boxes = out.setdefault(image, [])
+            if not any(torch.allclose(box, b) for b in boxes):
+                boxes.append(box)
+        return {k: torch.stack(v) for k, v in out.items()}
+
+    def negative(self, image: int, caption: int) -> bool:
+        """Whether ``caption`` may serve as a negative of ``image``: not one of its own captions,
+        and false of it where the data can tell (``is_negative``)."""
+        if int(self.caption_image[caption]) == image:
+            return False
+        return True if self.is_negative is None else bool(self.is_negative(image, caption))
 
 
 def load_discrimination_data(captions_json, refexp_json, image_root, limit: int | None = None) -> DiscriminationData:
@@ -106,9 +157,6 @@ def load_discrimination_data(captions_json, refexp_json, image_root, limit: int 
     Images without captions are dropped; expressions whose image is not in the captions file too.
     ``limit`` keeps the first images only (smoke runs).
     """
-    import numpy as np
-    import torch
-    from PIL import Image
 
     captioned = read_coco_captions(captions_json)[:limit]
     index = {img.image_id: i for i, img in enumerate(captioned)}
@@ -121,7 +169,7 @@ def load_discrimination_data(captions_json, refexp_json, image_root, limit: int 
         elif rgb.shape[:2] != size:  # real COCO images vary: resize to the first one's size
             rgb = np.asarray(Image.open(Path(image_root) / img.file_name).convert("RGB").resize(size[::-1]))
         pixels.append(rgb)
-    images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    images = to_model_images(np.stack(pixels))
     captions = [c for img in captioned for c in img.captions]
     caption_image = torch.tensor([i for i, img in enumerate(captioned) for _ in img.captions])
     expressions, expression_image, boxes = [], [], []
@@ -136,19 +184,64 @@ def load_discrimination_data(captions_json, refexp_json, image_root, limit: int 
                               torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
 
 
-def mine_hard_negatives(image_embeddings, caption_embeddings, caption_image, k_captions: int = 20, k_images: int = 4):
+def to_model_images(images) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]: what the VAE and the CLIPs take."""
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def to_uint8_images(images) -> np.ndarray:
+    """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3): the inverse of :func:`to_model_images`."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _ranked_negatives(similarity, accept, k: int, key=None, rows_per_sort: int = 256) -> list[list[int]]:
+    """For each row of ``similarity`` (Q, K), the first ``k`` columns in order of decreasing
+    similarity that ``accept(row, column)`` lets through, no two with the same ``key(column)``;
+    equal similarities in column order (a stable sort, not ``topk``'s unspecified order).
+    Raises if a row has fewer than ``k``."""
+
+    out = []
+    for start in range(0, len(similarity), rows_per_sort):
+        order = torch.sort(-similarity[start : start + rows_per_sort], dim=1, stable=True).indices
+        for offset, columns in enumerate(order.tolist()):
+            row, found, seen = start + offset, [], set()
+            for column in columns:
+                name = column if key is None else key(column)
+                if name not in seen and accept(row, column):
+                    found.append(column)
+                    seen.add(name)
+                    if len(found) == k:
+                        break
+            if len(found) < k:
+                raise ValueError(f"query {row} has only {len(found)} acceptable negatives, {k} asked")
+            out.append(found)
+    return out
+
+
+def mine_hard_negatives(image_embeddings, caption_embeddings, caption_image, k_captions: int = 20, k_images: int = 4,
+                        is_negative=None, captions: list[str] | None = None):
     """Top-k negatives by CLIP similarity (App. B.1, footnote 4): for each image the ``k_captions``
     most similar captions of *other* images, for each caption the ``k_images`` most similar other
     images. image_embeddings (N, D), caption_embeddings (C, D), both normalised; caption_image (C,).
+
+    ``is_negative(image, caption) -> bool``, if given, drops candidates that are in fact true of
+    the image (the toy world's oracle; App. B.1 assumes none are). With ``captions`` (the C
+    texts) an image's negatives are distinct texts. Ties in similarity go to the lower index.
     Returns (hard_captions (N, k_c), hard_images (C, k_i)) as indices."""
-    import torch
+
+    owner = caption_image.tolist()
+
+    def caption_ok(image, caption):
+        return owner[caption] != image and (is_negative is None or is_negative(image, caption))
+
+    def image_ok(caption, image):
+        return owner[caption] != image and (is_negative is None or is_negative(image, caption))
 
     similarity = image_embeddings @ caption_embeddings.T  # (N, C)
-    own = caption_image[None, :] == torch.arange(len(image_embeddings))[:, None]  # (N, C)
-    similarity = similarity.masked_fill(own, -torch.inf)
-    hard_captions = similarity.topk(min(k_captions, similarity.shape[1] - int(own.sum(1).max())), dim=1).indices
-    hard_images = similarity.T.topk(min(k_images, len(image_embeddings) - 1), dim=1).indices
-    return hard_captions, hard_images
+    hard_captions = _ranked_negatives(similarity, caption_ok, k_captions, captions.__getitem__ if captions else None)
+    hard_images = _ranked_negatives(similarity.T, image_ok, k_images)
+    return torch.tensor(hard_captions, dtype=torch.long), torch.tensor(hard_images, dtype=torch.long)
 
 
 @dataclass
@@ -164,10 +257,10 @@ class Septuple:
     random_image: int
 
 
-def sample_septuple(data: DiscriminationData, rng) -> Septuple:
+def sample_septuple(data: DiscriminationData, rng, max_tries: int = 1000) -> Septuple:
     """App. B.1's sampling: 1) an expression y' and its image x, 2) a caption y of x, 3) y_neg from
-    x's mined captions, 4) x_neg from y's mined images, 5) a random other caption and image."""
-    import numpy as np
+    x's mined captions, 4) x_neg from y's mined images, 5) a random caption of another image that
+    is false of x, and a random other captioned image of which y is false."""
 
     if data.hard_captions is None or data.hard_images is None:
         raise ValueError("mine hard negatives first (mine_hard_negatives)")
@@ -177,14 +270,18 @@ def sample_septuple(data: DiscriminationData, rng) -> Septuple:
     caption = int(rng.choice(own))
     hard_caption = int(data.hard_captions[image, int(rng.integers(data.hard_captions.shape[1]))])
     hard_image = int(data.hard_images[caption, int(rng.integers(data.hard_images.shape[1]))])
-    while True:
-        random_image = int(rng.integers(len(data)))
-        if random_image not in (image, hard_image):
+    for _ in range(max_tries):
+        random_image = int(rng.integers(data.n_captioned))
+        if random_image not in (image, hard_image) and data.negative(random_image, caption):
             break
-    while True:
-        random_caption = int(rng.integers(len(data.captions)))
-        if int(data.caption_image[random_caption]) != image and random_caption != hard_caption:
+    else:
+        raise ValueError(f"no random negative image found for caption {caption} in {max_tries} draws")
+    for _ in range(max_tries):
+        random_caption = int(rng.integers(data.n_own_captions))
+        if random_caption != hard_caption and data.negative(image, random_caption):
             break
+    else:
+        raise ValueError(f"no random negative caption found for image {image} in {max_tries} draws")
     return Septuple(image, expression, caption, hard_caption, hard_image, random_caption, random_image)
 
 
@@ -194,8 +291,6 @@ def clip_embedder(model, tokenizer, image_transform=None, batch: int = 256):
     ``tokenizer`` is open_clip's (returns ids) or a Hugging Face tokenizer (the toy evaluator's);
     ``image_transform`` maps (B, 3, H, W) in [-1, 1] to the model's input (e.g. resize to 224 and
     CLIP-normalise for OpenCLIP ViT-H-14; the toy evaluator takes the images as they are)."""
-    import torch
-    import torch.nn.functional as F
 
     def ids(texts):
         if hasattr(tokenizer, "model_max_length"):
@@ -217,25 +312,39 @@ def clip_embedder(model, tokenizer, image_transform=None, batch: int = 256):
 
 
 def prepare_discrimination_data(captions_json, refexp_json, image_root, embed, limit: int | None = None,
-                                k_captions: int = 20, k_images: int = 4) -> DiscriminationData:
-    """Load a split and mine its hard negatives with a CLIP (``embed`` from :func:`clip_embedder`)."""
+                                k_captions: int = 20, k_images: int = 4, is_negative=None) -> DiscriminationData:
+    """Load a split and mine its hard negatives with a CLIP (``embed`` from :func:`clip_embedder`).
+
+    ``is_negative(image, caption) -> bool`` is the optional truth filter of
+    :func:`mine_hard_negatives` (and of the septuples' random negatives)."""
     data = load_discrimination_data(captions_json, refexp_json, image_root, limit)
     image_emb, caption_emb = embed(data.images, data.captions)
-    data.hard_captions, data.hard_images = mine_hard_negatives(image_emb, caption_emb, data.caption_image, k_captions, k_images)
+    data.hard_captions, data.hard_images = mine_hard_negatives(image_emb, caption_emb, data.caption_image, k_captions, k_images,
+                                                               is_negative, data.captions)
+    data.is_negative = is_negative
     return data
 
 
-def toy_discrimination_data(out_dir: str | Path, n_train: int, n_test: int, seed: int = 0, evaluator_dir=None):
-    """The toy world's ITM / REC data as a COCO / RefCOCO user would have them: exported in the
-    real formats under ``out_dir``, read back by the readers above, hard negatives mined with the
-    evaluator CLIP. Returns ``(train, test, embed)`` with ``embed`` the evaluator's
-    :func:`clip_embedder`; ``n_test = 0`` skips the test split (``test`` is None)."""
-    from .toymodel import EVALUATOR_DIR, load_evaluator
-    from .toyworld import ToyWorld, ToyWorldConfig, export_world
+def shuffled_pairs(data: DiscriminationData, seed: int = 0) -> DiscriminationData:
+    """The negative control's data: every image, captioned or negative-only, is replaced by
+    another one (a seeded single cycle, so none keeps its own), while captions, expressions,
+    boxes and negatives stay where they were. No displayed image is related to any text any
+    more, hard negative images included (were they left in place, the edited images of a
+    caption's own scene would teach the adapter to prefer images that do *not* match)."""
+    order = np.random.default_rng([seed, 23]).permutation(len(data.images))
+    source = np.empty(len(order), dtype=np.int64)
+    source[order] = np.roll(order, -1)  # image order[i] now shows image order[i + 1]
+    return replace(data, images=data.images[torch.from_numpy(source)])
 
-    paths = export_world(ToyWorld(ToyWorldConfig(seed=seed)), out_dir, splits=("train", "test"), n=max(n_train, n_test))
-    evaluator, tokenizer = load_evaluator(evaluator_dir or EVALUATOR_DIR)
-    embed = clip_embedder(evaluator, tokenizer)
-    splits = [prepare_discrimination_data(paths[s]["captions"], paths[s]["refexp"], paths[s]["images"], embed, limit=n) if n else None
-              for s, n in (("train", n_train), ("test", n_test))]
-    return splits[0], splits[1], embed
+
+def fingerprint(data: DiscriminationData) -> str:
+    """A sha256 of what a run learns from (images, texts, boxes, negatives): two splits with the
+    same fingerprint train the same way, whatever code or files produced them."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for tensor in (data.images, data.caption_image, data.expression_image, data.expression_box, data.hard_captions, data.hard_images):
+        if tensor is not None:
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update("\n".join(data.captions + ["|"] + data.expressions).encode())
+    return digest.hexdigest()

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_save_file, load_training_state, save_training_state
+from .data import to_model_images, to_uint8_images
 from .toyworld import NUMBER_WORDS, PLURALS, POSITIONS, RELATIONS, SIZES, ObjectSpec, PromptSpec, ToyWorld, ToyWorldConfig, score_objects
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -207,7 +208,7 @@ class SceneBank:
     def __init__(self, world: ToyWorld, n: int, split: str = "train"):
         self.world = world
         self.scenes = world.scenes(split, n)
-        self.images = torch.from_numpy(np.stack([world.render(s) for s in self.scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        self.images = to_model_images(np.stack([world.render(s) for s in self.scenes]))
         self.captions = [world.captions(s) for s in self.scenes]
 
     def __len__(self) -> int:
@@ -406,7 +407,7 @@ def hard_negative_accuracy(embed, tokenizer, world: ToyWorld, n_scenes: int = 50
     rng = np.random.default_rng(123)
     hits: dict[str, list[bool]] = {k: [] for k in HARD_NEGATIVE_KINDS}
     for scene in world.scenes(split, n_scenes):
-        image = torch.from_numpy(world.render(scene)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        image = to_model_images(world.render(scene)[None])
         pairs = []
         for spec in world.captions(scene):
             for kind, neg in hard_negatives(spec, scene.objects, scene.image_size, rng).items():
@@ -683,12 +684,12 @@ def vae_quality(vae, world: ToyWorld, n_scenes: int = 500) -> dict[str, float]:
     from .toyworld import parse_image, parse_matches_scene
 
     scenes = world.scenes("test", n_scenes)
-    images = torch.from_numpy(np.stack([world.render(s) for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    images = to_model_images(np.stack([world.render(s) for s in scenes]))
     recon = torch.cat([vae.decode(vae.encode(images[i : i + 100]).latent_dist.mean).sample for i in range(0, len(images), 100)])
     recon = recon.clamp(-1, 1)
     mse = ((recon - images) / 2).pow(2).flatten(1).mean(1)
     psnr = float((10 * torch.log10(1 / mse)).mean())
-    rgb = ((recon + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    rgb = to_uint8_images(recon)
     oracle = float(np.mean([parse_matches_scene(parse_image(r, world.config), s) for r, s in zip(rgb, scenes)]))
     return {"psnr_db": psnr, "oracle_on_reconstructions": oracle}
 

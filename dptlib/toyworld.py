@@ -299,6 +299,30 @@ class ToyWorld:
                 return Scene(objects, cfg.image_size, scene_id=seed)
         raise ValueError(f"could not realize {spec.text!r} in {max_tries} tries")
 
+    # -- drawing --------------------------------------------------------------------------
+    def draw(self, shape: str, colour: str, size: str, cell: tuple[int, int]) -> ToyObject:
+        """The object drawn in the square cell whose top-left corner is ``cell`` = (x0, y0)."""
+        return ToyObject(shape, colour, size, _tight_box(_shape_mask(shape, self.config.side(size)), *cell))
+
+    def cell(self, obj: ToyObject) -> tuple[int, int]:
+        """Top-left corner (x0, y0) of the cell ``obj`` is drawn in: the inverse of :meth:`draw`
+        (the tight box of a circle can start one pixel inside its cell)."""
+        bx0, by0, _, _ = _tight_box(_shape_mask(obj.shape, self.config.side(obj.size)), 0, 0)
+        return obj.box[0] - bx0, obj.box[1] - by0
+
+    def fits(self, objects, cell: tuple[int, int], side: int) -> bool:
+        """Whether a cell of ``side`` at ``cell`` keeps ``gap`` pixels from the border and from
+        the cells of ``objects`` (the rule every scene is placed by)."""
+        size, gap = self.config.image_size, self.config.gap
+        x, y = cell
+        if not (gap <= x <= size - gap - side and gap <= y <= size - gap - side):
+            return False
+        for obj in objects:
+            (px, py), ps = self.cell(obj), self.config.side(obj.size)
+            if not (x + side + gap <= px or px + ps + gap <= x or y + side + gap <= py or py + ps + gap <= y):
+                return False
+        return True
+
     # -- rendering ------------------------------------------------------------------------
     def render(self, scene: Scene) -> np.ndarray:
         """uint8 RGB image (H, W, 3) of ``scene``."""
@@ -307,13 +331,9 @@ class ToyWorld:
         image[:] = cfg.background
         for obj in scene.objects:
             side = cfg.side(obj.size)
-            x0, y0, _, _ = obj.box
-            # the tight box of a circle can start one pixel inside its cell
-            cell_mask = _shape_mask(obj.shape, side)
-            bx0, by0, _, _ = _tight_box(cell_mask, 0, 0)
-            cx0, cy0 = x0 - bx0, y0 - by0
+            cx0, cy0 = self.cell(obj)
             region = image[cy0 : cy0 + side, cx0 : cx0 + side]
-            region[cell_mask] = cfg.rgb(obj.colour)
+            region[_shape_mask(obj.shape, side)] = cfg.rgb(obj.colour)
         return image
 
     # -- language -------------------------------------------------------------------------
