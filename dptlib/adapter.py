@@ -33,6 +33,7 @@ class AdapterConfig:
     position_embedding: str = "learned"  # "learned" (the paper) or "sine" (the official code)
     max_positions: int = 64  # learned embeddings cover feature maps up to this side
     fusion_size: int | None = None  # side the probed maps are resized to before adding; None: the first block's
+    max_side: int | None = None  # maps larger than this are first resized down to it (fewer tokens); None: no limit
     dropout: float = 0.1
     temperature: float = 0.07  # initial tau of Eq. 3, 4, 6 (learnable)
 
@@ -122,8 +123,12 @@ class DiscriminativeAdapter(nn.Module):
         if len(features) != len(self.input_projections):
             raise ValueError(f"expected {len(self.input_projections)} feature maps, got {len(features)}")
         size = (self.config.fusion_size,) * 2 if self.config.fusion_size else tuple(features[0].shape[-2:])
+        if self.config.max_side and max(size) > self.config.max_side:
+            size = (self.config.max_side,) * 2
+        # resize, then project: both are linear and per-pixel / per-channel, so the order does not
+        # change the result, and projecting the smaller map is cheaper
         fused = sum(
-            F.interpolate(p(f), size=size, mode="bilinear", align_corners=False) if tuple(f.shape[-2:]) != size else p(f)
+            p(F.interpolate(f, size=size, mode="bilinear", align_corners=False) if tuple(f.shape[-2:]) != size else f)
             for p, f in zip(self.input_projections, features)
         )  # (B, d, h, w)
         batch, d, h, w = fused.shape

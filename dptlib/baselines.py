@@ -14,6 +14,8 @@ generation (Tab. 1): Attend-and-Excite.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,14 @@ class DenoisingScorer:
         self.backbone, self.data, self.latents = backbone, data, latents
         self.timesteps, self.normalize, self.seed, self.batch = timesteps, normalize, seed, batch
         self._unconditional: dict[int, float] = {}
+        self._conditional: dict[tuple[int, int], float] = {}  # (image, caption) -> error, shared by normalized()
+
+    def normalized(self) -> "DenoisingScorer":
+        """DiffusionITM on this Diffusion Classifier's errors: the same timesteps and noise, and
+        the (image, caption) errors already computed are not computed again."""
+        twin = copy.copy(self)
+        twin.normalize = True
+        return twin
 
     def _noise(self, image: int, t: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + image * 1009 + int(t))
@@ -70,7 +80,11 @@ class DenoisingScorer:
 
     def score_pairs(self, images: list[int], captions: list[int]) -> torch.Tensor:
         """Higher is better: minus the (normalised) denoising error."""
-        error = self.errors(images, [self.data.captions[c] for c in captions])
+        missing = list(dict.fromkeys((i, c) for i, c in zip(images, captions) if (i, c) not in self._conditional))
+        if missing:
+            found = self.errors([i for i, _ in missing], [self.data.captions[c] for _, c in missing])
+            self._conditional.update(zip(missing, found.tolist()))
+        error = torch.tensor([self._conditional[i, c] for i, c in zip(images, captions)])
         if self.normalize:
             missing = sorted({i for i in images if i not in self._unconditional})
             if missing:
@@ -83,12 +97,7 @@ class DenoisingScorer:
 def proposals(data) -> dict[int, torch.Tensor]:
     """Candidate boxes per image for REC baselines: the distinct boxes of its referred objects
     (ground-truth object proposals, as crop-based REC evaluations use)."""
-    out: dict[int, list] = {}
-    for image, box in zip(data.expression_image.tolist(), data.expression_box):
-        boxes = out.setdefault(image, [])
-        if not any(torch.allclose(box, b) for b in boxes):
-            boxes.append(box)
-    return {k: torch.stack(v) for k, v in out.items()}
+    return data.object_boxes()
 
 
 def _latent_masks(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:

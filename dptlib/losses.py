@@ -10,7 +10,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-LAMBDAS = (1.0, 5.0, 2.0, 1.0)  # (probability, L1, GIoU, text-to-object), App. B.3.2
+
+@dataclass(frozen=True)
+class LossWeights:
+    """lambda_0..3 of Eq. 7, also the matcher's cost weights of Eq. 5 (App. B.3.2: 1, 5, 2, 1)."""
+
+    probability: float = 1.0
+    l1: float = 5.0
+    giou: float = 2.0
+    text_to_object: float = 1.0
+
+
+WEIGHTS = LossWeights()
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,7 +60,7 @@ def generalized_box_iou(a_xyxy: torch.Tensor, b_xyxy: torch.Tensor) -> torch.Ten
 # --------------------------------------------------------------------------------------------
 # The matcher (Eq. 5)
 # --------------------------------------------------------------------------------------------
-def matching_cost(grounding_logits: torch.Tensor, boxes: torch.Tensor, target: torch.Tensor, lambdas=LAMBDAS) -> torch.Tensor:
+def matching_cost(grounding_logits: torch.Tensor, boxes: torch.Tensor, target: torch.Tensor, weights: LossWeights = WEIGHTS) -> torch.Tensor:
     """Cost of assigning each object query to the target, (B, K):
     -lambda_0 p_j + lambda_1 L1(b_j, b) + lambda_2 (1 - GIoU(b_j, b)), p = softmax over the K queries.
 
@@ -58,16 +69,16 @@ def matching_cost(grounding_logits: torch.Tensor, boxes: torch.Tensor, target: t
     probability = grounding_logits.softmax(-1)
     l1 = (boxes - target[:, None, :]).abs().sum(-1)
     giou = generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(target)[:, None, :])
-    return -lambdas[0] * probability + lambdas[1] * l1 + lambdas[2] * (1 - giou)
+    return -weights.probability * probability + weights.l1 * l1 + weights.giou * (1 - giou)
 
 
 @torch.no_grad()
-def match_queries(grounding_logits: torch.Tensor, boxes: torch.Tensor, target: torch.Tensor, lambdas=LAMBDAS) -> torch.Tensor:
+def match_queries(grounding_logits: torch.Tensor, boxes: torch.Tensor, target: torch.Tensor, weights: LossWeights = WEIGHTS) -> torch.Tensor:
     """psi(i) of Eq. 5: index (B,) of the object query that best fits the one referred object.
 
     With one target per image the Hungarian assignment is the arg-min of the cost (a test checks
     that it agrees with ``scipy.optimize.linear_sum_assignment``)."""
-    return matching_cost(grounding_logits, boxes, target, lambdas).argmin(-1)
+    return matching_cost(grounding_logits, boxes, target, weights).argmin(-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,7 +124,7 @@ def grounding_loss(
     target: torch.Tensor,
     expression_embeddings: torch.Tensor,
     logit_scale: torch.Tensor,
-    lambdas=LAMBDAS,
+    weights: LossWeights = WEIGHTS,
 ) -> GroundingLoss:
     """L^ground of Eq. 7 for one referred object per image.
 
@@ -125,7 +136,7 @@ def grounding_loss(
     the matched query; only the log-softmax also pushes the other queries down, which the
     arg-max-p box chosen at test time needs. Eq. 6's denominator runs over the object queries.
     """
-    matched = match_queries(grounding_logits, boxes, target, lambdas)  # (B,)
+    matched = match_queries(grounding_logits, boxes, target, weights)  # (B,)
     rows = torch.arange(len(matched), device=matched.device)
     probability = F.cross_entropy(grounding_logits, matched)
     box = boxes[rows, matched]  # (B, 4)
@@ -133,10 +144,42 @@ def grounding_loss(
     giou = (1 - generalized_box_iou(cxcywh_to_xyxy(box), cxcywh_to_xyxy(target))).mean()
     cosine = F.cosine_similarity(semantic_embeddings, expression_embeddings[:, None, :], dim=-1)  # (B, K)
     text_to_object = F.cross_entropy(logit_scale.exp() * cosine, matched)
-    total = lambdas[0] * probability + lambdas[1] * l1 + lambdas[2] * giou + lambdas[3] * text_to_object
+    total = weights.probability * probability + weights.l1 * l1 + weights.giou * giou + weights.text_to_object * text_to_object
     return GroundingLoss(total, probability, l1, giou, text_to_object, matched)
 
 
-def predicted_boxes(grounding_logits: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """REC prediction: the box (B, 4) of the most probable object query."""
-    return boxes[torch.arange(len(boxes), device=boxes.device), grounding_logits.argmax(-1)]
+REC_RULES = ("grounding+text", "grounding")
+
+
+def query_choice_scores(grounding_logits: torch.Tensor, semantic_embeddings: torch.Tensor, expression_embeddings: torch.Tensor,
+                        logit_scale: torch.Tensor, rule: str = "grounding+text") -> torch.Tensor:
+    """How strongly each object query claims to be the referred object, (B, K).
+
+    ``"grounding+text"`` (default): log p_j + log q_j, with p the grounding probability (the
+    softmax of W_p's logits that Eq. 7 trains) and q the text-to-object probability of Eq. 6
+    (softmax over the queries of cos(o_j, CLIP(y')) / tau), so the expression chooses among the
+    object queries. ``"grounding"``: log p_j alone, the most probable object query; the
+    expression then reaches the choice only through the U-Net's cross-attention.
+    semantic_embeddings (B, K, D), expression_embeddings (B, D).
+    """
+    if rule not in REC_RULES:
+        raise ValueError(f"unknown REC rule {rule!r}; rules: {list(REC_RULES)}")
+    score = grounding_logits.log_softmax(-1)
+    if rule == "grounding+text":
+        cosine = F.cosine_similarity(semantic_embeddings, expression_embeddings[:, None, :], dim=-1)
+        score = score + (logit_scale.exp() * cosine).log_softmax(-1)
+    return score
+
+
+def predicted_boxes(grounding_logits: torch.Tensor, boxes: torch.Tensor, semantic_embeddings: torch.Tensor | None = None,
+                    expression_embeddings: torch.Tensor | None = None, logit_scale: torch.Tensor | None = None,
+                    rule: str = "grounding+text") -> torch.Tensor:
+    """REC prediction: the box (B, 4) of the query that :func:`query_choice_scores` ranks first.
+    The ``"grounding"`` rule needs only the logits and boxes."""
+    if rule == "grounding":
+        score = grounding_logits
+    elif semantic_embeddings is None or expression_embeddings is None or logit_scale is None:
+        raise ValueError(f"rule {rule!r} needs the semantic embeddings, the expression embeddings and the logit scale")
+    else:
+        score = query_choice_scores(grounding_logits, semantic_embeddings, expression_embeddings, logit_scale, rule)
+    return boxes[torch.arange(len(boxes), device=boxes.device), score.argmax(-1)]

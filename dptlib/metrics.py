@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
+import torch
 
+from .data import to_model_images
 from .toyworld import PromptSpec, ToyWorldConfig, parse_image, score_objects
 
 ORACLE_COLUMNS = ("presence", "binding", "count", "spatial", "correct")
@@ -91,27 +95,36 @@ def image_features(embed, images: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate([embed(to_model_images(images[i : i + batch]), None)[0].numpy() for i in range(0, len(images), batch)])
 
 
+SELECTION_CRITERIA = ("clip", "oracle")
+
+
 def tuning_validator(pipe, prompts, embed, num_inference_steps: int = 25, seed: int = 1234, discrimination=None,
-                     config: ToyWorldConfig | None = None):
+                     config: ToyWorldConfig | None = None, selection: str = "clip", guidance_scale: float = 7.5):
     """A ``validate(step, model)`` for :func:`dptlib.train.tune`: images of the validation
     ``prompts`` from ``pipe`` (whose U-Net is the one being tuned), scored by the CLIP ``embed``
-    (key ``score``, the paper's checkpoint-selection criterion) and by the oracle (``correct``).
+    (``clip_score``) and by the oracle (``correct``, % exactly right). ``selection`` says which
+    is the checkpoint-selection ``score``: ``"clip"`` (the paper's criterion, App. B.3.1) or
+    ``"oracle"`` (the toy world's exact judge; no such judge exists at paper scale).
 
-    ``discrimination = (test_data, test_latents, itm_test)`` adds the tuned model's ITM overall
-    accuracy and REC P@1 on held-out data, for the generation-vs-discrimination curves of Fig. 4a.
+    ``discrimination = (data, latents, itm_test, rec_expressions)`` (a validation split) adds the
+    tuned model's ITM overall accuracy and REC P@1, for the generation-vs-discrimination curves
+    of Fig. 4a.
     """
+    if selection not in SELECTION_CRITERIA:
+        raise ValueError(f"selection must be one of {SELECTION_CRITERIA}, got {selection!r}")
 
     def validate(step, model) -> dict:
         scores = evaluate_generation(pipe, prompts, seeds=(seed,), config=config, progress=False, embed=embed,
-                                     num_inference_steps=num_inference_steps)
-        result = {"score": float(scores["clip_score"].mean()), "correct": 100 * float(scores["correct"].mean())}
+                                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        result = {"clip_score": float(scores["clip_score"].mean()), "correct": 100 * float(scores["correct"].mean())}
+        result["score"] = result["clip_score" if selection == "clip" else "correct"]
         if discrimination is not None:
-            data, latents, test = discrimination
             from .backbone import Backbone
 
+            data, latents, itm_test, rec_expressions = discrimination
             scorer = DPTScorer(Backbone(pipe), model.adapter, model.blocks, data, latents)
-            result["ITM overall"] = itm_accuracy(scorer.score_pairs, test)["overall"]
-            result["REC P@1"] = rec_precision(scorer.predict_boxes, data)
+            result["ITM overall"] = itm_accuracy(scorer.score_pairs, itm_test)["overall"]
+            result["REC P@1"] = rec_precision(scorer.predict_boxes, data, rec_expressions)
         return result
 
     return validate
@@ -131,11 +144,6 @@ def mean_and_spread(scores: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # Discrimination: ITM on hard negatives (HN-MSCOCO protocol) and REC precision@1
 # --------------------------------------------------------------------------------------------
-from dataclasses import dataclass  # noqa: E402
-
-import torch  # noqa: E402
-
-
 @dataclass
 class ITMTest:
     """Candidates per query, positive first: image -> 1 + n captions, caption -> 1 + n images."""
@@ -143,16 +151,25 @@ class ITMTest:
     image_to_text: list[tuple[int, list[int]]]
     text_to_image: list[tuple[int, list[int]]]
 
+    def head(self, n: int) -> "ITMTest":
+        """The first ``n`` queries of each direction (a cheaper test, e.g. for curves along training)."""
+        return ITMTest(self.image_to_text[:n], self.text_to_image[:n])
+
 
 def itm_test_set(data, n_negatives: int = 3, seed: int = 0) -> ITMTest:
-    """App. B.1's HN-MSCOCO: for each image one of its captions and ``n_negatives`` drawn from its
-    top-20 mined captions; for that caption its image and ``n_negatives`` from its top-4 images."""
+    """App. B.1's HN-MSCOCO: for each captioned image one of its captions and ``n_negatives``
+    drawn from its hard negative captions; for that caption its image and ``n_negatives`` drawn
+    from its hard negative images. Where the data mark complete captions
+    (``caption_complete``), the positive is one of them, as specific as the negatives it is
+    set against."""
     rng = np.random.default_rng(seed)
     i2t, t2i = [], []
     owners = data.caption_image.numpy()
-    for image in range(len(data)):
+    complete = data.caption_complete.numpy() if data.caption_complete is not None else np.ones(len(owners), bool)
+    for image in range(data.n_captioned):
         own = np.flatnonzero(owners == image)
-        caption = int(rng.choice(own))
+        pool = own[complete[own]] if complete[own].any() else own
+        caption = int(rng.choice(pool))
         negatives = rng.choice(data.hard_captions[image].numpy(), n_negatives, replace=False)
         i2t.append((image, [caption, *map(int, negatives)]))
         negative_images = rng.choice(data.hard_images[caption].numpy(), n_negatives, replace=False)
@@ -160,16 +177,18 @@ def itm_test_set(data, n_negatives: int = 3, seed: int = 0) -> ITMTest:
     return ITMTest(i2t, t2i)
 
 
-def itm_accuracy(score_pairs, test: ITMTest, queries_per_call: int = 32) -> dict[str, float]:
-    """Accuracy (%) of picking the positive among the candidates, both directions, and their mean.
+def itm_outcomes(score_pairs, test: ITMTest, queries_per_call: int = 32) -> dict[str, np.ndarray]:
+    """Per query, whether the positive scores strictly above every negative (a tie is wrong:
+    a scorer that cannot tell the candidates apart gets 0, not 100).
 
-    ``score_pairs(images: list[int], captions: list[int]) -> (P,)`` scores image-caption pairs."""
+    ``score_pairs(images: list[int], captions: list[int]) -> (P,)`` scores image-caption pairs.
+    Returns ``{"I->T": bool (Q,), "T->I": bool (Q,)}``."""
     results = {}
     for name, items, as_pairs in (
         ("I->T", test.image_to_text, lambda q, cands: ([q] * len(cands), cands)),
         ("T->I", test.text_to_image, lambda q, cands: (cands, [q] * len(cands))),
     ):
-        correct = 0
+        correct = []
         for start in range(0, len(items), queries_per_call):
             chunk = items[start : start + queries_per_call]
             images, captions = [], []
@@ -178,39 +197,79 @@ def itm_accuracy(score_pairs, test: ITMTest, queries_per_call: int = 32) -> dict
                 images += i
                 captions += c
             scores = torch.as_tensor(score_pairs(images, captions)).view(len(chunk), -1)
-            correct += int((scores.argmax(1) == 0).sum())
-        results[name] = 100 * correct / max(1, len(items))
+            correct.append((scores[:, 0] > scores[:, 1:].max(1).values).numpy())
+        results[name] = np.concatenate(correct) if correct else np.zeros(0, bool)
+    return results
+
+
+def itm_accuracy(score_pairs, test: ITMTest, queries_per_call: int = 32) -> dict[str, float]:
+    """Accuracy (%) of :func:`itm_outcomes`, both directions, and their mean ("overall")."""
+    outcomes = itm_outcomes(score_pairs, test, queries_per_call)
+    results = {name: 100 * float(hits.mean()) if len(hits) else 0.0 for name, hits in outcomes.items()}
     results["overall"] = (results["I->T"] + results["T->I"]) / 2
     return results
 
 
-def rec_precision(predict_boxes, data, expressions: list[int] | None = None, iou_threshold: float = 0.5, chunk: int = 64) -> float:
-    """Precision@1 (%) of REC: the predicted box hits the referred object with IoU >= 0.5.
+def rec_predictions(predict_boxes, expressions: list[int], chunk: int = 64) -> torch.Tensor:
+    """Predicted boxes (n, 4), normalised (cx, cy, w, h), of ``expressions``, asked ``chunk`` at a
+    time of ``predict_boxes(expressions: list[int]) -> (n, 4)``."""
+    parts = [torch.as_tensor(predict_boxes(expressions[i : i + chunk]), dtype=torch.float32) for i in range(0, len(expressions), chunk)]
+    return torch.cat(parts) if parts else torch.zeros(0, 4)
 
-    ``predict_boxes(expressions: list[int]) -> (n, 4)`` normalised (cx, cy, w, h)."""
+
+def rec_hits(predicted: torch.Tensor, data, expressions: list[int], iou_threshold: float = 0.5, target: str = "referred") -> np.ndarray:
+    """Per expression, whether its predicted box (n, 4) hits at IoU >= 0.5 the referred object
+    (``target="referred"``, REC's precision@1) or any ground-truth object of the image
+    (``"any"``: localisation without selection)."""
     from .losses import box_iou, cxcywh_to_xyxy
 
-    expressions = list(range(len(data.expressions))) if expressions is None else expressions
-    hits = 0
-    for start in range(0, len(expressions), chunk):
-        part = expressions[start : start + chunk]
-        predicted = torch.as_tensor(predict_boxes(part), dtype=torch.float32)
-        iou, _ = box_iou(cxcywh_to_xyxy(predicted), cxcywh_to_xyxy(data.expression_box[part]))
-        hits += int((iou >= iou_threshold).sum())
-    return 100 * hits / max(1, len(expressions))
+    if target not in ("referred", "any"):
+        raise ValueError(f"target must be 'referred' or 'any', got {target!r}")
+    predicted = cxcywh_to_xyxy(predicted)
+    if target == "referred":
+        iou, _ = box_iou(predicted, cxcywh_to_xyxy(data.expression_box[expressions]))
+    else:
+        objects = data.object_boxes()
+        iou = torch.stack([box_iou(p[None], cxcywh_to_xyxy(objects[int(data.expression_image[e])]))[0].max()
+                           for p, e in zip(predicted, expressions)]) if len(expressions) else torch.zeros(0)
+    return (iou >= iou_threshold).numpy()
+
+
+def rec_outcomes(predict_boxes, data, expressions: list[int] | None = None, iou_threshold: float = 0.5, chunk: int = 64,
+                 target: str = "referred") -> np.ndarray:
+    """:func:`rec_hits` of the boxes ``predict_boxes`` gives for ``expressions`` (default: all)."""
+    expressions = list(range(len(data.expressions))) if expressions is None else list(expressions)
+    return rec_hits(rec_predictions(predict_boxes, expressions, chunk), data, expressions, iou_threshold, target)
+
+
+def rec_precision(predict_boxes, data, expressions: list[int] | None = None, iou_threshold: float = 0.5, chunk: int = 64,
+                  target: str = "referred") -> float:
+    """Precision@1 (%) of :func:`rec_outcomes`."""
+    hits = rec_outcomes(predict_boxes, data, expressions, iou_threshold, chunk, target)
+    return 100 * float(hits.mean()) if len(hits) else 0.0
+
+
+def outcome_frame(method: str, outcomes: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per-query outcomes of one method as a long table (method, task, item, correct): the form
+    :func:`dptlib.stats.compare_to_baseline` compares methods in (``item`` = query number)."""
+    return pd.concat([pd.DataFrame({"method": method, "task": task, "item": np.arange(len(hits)), "correct": hits.astype(bool)})
+                      for task, hits in outcomes.items()], ignore_index=True)
 
 
 class DPTScorer:
     """ITM scores s(z_t, y) and REC boxes from a probed (or tuned) model at a fixed timestep.
 
     Each image gets one fixed noise sample (seeded by its index), so all candidates of a query are
-    compared on the same z_t."""
+    compared on the same z_t. ``rec_rule``: how the object query is chosen
+    (:func:`dptlib.losses.query_choice_scores`)."""
 
-    def __init__(self, backbone, adapter, blocks, data, latents, timestep: int = 250, seed: int = 0):
+    def __init__(self, backbone, adapter, blocks, data, latents, timestep: int = 250, seed: int = 0,
+                 rec_rule: str = "grounding+text"):
         self.backbone, self.adapter, self.blocks, self.data = backbone, adapter.eval(), blocks, data
-        self.latents, self.timestep, self.seed = latents, timestep, seed
+        self.latents, self.timestep, self.seed, self.rec_rule = latents, timestep, seed, rec_rule
 
-    def _noisy(self, images: list[int]) -> torch.Tensor:
+    def noisy_latents(self, images: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_t (n, 4, h, w) of the images at the scorer's timestep, and the timesteps (n,)."""
         from .backbone import add_noise
 
         noise = torch.stack([torch.randn(self.latents.shape[1:], generator=torch.Generator().manual_seed(self.seed * 1_000_003 + i))
@@ -222,7 +281,7 @@ class DPTScorer:
     def _outputs(self, images: list[int], texts: list[str]):
         from .backbone import encode_text, extract_features
 
-        z, t = self._noisy(images)
+        z, t = self.noisy_latents(images)
         hidden, pooled = encode_text(self.backbone, texts)
         features = extract_features(self.backbone.unet, z, t, hidden, self.blocks)
         return self.adapter(features, t), pooled
@@ -233,22 +292,18 @@ class DPTScorer:
         out, pooled = self._outputs(images, [self.data.captions[c] for c in captions])
         return matching_similarity(out.match_embeddings, pooled).cpu()
 
-    def predict_boxes(self, expressions: list[int]) -> torch.Tensor:
+    def predict_boxes(self, expressions: list[int], rule: str | None = None) -> torch.Tensor:
         from .losses import predicted_boxes
 
         images = [int(self.data.expression_image[e]) for e in expressions]
-        out, _ = self._outputs(images, [self.data.expressions[e] for e in expressions])
-        return predicted_boxes(out.grounding_logits, out.boxes).cpu()
+        out, pooled = self._outputs(images, [self.data.expressions[e] for e in expressions])
+        return predicted_boxes(out.grounding_logits, out.boxes, out.semantic_embeddings, pooled, self.adapter.logit_scale,
+                               rule or self.rec_rule).cpu()
 
 
 # --------------------------------------------------------------------------------------------
 # Generation: CLIP score and Fréchet distance on a CLIP's image features
 # --------------------------------------------------------------------------------------------
-def to_model_images(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def clip_score(embed, images: np.ndarray, prompts: list[str]) -> np.ndarray:
     """CLIPScore (Hessel et al.): 100 * max(cos(image, prompt), 0) per image, with any CLIP
     ``embed`` from :func:`dptlib.data.clip_embedder` (the toy evaluator, or OpenCLIP ViT-H-14)."""
@@ -262,9 +317,12 @@ def _clip_features_and_scores(embed, images: np.ndarray, prompts: list[str]) -> 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two feature sets (N, D):
-    FID when the features are Inception's, here whatever image features the caller passes."""
+    FID when the features are Inception's, here whatever image features the caller passes.
+    NaN when a set has fewer than two samples."""
     from scipy import linalg
 
+    if len(features_a) < 2 or len(features_b) < 2:
+        return float("nan")  # a covariance needs two samples
     mu_a, mu_b = features_a.mean(0), features_b.mean(0)
     cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
     root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)

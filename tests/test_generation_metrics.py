@@ -42,3 +42,7 @@ def test_clip_score_is_100_cos_clamped():
 
     scores = clip_score(embed, np.zeros((2, 4, 4, 3), np.uint8), ["a", "b"])
     assert np.allclose(scores, [60.0, 0.0])
+
+
+def test_frechet_distance_of_a_single_sample_is_nan():
+    assert np.isnan(frechet_distance(np.ones((1, 3)), np.random.default_rng(0).normal(size=(5, 3))))
