@@ -59,6 +59,14 @@ def save_training_state(
     return atomic_save_file(tensors, path, metadata)
 
 
+def training_state_step(path: str | Path) -> int:
+    """The step a resume state was saved after, read from its metadata without loading it."""
+    from safetensors import safe_open
+
+    with safe_open(Path(path), "pt") as handle:
+        return int(handle.metadata()["step"])
+
+
 def load_training_state(
     path: str | Path,
     model: torch.nn.Module,

@@ -34,8 +34,9 @@ def generate(
 ) -> np.ndarray:
     """Images for ``prompts`` as uint8 (N, H, W, 3); ``pipe_kwargs`` go to the pipeline call.
 
-    ``self_correct``: ``dict(adapter=..., blocks=..., eta=..., normalize=True, refresh_every=1)``
-    turns on self-correction (Eq. 9) for every batch; None samples plainly.
+    ``self_correct``: ``dict(adapter=..., blocks=..., eta=..., normalize=True, refresh_every=1,
+    variant="paper")`` turns on self-correction (Eq. 9, :func:`self_correction`) for every batch;
+    None samples plainly.
     ``per_prompt``: pipeline arguments with one value per prompt (e.g. Attend-and-Excite's
     ``token_indices``), cut into the same batches as the prompts."""
     if not prompts:
@@ -85,13 +86,25 @@ def correction_gradient(unet, adapter, blocks, latents, timesteps, text_hidden, 
     return gradient
 
 
+SC_VARIANTS = ("paper", "official")
+
+
 @contextmanager
-def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, normalize: bool = True, refresh_every: int = 1):
-    """Within this block, every U-Net call of ``pipe`` first moves the latent it is given by
-    eta * ds(z_t, y)/dz_t (Eq. 9) and predicts the noise from the moved latent; the scheduler's
-    update still starts from the unmoved one. Works with the stock ``StableDiffusionPipeline`` and
-    classifier-free guidance (the conditional half's gradient is applied to both halves).
-    ``eta = 0`` leaves sampling bit-identical.
+def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, normalize: bool = True, refresh_every: int = 1,
+                    variant: str = "paper"):
+    """Within this block, every U-Net call of ``pipe`` first moves the latent it is given,
+
+        z_t <- z_t + eta * ds(z_t, y)/dz_t                                  (Eq. 9)
+
+    and predicts the noise from the moved latent. ``variant="paper"`` (Eq. 9 as written): the
+    scheduler's update then starts from the moved latent too, so z_{t-1} follows from z_t-hat.
+    ``variant="official"`` (the authors' release): only the noise prediction sees the moved
+    latent; the update starts from the unmoved one.
+
+    Works with the stock ``StableDiffusionPipeline`` and classifier-free guidance: the gradient is
+    the conditional half's, and both halves of the guided batch are moved by it. The paper
+    variant needs a scheduler whose model input is the latent itself (DDIM, DDPM; checked at
+    every step). ``eta = 0`` leaves sampling bit-identical.
 
     ``refresh_every = k`` computes a fresh gradient at every k-th step only and moves the latents
     of the steps between by the last one (adjacent steps' gradients point much the same way);
@@ -101,21 +114,23 @@ def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, norma
     """
     if refresh_every < 1:
         raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
+    if variant not in SC_VARIANTS:
+        raise ValueError(f"unknown self-correction variant {variant!r}; variants: {list(SC_VARIANTS)}")
     from .backbone import Backbone, encode_text
 
-    unet = pipe.unet
-    original = unet.forward
+    unet, scheduler = pipe.unet, pipe.scheduler
+    original_forward, original_step = unet.forward, scheduler.step
     adapter = adapter.eval()
     with torch.no_grad():
         _, pooled = encode_text(Backbone(pipe), prompts)
-    state = {"inside": False, "calls": 0, "gradient": None}
+    state = {"inside": False, "calls": 0, "gradient": None, "seen": None, "moved": None}
 
     def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
         if state["inside"] or eta == 0:  # the gradient pass itself goes through the plain U-Net
-            return original(sample, timestep, encoder_hidden_states, *args, **kwargs)
+            return original_forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
         n = len(pooled)
         guided = len(sample) == 2 * n
-        z = sample[n:] if guided else sample
+        z = sample[n:] if guided else sample  # the conditional half
         hidden = encoder_hidden_states[n:] if guided else encoder_hidden_states
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(n)
         if state["calls"] % refresh_every == 0:
@@ -126,11 +141,28 @@ def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, norma
                 state["inside"] = False
         state["calls"] += 1
         corrected = z + eta * state["gradient"]
-        sample = torch.cat([corrected, corrected]) if guided else corrected
-        return original(sample, timestep, encoder_hidden_states, *args, **kwargs)
+        state["seen"], state["moved"] = z, corrected
+        return original_forward(torch.cat([corrected, corrected]) if guided else corrected, timestep, encoder_hidden_states,
+                                *args, **kwargs)
 
+    def step(model_output, timestep, sample, *args, **kwargs):
+        if state["moved"] is not None:
+            if not torch.equal(sample, state["seen"]):
+                raise RuntimeError("the scheduler steps from another latent than the U-Net saw (a scheduler that scales "
+                                   "its model input?): use variant='official' with it")
+            sample, state["moved"] = state["moved"], None
+        return original_step(model_output, timestep, sample, *args, **kwargs)
+
+    # restore what the instances held: their own wrappers, or nothing (then the class's method)
+    saved = {"forward": vars(unet).get("forward"), "step": vars(scheduler).get("step")}
     unet.forward = forward
+    if variant == "paper":
+        scheduler.step = step
     try:
         yield
     finally:
-        unet.forward = original
+        for obj, name in ((unet, "forward"), (scheduler, "step")):
+            if saved[name] is not None:
+                setattr(obj, name, saved[name])
+            elif name in vars(obj):
+                delattr(obj, name)

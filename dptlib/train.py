@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from tqdm.auto import tqdm
 
 from .adapter import AdapterConfig, DiscriminativeAdapter
 from .backbone import Backbone, add_noise, block_channels, encode_images, encode_text, extract_features, load_backbone, resolve_blocks
-from .checkpoint import atomic_save_file, load_training_state, save_training_state
-from .data import DiscriminationData, Septuple, sample_septuple
+from .checkpoint import atomic_save_file, load_training_state, save_training_state, training_state_step
+from .data import DiscriminationData, Septuple, fingerprint, sample_septuple
 from .losses import grounding_loss, matching_loss, matching_similarity
 
 PAIRS_PER_SEPTUPLE = 6
@@ -59,9 +60,10 @@ class ProbeConfig:
     PRESETS = {
         "smoke": dict(steps=4, batch_size=4, checkpoint_every=2, log_every=1,
                       adapter=dict(d_model=32, heads=4, ffn=64, num_queries=12, num_matching_queries=3, dropout=0.0)),
-        # the toy adapter is the paper's shape scaled to scenes of <= 3 objects on 4x4 mid features
-        "toy": dict(steps=1500, batch_size=16, lr=3e-4,
-                    adapter=dict(d_model=128, heads=8, ffn=512, num_queries=40, num_matching_queries=8, dropout=0.0)),
+        # the toy adapter is the paper's shape scaled to scenes of <= 3 objects; maps above 8x8 (the
+        # toy's up1 is 16x16 after its upsampler) are resized to 8x8, the side its attention runs at
+        "toy": dict(steps=3000, batch_size=16, lr=1e-3,
+                    adapter=dict(d_model=128, heads=8, ffn=512, num_queries=40, num_matching_queries=8, dropout=0.0, max_side=8)),
         "paper-sd14": dict(model="CompVis/stable-diffusion-v1-4", steps=60000, batch_size=220),
         "paper-sd21": dict(model="stabilityai/stable-diffusion-2-1", steps=60000, batch_size=220),
     }
@@ -106,6 +108,7 @@ class StepBatch:
     text_pooled: torch.Tensor  # (6B, D) CLIP text embedding of each pair's text
     boxes: torch.Tensor  # (B, 4) target box of y'
     noise: torch.Tensor  # (B, 4, h, w) the noise added to x (for the denoising loss of stage 2)
+    positives: torch.Tensor  # (B,) the row of each (x, y) pair in latents / text_* (its denoising target is noise)
     in_batch: bool = False  # pairs are (x_i, y_j) for all i, j (B^2), then (x_i, y'_i)
 
 
@@ -136,17 +139,19 @@ def septuple_batch(
         z = torch.cat([x.repeat_interleave(b, 0), x])
         texts = [captions[j] for _ in range(b) for j in range(b)] + expressions
         steps = torch.cat([t.repeat_interleave(b), t])
+        positives = torch.arange(b) * (b + 1)  # (x_i, y_i)
     else:
         z = torch.stack([x, x, x, x_neg, x_rand, x], 1).flatten(0, 1)  # (6B, ...)
         texts = []
         for s, y, y_ref in zip(septuples, captions, expressions):
             texts += [y, data.captions[s.hard_caption], data.captions[s.random_caption], y, y, y_ref]
         steps = t.repeat_interleave(PAIRS_PER_SEPTUPLE)
+        positives = torch.arange(b) * PAIRS_PER_SEPTUPLE  # (x, y) opens each septuple
     with torch.no_grad():
         hidden, pooled = encode_text(backbone, texts)
     device = backbone.device
     return StepBatch(z.to(device), steps.to(device), hidden, pooled,
-                     data.expression_box[[s.expression for s in septuples]].to(device), noise[:, 0], in_batch)
+                     data.expression_box[[s.expression for s in septuples]].to(device), noise[:, 0], positives.to(device), in_batch)
 
 
 def dpt_losses(adapter: DiscriminativeAdapter, features: list[torch.Tensor], batch: StepBatch,
@@ -199,8 +204,7 @@ class DPTModel(torch.nn.Module):
                 features = extract_features(self.unet, batch.latents, batch.timesteps, batch.text_hidden, self.blocks)
         losses = dpt_losses(self.adapter, features, batch, self.objectives)
         if self.mse_coef > 0:
-            positive = torch.arange(0, len(batch.latents), PAIRS_PER_SEPTUPLE, device=prediction.device)[: len(batch.noise)]
-            mse = torch.nn.functional.mse_loss(prediction[positive], batch.noise.to(prediction.device))
+            mse = torch.nn.functional.mse_loss(prediction[batch.positives], batch.noise.to(prediction.device))
             losses["loss"] = losses["loss"] + self.mse_coef * mse
             losses["mse"] = mse.detach()
         return losses
@@ -212,13 +216,21 @@ class DPTModel(torch.nn.Module):
 
 def _fit(config, data: DiscriminationData, out_dir: Path, backbone: Backbone, adapter: DiscriminativeAdapter, blocks: list[str],
          parameters: list, name: str, accelerator, progress: bool, on_gradients, objectives: str = "both", mse_coef: float = 0.0,
-         validate=None, validate_every: int = 0) -> tuple[DPTModel, list, list]:
-    """The training loop both stages share; see the module docstring."""
+         validate=None, validate_every: int = 0, keep_state: bool = False) -> tuple[DPTModel, list, list]:
+    """The training loop both stages share; see the module docstring. ``keep_state`` also saves
+    the resume state after the last step, so that a later, longer run of the same settings goes on
+    from here."""
     model = DPTModel(backbone.unet, adapter, blocks, objectives, mse_coef)
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     state_path = out_dir / f"{name}.state.safetensors"
     start, log, validation = 0, [], []
     run = run_identity(config, backbone.unet, data)
+    if state_path.exists() and training_state_step(state_path) > config.steps:
+        # a state kept by a longer run (keep_state) is ahead of this one: going on from it would
+        # report the longer run's adapter as this shorter run's, so this run trains afresh
+        warnings.warn(f"{state_path} is after step {training_state_step(state_path)}, beyond this run's "
+                      f"{config.steps} steps: training afresh and replacing it")
+        state_path.unlink()
     if state_path.exists():
         start, extra = load_training_state(state_path, model, optimizer, strict=False)
         if extra.get("run") != run:
@@ -264,7 +276,8 @@ def _fit(config, data: DiscriminationData, out_dir: Path, backbone: Backbone, ad
                 score = validate(step + 1, accelerator.unwrap_model(model))
                 model.train()
                 validation.append({"step": step + 1, **score})
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps and accelerator.is_main_process:
+        last = step + 1 == config.steps
+        if ((step + 1) % config.checkpoint_every == 0 and not last or keep_state and last) and accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             save_training_state(state_path, unwrapped, optimizer, step + 1, extra={"log": log, "validation": validation, "run": run},
                                 state_dict=unwrapped.trainable_state())
@@ -278,8 +291,9 @@ RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "validate_every")
 
 def run_identity(config, unet: torch.nn.Module, data: DiscriminationData) -> dict:
     """What a resume state must match to be resumed: the run's settings (but those of
-    ``RESUMABLE_CHANGES``), the size of its data and the base U-Net's weights (a fingerprint of
-    its first and last frozen tensors, so that a retrained model at the same path is noticed)."""
+    ``RESUMABLE_CHANGES``), its data (size and :func:`dptlib.data.fingerprint`) and the base
+    U-Net's weights (a fingerprint of its first and last frozen tensors, so that a retrained
+    model at the same path is noticed)."""
     import hashlib
 
     frozen = [(n, p) for n, p in unet.named_parameters() if "lora_" not in n]
@@ -287,13 +301,14 @@ def run_identity(config, unet: torch.nn.Module, data: DiscriminationData) -> dic
     for n, p in (frozen[0], frozen[-1]):
         digest.update(n.encode() + p.detach().float().cpu().numpy().tobytes())
     settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
-    return json.loads(json.dumps({"config": settings, "images": len(data.images), "base_model": digest.hexdigest()}))
+    return json.loads(json.dumps({"config": settings, "images": len(data.images), "data": fingerprint(data),
+                                  "base_model": digest.hexdigest()}))
 
 
 def _identity_change(recorded: dict | None, current: dict) -> str:
     if recorded is None:
         return "it records no identity"
-    changed = [k for k in ("images", "base_model") if recorded.get(k) != current[k]]
+    changed = [k for k in ("images", "data", "base_model") if recorded.get(k) != current[k]]
     changed += [k for k in current["config"] if recorded.get("config", {}).get(k) != current["config"][k]]
     return "differs in " + ", ".join(changed)
 
@@ -313,12 +328,14 @@ def _accelerator(config, find_unused: bool = False):
 
 
 def probe(config: ProbeConfig, data: DiscriminationData, out_dir: str | Path, backbone: Backbone | None = None,
-          accelerator=None, progress: bool = True, on_gradients=None) -> dict:
+          accelerator=None, progress: bool = True, on_gradients=None, keep_state: bool = False) -> dict:
     """Stage 1: train the adapter on a frozen U-Net; returns the training log.
 
     ``data`` needs mined hard negatives. Writes ``out_dir/adapter.safetensors`` (+ ``config.json``)
     and resumes from ``out_dir/probe.state.safetensors`` if a killed run left one.
     ``on_gradients(step, adapter)``, if given, sees the synchronised gradients before each update.
+    ``keep_state=True`` keeps the resume state of the finished run: a later call with more
+    ``steps`` (and otherwise the same settings) continues it instead of starting again.
     """
     out_dir = Path(out_dir)
     accelerator = accelerator or _accelerator(config)
@@ -326,11 +343,12 @@ def probe(config: ProbeConfig, data: DiscriminationData, out_dir: str | Path, ba
     torch.manual_seed(config.seed)
     adapter, blocks = build_adapter(config, backbone)
     model, log, _ = _fit(config, data, out_dir, backbone, adapter, blocks, list(adapter.parameters()), "probe", accelerator,
-                         progress, on_gradients)
+                         progress, on_gradients, keep_state=keep_state)
     if accelerator.is_main_process:
         save_adapter(model.adapter, config, blocks, out_dir)
         (out_dir / "log.json").write_text(json.dumps(log))
-        _finished(out_dir, "probe")
+        if not keep_state:
+            _finished(out_dir, "probe")
     accelerator.wait_for_everyone()
     return {"log": log, "blocks": blocks}
 
@@ -360,7 +378,7 @@ class TuneConfig(ProbeConfig):
         "smoke": dict(steps=4, batch_size=4, checkpoint_every=2, log_every=1, validate_every=2,
                       adapter=dict(d_model=32, heads=4, ffn=64, num_queries=12, num_matching_queries=3, dropout=0.0)),
         "toy": dict(steps=600, batch_size=16, lr=1e-4, validate_every=100,
-                    adapter=dict(d_model=128, heads=8, ffn=512, num_queries=40, num_matching_queries=8, dropout=0.0)),
+                    adapter=dict(d_model=128, heads=8, ffn=512, num_queries=40, num_matching_queries=8, dropout=0.0, max_side=8)),
         "paper-sd14": dict(model="CompVis/stable-diffusion-v1-4", steps=6000, batch_size=64, grad_accumulation=8, validate_every=100),
         "paper-sd21": dict(model="stabilityai/stable-diffusion-2-1", steps=6000, batch_size=64, grad_accumulation=8, validate_every=100),
     }

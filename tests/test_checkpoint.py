@@ -47,11 +47,13 @@ class _Killed(Exception):
     pass
 
 
-def _run(work_dir, kill_at=None):
+def _run(work_dir, kill_at=None, steps_run=None):
     model, ema = _model(), _model()
     data = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
 
     def loss_fn(step):  # a batch that depends on the step only, as a resumed run needs
+        if steps_run is not None:
+            steps_run.append(step)
         if kill_at is not None and step == kill_at:
             raise _Killed
         rng = np.random.default_rng(step)
@@ -65,12 +67,16 @@ def _run(work_dir, kill_at=None):
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     straight, straight_ema, straight_log = _run(tmp_path / "a")
+    killed_steps, resumed_steps = [], []
     with pytest.raises(_Killed):
-        _run(tmp_path / "b", kill_at=25)
+        _run(tmp_path / "b", kill_at=25, steps_run=killed_steps)
+    assert killed_steps == list(range(26))
     assert (tmp_path / "b" / "tiny.state.safetensors").exists()
-    resumed, resumed_ema, resumed_log = _run(tmp_path / "b")
+    resumed, resumed_ema, resumed_log = _run(tmp_path / "b", steps_run=resumed_steps)
+    assert resumed_steps == list(range(20, 40))  # from the step-20 checkpoint on, not from step 0
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     for a, b in zip(straight_ema.state_dict().values(), resumed_ema.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-    assert [s for s, _ in resumed_log] == [s for s, _ in straight_log]
+    assert [s for s, _ in resumed_log] == [s for s, _ in straight_log] == [0, 25]
+    assert resumed_log[0][1] == straight_log[0][1]  # step 0's entry came back from the checkpoint

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.data import mine_hard_negatives, prepare_discrimination_data, sample_septuple
+from dptlib.data import prepare_discrimination_data, sample_septuple
 from dptlib.metrics import DPTScorer, itm_accuracy, itm_test_set, rec_precision
 from dptlib.toyworld import ToyWorld, ToyWorldConfig, export_world
 from dptlib.train import ProbeConfig, cache_latents, load_adapter, probe
@@ -48,25 +48,56 @@ def test_mined_negatives_exclude_the_images_own_captions(setting):
     _, data = setting
     for image, negatives in enumerate(data.hard_captions):
         assert not (data.caption_image[negatives] == image).any()
+        assert len({data.captions[c] for c in negatives.tolist()}) == len(negatives)  # distinct texts
     for caption, negatives in enumerate(data.hard_images):
         assert not (negatives == data.caption_image[caption]).any()
-    # ranking is by similarity: hand-made embeddings
-    image_emb = torch.eye(3)
-    caption_emb = torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 1.0, 0], [0.5, 0.5, 0], [0, 0, 1.0]])
-    caption_emb = torch.nn.functional.normalize(caption_emb, dim=-1)
-    hard_c, hard_i = mine_hard_negatives(image_emb, caption_emb, torch.tensor([0, 1, 1, 2, 2]), k_captions=2, k_images=1)
-    assert hard_c[0].tolist() == [1, 3]  # image 0's nearest captions not its own (caption 0)
-    assert hard_i[0].tolist() == [1]
+        assert len(set(negatives.tolist())) == len(negatives)
 
 
-def test_septuples_are_well_formed(setting):
-    _, data = setting
+@pytest.fixture(scope="module")
+def toy_setting(tmp_path_factory):
+    from toy_fixtures import small_toy_split
+
+    return small_toy_split(tmp_path_factory.mktemp("toy"), 30, k_captions=6, k_images=3)[2]
+
+
+@pytest.mark.parametrize("which", ["coco-style", "toy-with-truth"])
+def test_septuples_are_well_formed(setting, toy_setting, which):
+    """App. B.1's septuple: y a caption of x (the image of y'), y_neg from x's mined captions,
+    x_neg from y's mined images, and random negatives drawn among the captioned images / own
+    captions, false where the data can tell (``data.negative``)."""
+    data = setting[1] if which == "coco-style" else toy_setting
     rng = np.random.default_rng(0)
-    for _ in range(50):
+    positions = set()
+    for _ in range(400):
         s = sample_septuple(data, rng)
         assert int(data.expression_image[s.expression]) == s.image == int(data.caption_image[s.caption])
-        assert int(data.caption_image[s.hard_caption]) != s.image and s.hard_image != s.image
-        assert s.random_image not in (s.image, s.hard_image) and int(data.caption_image[s.random_caption]) != s.image
+        assert s.image < data.n_captioned and s.caption < data.n_own_captions
+        assert s.hard_caption in data.hard_captions[s.image].tolist()
+        assert s.hard_image in data.hard_images[s.caption].tolist()
+        positions.add(data.hard_captions[s.image].tolist().index(s.hard_caption))
+        assert data.negative(s.image, s.hard_caption) and data.negative(s.hard_image, s.caption)
+        assert s.random_image < data.n_captioned and s.random_image not in (s.image, s.hard_image)
+        assert data.negative(s.random_image, s.caption)
+        assert s.random_caption < data.n_own_captions and s.random_caption != s.hard_caption
+        assert data.negative(s.image, s.random_caption)
+        if data.is_negative is not None:
+            assert data.is_negative(s.random_image, s.caption) and data.is_negative(s.image, s.random_caption)
+    assert positions == set(range(data.hard_captions.shape[1]))  # every mined negative gets drawn
+
+
+def test_random_negatives_are_redrawn_until_false(setting):
+    """A truth filter that rejects most pairs: the sampler keeps drawing, and never returns a rejected one."""
+    from dataclasses import replace
+
+    _, data = setting
+    allowed = replace(data, is_negative=lambda image, caption: (image + caption) % 3 == 0)
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        s = sample_septuple(allowed, rng)
+        assert (s.random_image + s.caption) % 3 == 0 and (s.image + s.random_caption) % 3 == 0
+    with pytest.raises(ValueError, match="no random negative"):
+        sample_septuple(replace(data, is_negative=lambda image, caption: False), rng)
 
 
 def test_probe_trains_and_is_deterministic(setting, tmp_path):
@@ -110,13 +141,35 @@ def _killed_after_step_two(monkeypatch, run):
     monkeypatch.setattr(train, "dpt_losses", original)
 
 
+def _steps_run(monkeypatch):
+    """The steps the training loop executes from now on: septuple_batch gets each step's seeds
+    [seed, step, micro, i], once per step and micro-batch."""
+    import dptlib.train as train
+
+    steps, original = [], train.septuple_batch
+
+    def spy(backbone, data, latents, septuples, seeds, *args, **kwargs):
+        steps.append(seeds[0][1])
+        return original(backbone, data, latents, septuples, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(train, "septuple_batch", spy)
+    return steps
+
+
 def test_killed_probe_resumes_to_the_same_adapter(setting, tmp_path, monkeypatch):
     backbone, data = setting
     config = ProbeConfig.preset("smoke", steps=4, checkpoint_every=2)
-    probe(config, data, tmp_path / "straight", backbone=backbone, progress=False)
+    straight = probe(config, data, tmp_path / "straight", backbone=backbone, progress=False)["log"]
+    steps = _steps_run(monkeypatch)
     _killed_after_step_two(monkeypatch, lambda: probe(config, data, tmp_path / "killed", backbone=backbone, progress=False))
+    assert steps == [0, 1, 2, 3]  # killed in step 3, after the checkpoint of step 2
     assert (tmp_path / "killed" / "probe.state.safetensors").exists()
-    probe(config, data, tmp_path / "killed", backbone=backbone, progress=False)
+    steps.clear()
+    resumed = probe(config, data, tmp_path / "killed", backbone=backbone, progress=False)["log"]
+    assert steps == [2, 3]  # a resume runs the remaining steps only, not all four again
+    assert [e["step"] for e in resumed] == [0, 1, 2, 3]  # the log of steps 0-1 comes back from the state
+    for a, b in zip(straight, resumed):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6), a["step"]
     a, _, _ = load_adapter(tmp_path / "straight")
     b, _, _ = load_adapter(tmp_path / "killed")
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
@@ -124,6 +177,9 @@ def test_killed_probe_resumes_to_the_same_adapter(setting, tmp_path, monkeypatch
     # a finished run leaves no resume state: running it again (say on a retrained base model)
     # trains afresh rather than continuing from a state of the earlier run
     assert not (tmp_path / "killed" / "probe.state.safetensors").exists()
+    steps.clear()
+    probe(config, data, tmp_path / "killed", backbone=backbone, progress=False)
+    assert steps == [0, 1, 2, 3]
 
 
 def test_a_resume_state_of_another_run_is_refused(setting, tmp_path, monkeypatch):
@@ -145,7 +201,9 @@ def test_a_resume_state_of_another_run_is_refused(setting, tmp_path, monkeypatch
         with torch.no_grad():
             weight.copy_(kept)
     # a longer run of the same settings resumes
+    steps = _steps_run(monkeypatch)
     probe(ProbeConfig.preset("smoke", steps=6, checkpoint_every=2), data, tmp_path, backbone=backbone, progress=False)
+    assert steps == [2, 3, 4, 5]
     assert not (tmp_path / "probe.state.safetensors").exists()
 
 
@@ -158,9 +216,11 @@ def test_metrics_on_a_probed_adapter(setting, tmp_path):
     test = itm_test_set(data, n_negatives=3)
     accuracy = itm_accuracy(scorer.score_pairs, test)
     assert set(accuracy) == {"I->T", "T->I", "overall"} and all(0 <= v <= 100 for v in accuracy.values())
-    # a scorer that knows the answer gets 100 %, one that prefers the last candidate 0 %
+    # a scorer that knows the answer gets 100 %, one that prefers any negative 0 %, a constant 0 %
     truth = {(q, c[0]) for q, c in test.image_to_text} | {(c[0], q) for q, c in test.text_to_image}
     assert itm_accuracy(lambda i, c: torch.tensor([float((a, b) in truth) for a, b in zip(i, c)]), test)["overall"] == 100
+    assert itm_accuracy(lambda i, c: torch.tensor([float((a, b) not in truth) for a, b in zip(i, c)]), test)["overall"] == 0
+    assert itm_accuracy(lambda i, c: torch.zeros(len(i)), test)["overall"] == 0  # a tie is wrong
     assert 0 <= rec_precision(scorer.predict_boxes, data) <= 100
     assert rec_precision(lambda e: data.expression_box[e], data) == 100
     assert rec_precision(lambda e: torch.tensor([[0.02, 0.02, 0.01, 0.01]] * len(e)), data) == 0
@@ -185,3 +245,34 @@ def test_two_processes_average_to_the_one_process_gradient(tmp_path):
     assert a.keys() == b.keys() and len(a) > 10
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_kept_state_lets_a_longer_run_continue(setting, tmp_path, monkeypatch):
+    """keep_state=True: a later run with more steps executes only the new steps and ends where a
+    straight run of that length ends (the block comparison of 01_probing continues its winner)."""
+    backbone, data = setting
+    straight = probe(ProbeConfig.preset("smoke", steps=4), data, tmp_path / "straight", backbone=backbone, progress=False)["log"]
+    steps = _steps_run(monkeypatch)
+    probe(ProbeConfig.preset("smoke", steps=2), data, tmp_path / "chunks", backbone=backbone, progress=False, keep_state=True)
+    assert steps == [0, 1] and (tmp_path / "chunks" / "probe.state.safetensors").exists()
+    steps.clear()
+    continued = probe(ProbeConfig.preset("smoke", steps=4), data, tmp_path / "chunks", backbone=backbone, progress=False)["log"]
+    assert steps == [2, 3]
+    assert [e["loss"] for e in continued] == pytest.approx([e["loss"] for e in straight], rel=1e-5)
+    a, _, _ = load_adapter(tmp_path / "straight")
+    b, _, _ = load_adapter(tmp_path / "chunks")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_state_ahead_of_the_run_is_not_reused(setting, tmp_path, monkeypatch):
+    """A state kept by a longer run (step 4) must not stand in for a 2-step run: the shorter run
+    trains afresh and ends where a straight 2-step run ends."""
+    backbone, data = setting
+    straight = probe(ProbeConfig.preset("smoke", steps=2), data, tmp_path / "straight", backbone=backbone, progress=False)["log"]
+    probe(ProbeConfig.preset("smoke", steps=4), data, tmp_path / "ahead", backbone=backbone, progress=False, keep_state=True)
+    steps = _steps_run(monkeypatch)
+    with pytest.warns(UserWarning, match="training afresh"):
+        shorter = probe(ProbeConfig.preset("smoke", steps=2), data, tmp_path / "ahead", backbone=backbone, progress=False)["log"]
+    assert steps == [0, 1]
+    assert [e["loss"] for e in shorter] == pytest.approx([e["loss"] for e in straight], rel=1e-5)

@@ -39,6 +39,53 @@ def test_tuned_lora_round_trips_through_a_stock_pipeline(probed):
     torch.testing.assert_close(loaded, tuned, rtol=1e-5, atol=1e-6)  # ... and the stock loader reproduces it
 
 
+def _snapshot(model):
+    """The trainable weights as save_tuned writes them: LoRA (diffusers names) and adapter."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    lora = convert_state_dict_to_diffusers(get_peft_model_state_dict(model.unet))
+    return ({k: v.detach().clone() for k, v in lora.items()}, {k: v.detach().clone() for k, v in model.adapter.state_dict().items()})
+
+
+def _saved(folder):
+    from safetensors.torch import load_file
+
+    lora = {k.removeprefix("unet."): v for k, v in load_file(folder / "pytorch_lora_weights.safetensors").items()}
+    return lora, load_file(folder / "adapter.safetensors")
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("scores, best_step", [([5, 1, 9, 2, 3], 2), ([9, 3, 1, 5, 2], 3)])
+def test_best_holds_the_weights_of_the_best_validated_step(probed, tmp_path, scores, best_step):
+    """Non-monotone validation scores: best/ keeps exactly the LoRA + adapter of the best tuned
+    step, never the untuned step 0 even where it scores highest; out_dir keeps the last."""
+    import json
+
+    root, data = probed
+    snapshots = {}
+
+    def validate(step, model):
+        snapshots[step] = _snapshot(model)
+        return {"score": float(scores[step])}
+
+    result = tune(TuneConfig.preset("smoke", steps=4, validate_every=1, lr=1e-2), data, root / "probe", tmp_path,
+                  backbone=tiny_backbone(), progress=False, validate=validate)
+    assert sorted(snapshots) == [0, 1, 2, 3, 4]
+    assert [v["step"] for v in result["validation"]] == [0, 1, 2, 3, 4]
+    assert result["best"]["step"] == best_step and result["best"]["score"] == scores[best_step]
+    assert json.loads((tmp_path / "best" / "validation.json").read_text()) == {"score": scores[best_step], "step": best_step}
+    lora, adapter = _saved(tmp_path / "best")
+    for step, (step_lora, step_adapter) in snapshots.items():  # the steps' weights differ, so only one can match
+        assert _same(lora, step_lora) == (step == best_step), step
+        assert _same(adapter, step_adapter) == (step == best_step), step
+    last_lora, last_adapter = _saved(tmp_path)
+    assert _same(last_lora, snapshots[4][0]) and _same(last_adapter, snapshots[4][1])
+
+
 def test_lora_only_keeps_the_adapter_fixed(probed):
     root, data = probed
     backbone = tiny_backbone()
@@ -76,7 +123,8 @@ def test_self_correction_step_raises_the_matching_score(probed):
     assert (s(z - 0.01 * gradient) < s(z)).all()
 
 
-def test_eta_zero_is_bit_identical_and_eta_changes_images(probed):
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_eta_zero_is_bit_identical_and_eta_changes_images(probed, variant):
     from dptlib.sampling import generate
 
     root, _ = probed
@@ -85,9 +133,159 @@ def test_eta_zero_is_bit_identical_and_eta_changes_images(probed):
     prompts = ["a red circle", "two blue squares"]
     kwargs = dict(seed=1, num_inference_steps=3, progress=False)
     plain = generate(backbone.pipe, prompts, **kwargs)
-    zero = generate(backbone.pipe, prompts, self_correct=dict(adapter=adapter, blocks=blocks, eta=0.0), **kwargs)
-    moved = generate(backbone.pipe, prompts, self_correct=dict(adapter=adapter, blocks=blocks, eta=0.5), **kwargs)
+    zero = generate(backbone.pipe, prompts, self_correct=dict(adapter=adapter, blocks=blocks, eta=0.0, variant=variant), **kwargs)
+    moved = generate(backbone.pipe, prompts, self_correct=dict(adapter=adapter, blocks=blocks, eta=0.5, variant=variant), **kwargs)
     assert np.array_equal(plain, zero)
     assert not np.array_equal(plain, moved)
     again = generate(backbone.pipe, prompts, **kwargs)  # the patch is gone after the call
     assert np.array_equal(plain, again)
+
+
+def test_the_variants_differ_and_an_unknown_one_is_refused(probed):
+    from dptlib.sampling import generate, self_correction
+
+    root, _ = probed
+    backbone = tiny_backbone()
+    adapter, blocks, _ = load_adapter(root / "probe")
+    prompts = ["a red circle", "two blue squares"]
+    kwargs = dict(seed=1, num_inference_steps=3, progress=False)
+    paper, official = (generate(backbone.pipe, prompts, self_correct=dict(adapter=adapter, blocks=blocks, eta=0.5, variant=v), **kwargs)
+                       for v in ("paper", "official"))
+    assert not np.array_equal(paper, official)
+    with pytest.raises(ValueError, match="variant"):
+        with self_correction(backbone.pipe, adapter, blocks, prompts, eta=0.5, variant="eq9"):
+            pass
+    with pytest.raises(ValueError, match="variant"):
+        generate(backbone.pipe, prompts, self_correct=dict(adapter=adapter, blocks=blocks, eta=0.5, variant="Paper"), **kwargs)
+
+
+def test_correction_gradient_is_the_per_sample_gradient_at_unit_rms(probed):
+    from dptlib.backbone import encode_text, extract_features
+    from dptlib.losses import matching_similarity
+    from dptlib.sampling import correction_gradient
+
+    root, _ = probed
+    backbone = tiny_backbone()
+    adapter, blocks, _ = load_adapter(root / "probe")
+    hidden, pooled = encode_text(backbone, ["a red circle", "two blue squares", "a green triangle"])
+    z = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([100, 400, 700])
+    unet = backbone.unet
+
+    def s(latents):
+        with torch.no_grad():
+            return matching_similarity(adapter(extract_features(unet, latents, t, hidden, blocks), t).match_embeddings, pooled)
+
+    raw = correction_gradient(unet, adapter, blocks, z, t, hidden, pooled, normalize=False)
+    unit = correction_gradient(unet, adapter, blocks, z, t, hidden, pooled, normalize=True)
+    rms = raw.pow(2).mean(dim=(1, 2, 3)).sqrt()
+    torch.testing.assert_close(unit.pow(2).mean(dim=(1, 2, 3)).sqrt(), torch.ones(3))
+    torch.testing.assert_close(unit, raw / rms.view(-1, 1, 1, 1))
+    assert not torch.allclose(rms, rms[0].expand(3))  # per sample, not one scale for the batch
+    # raw is ds/dz: the central difference along it is its squared norm (float32: 0.1 % here)
+    h = 3e-3 / rms.view(-1, 1, 1, 1)
+    slope = (s(z + h * raw) - s(z - h * raw)) / (2 * h.flatten())
+    torch.testing.assert_close(slope, raw.pow(2).sum(dim=(1, 2, 3)), rtol=2e-2, atol=0)
+    # each sample's gradient is its own: the same alone as in the batch
+    alone = correction_gradient(unet, adapter, blocks, z[1:2], t[1:2], hidden[1:2], pooled[1:2], normalize=False)
+    torch.testing.assert_close(alone[0], raw[1])
+
+
+class _Spies:
+    """What the guided U-Net calls of a pipeline saw: the latents handed to the U-Net (unmoved),
+    the latents its first layer actually got (moved), their timestep and text, and the latent the
+    scheduler stepped from."""
+
+    def __init__(self, pipe, n, monkeypatch):
+        self.given, self.used, self.steps = [], [], []
+        self.handles = [
+            pipe.unet.register_forward_pre_hook(self._given, with_kwargs=True),
+            pipe.unet.conv_in.register_forward_pre_hook(lambda module, args: self.used.append(args[0].detach().clone())
+                                                        if len(args[0]) == 2 * n else None),
+        ]
+        self.n = n
+        original = type(pipe.scheduler).step
+
+        def step(scheduler, model_output, timestep, sample, *args, **kwargs):
+            self.steps.append(sample.detach().clone())
+            return original(scheduler, model_output, timestep, sample, *args, **kwargs)
+
+        monkeypatch.setattr(type(pipe.scheduler), "step", step)
+
+    def _given(self, module, args, kwargs):
+        sample = args[0]
+        if len(sample) == 2 * self.n:  # the pipeline's guided calls, not the gradient passes
+            self.given.append((sample.detach().clone(), args[1], kwargs["encoder_hidden_states"].detach().clone()))
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_self_correction_moves_both_guidance_halves_uphill_and_steps_from_the_right_latent(probed, monkeypatch, variant):
+    from dptlib.backbone import encode_text, extract_features
+    from dptlib.losses import matching_similarity
+    from dptlib.sampling import correction_gradient, generate
+
+    root, _ = probed
+    backbone = tiny_backbone()
+    pipe, unet = backbone.pipe, backbone.unet
+    adapter, blocks, _ = load_adapter(root / "probe")
+    prompts, eta = ["a red circle", "two blue squares"], 0.02
+    n = len(prompts)
+    spies = _Spies(pipe, n, monkeypatch)
+    try:
+        generate(pipe, prompts, seed=2, num_inference_steps=3, progress=False,
+                 self_correct=dict(adapter=adapter, blocks=blocks, eta=eta, variant=variant))
+    finally:
+        spies.remove()
+    assert len(spies.given) == len(spies.used) == len(spies.steps) == 3
+    with torch.no_grad():
+        _, pooled = encode_text(backbone, prompts)
+    for (given, t, hidden), used, stepped in zip(spies.given, spies.used, spies.steps):
+        assert torch.equal(given[:n], given[n:])  # the pipeline duplicates the latents for guidance ...
+        assert torch.equal(used[:n], used[n:])  # ... and both halves are moved alike
+        z, cond = given[n:], hidden[n:]
+        tt = torch.as_tensor(t).reshape(-1).expand(n)
+        gradient = correction_gradient(unet, adapter, blocks, z, tt, cond, pooled, normalize=True)
+        torch.testing.assert_close(used[n:], z + eta * gradient, rtol=1e-5, atol=1e-6)  # Eq. 9 on the conditional half
+
+        def s(latents):
+            with torch.no_grad():
+                return matching_similarity(adapter(extract_features(unet, latents, tt, cond, blocks), tt).match_embeddings, pooled)
+
+        assert (s(used[n:]) > s(z)).all()  # the move raises s(z_t, y)
+        assert not torch.equal(used[n:], z)
+        if variant == "paper":  # z_{t-1} follows from the moved latent ...
+            assert torch.equal(stepped, used[n:])
+        else:  # ... or, as released, from the unmoved one
+            assert torch.equal(stepped, z)
+
+
+def test_self_correction_leaves_the_pipeline_as_it_found_it(probed):
+    from dptlib.sampling import self_correction
+
+    root, _ = probed
+    backbone = tiny_backbone()
+    pipe = backbone.pipe
+    adapter, blocks, _ = load_adapter(root / "probe")
+    prompts = ["a red circle"]
+    for variant in ("paper", "official"):
+        with self_correction(pipe, adapter, blocks, prompts, eta=0.1, variant=variant):
+            assert "forward" in vars(pipe.unet)
+            assert ("step" in vars(pipe.scheduler)) == (variant == "paper")
+        assert "forward" not in vars(pipe.unet) and "step" not in vars(pipe.scheduler), variant
+        with pytest.raises(RuntimeError, match="inside"):
+            with self_correction(pipe, adapter, blocks, prompts, eta=0.1, variant=variant):
+                raise RuntimeError("inside")
+        assert "forward" not in vars(pipe.unet) and "step" not in vars(pipe.scheduler), variant
+    # wrappers someone else installed on the instances survive the block
+    forward, step = pipe.unet.forward, pipe.scheduler.step
+    pipe.unet.forward, pipe.scheduler.step = forward, step
+    try:
+        with self_correction(pipe, adapter, blocks, prompts, eta=0.1, variant="paper"):
+            assert pipe.unet.forward is not forward
+        assert vars(pipe.unet)["forward"] is forward and vars(pipe.scheduler)["step"] is step
+    finally:
+        del pipe.unet.forward, pipe.scheduler.step
