@@ -110,19 +110,37 @@ def _balanced(categories: dict[str, list[PromptSpec]], n: int, rng, distribution
     return [BenchmarkPrompt(s.text, cat, distribution, s) for cat, specs in categories.items() for s in _pick(specs, per, rng)]
 
 
-def other_prompts(name: str, config: ToyWorldConfig | None, n: int, exclude, seed: int = 1) -> list[BenchmarkPrompt]:
-    """Up to ``n`` prompts of toy benchmark ``name`` that are none of the prompts in ``exclude``
-    (e.g. the test prompts): for choosing checkpoints or settings without looking at the test set.
-    Categories stay balanced as in :func:`toy_benchmark`."""
-    exclude = {p.prompt if isinstance(p, BenchmarkPrompt) else p for p in exclude}
-    fresh = [p for p in toy_benchmark(name, config, n=4 * n, seed=seed) if p.prompt not in exclude]
-    return fresh[:: max(1, len(fresh) // n)][:n]
+def _round_robin(prompts: list[BenchmarkPrompt]) -> list[BenchmarkPrompt]:
+    """The prompts with their categories interleaved (a, b, c, a, b, c, ...), each category's
+    order kept: any first n of them are balanced over the categories."""
+    by_category: dict[str, list] = {}
+    for p in prompts:
+        by_category.setdefault(p.category, []).append(p)
+    columns = list(by_category.values())
+    return [column[i] for i in range(max(map(len, columns), default=0)) for column in columns if i < len(column)]
 
 
-def test_and_validation_prompts(config: ToyWorldConfig | None, n_test: int, n_validation: int):
-    """The generation experiments' prompts: ``{benchmark: test prompts}`` (``n_test`` each) and a
-    validation list (``n_validation`` per benchmark, none of them a test prompt) for checkpoint
-    selection."""
-    test = {name: toy_benchmark(name, config, n=n_test) for name in TOY_BENCHMARKS}
-    every_test = [p for ps in test.values() for p in ps]
-    return test, [p for name in TOY_BENCHMARKS for p in other_prompts(name, config, n_validation, every_test)]
+def parse_cell(cell: str) -> tuple[str, str]:
+    """"toy-cc (ID)" -> ("toy-cc", "ID"): a benchmark and one of its prompt distributions."""
+    name, _, rest = cell.partition(" (")
+    if name not in TOY_BENCHMARKS or not rest.endswith(")"):
+        raise ValueError(f"a cell is 'benchmark (distribution)' with a benchmark of {list(TOY_BENCHMARKS)}, got {cell!r}")
+    return name, rest[:-1]
+
+
+def generation_prompts(config: ToyWorldConfig | None, sizes: dict[str, int], n_validation: int, seed: int = 0
+                       ) -> tuple[dict[str, list[BenchmarkPrompt]], dict[str, list[BenchmarkPrompt]]]:
+    """Test and validation prompts of the generation experiments, per cell ("toy-cc (ID)",
+    "toy-cc (OOD)", "toy-nss (ID)", "toy-abc (MD)", "toy-compbench (MD)").
+
+    ``sizes``: test prompts per cell (fewer where the cell has fewer), balanced over its
+    categories; ``n_validation`` prompts per cell for choices (checkpoints, eta), none of them a
+    test prompt. Both are seeded and do not depend on each other's sizes' order."""
+    test, validation = {}, {}
+    for cell, n in sizes.items():
+        name, distribution = parse_cell(cell)
+        every = _round_robin([p for p in toy_benchmark(name, config, n=10**6, seed=seed) if p.distribution == distribution])
+        test[cell], validation[cell] = every[:n], every[n : n + n_validation]
+        if not test[cell]:
+            raise ValueError(f"cell {cell!r} has no prompts")
+    return test, validation

@@ -118,42 +118,56 @@ class BaseModelNotebook:
 
 @dataclass
 class ProbingNotebook:
-    """Parameters of ``01_probing``: stage 1 on the toy SD, Tab. 3 and Tab. 10."""
+    """Parameters of ``01_probing``: what the blocks hold, stage 1, Tab. 3 and Tab. 10."""
 
     scale: str | None = None
-    blocks: str = "mid"
-    steps: int | None = None  # probe training steps
+    blocks: str | None = None  # None: the candidate the short comparison ranks first on validation data
+    candidate_blocks: list = field(default_factory=lambda: ["mid", "up1"])
+    comparison_steps: int | None = None  # probe steps per candidate block
+    steps: int | None = None  # probe training steps of the chosen block
     batch_size: int | None = None  # septuples per step
+    control_steps: int | None = None  # the negative control's probe (shuffled image-text pairs)
     eval_timestep: int = 250  # the paper's best timestep (Tab. 10)
     timesteps: list = field(default_factory=lambda: [0, 250, 500, 750, 999])
     n_train_images: int | None = None
-    n_test_images: int | None = None
-    classifier_timesteps: int | None = None  # Diffusion Classifier: timesteps per candidate
-    itm_timesteps: int = 10  # DiffusionITM
+    n_val_images: int | None = None  # validation: choices (block) are made here
+    n_test_images: int | None = None  # test: the tables (ITM: one I->T and one T->I query per image)
+    n_rec_expressions: int | None = None  # REC test expressions (evenly spaced over the test split)
+    diagnostic_scenes: int | None = None  # validation scenes of the linear probes
+    diagnostic_timesteps: list = field(default_factory=lambda: [250, 750])
+    denoising_timesteps: int | None = None  # Diffusion Classifier / DiffusionITM / local denoising
     seed: int = 0
 
     PRESETS = {
-        "smoke": dict(steps=4, batch_size=4, n_train_images=24, n_test_images=12, classifier_timesteps=2),
-        "toy": dict(steps=1500, batch_size=16, n_train_images=4000, n_test_images=300, classifier_timesteps=50),
+        "smoke": dict(comparison_steps=2, steps=4, batch_size=4, control_steps=2, n_train_images=24, n_val_images=12,
+                      n_test_images=12, n_rec_expressions=24, diagnostic_scenes=24, denoising_timesteps=2),
+        "toy": dict(comparison_steps=600, steps=3000, batch_size=16, control_steps=300, n_train_images=4000, n_val_images=500,
+                    n_test_images=500, n_rec_expressions=1000, diagnostic_scenes=400, denoising_timesteps=10),
     }
+
+
+HEADLINE_CELLS = ["toy-cc (ID)", "toy-nss (ID)"]  # the cells sized to detect a 5-point difference
 
 
 @dataclass
 class TuningNotebook:
-    """Parameters of ``02_tuning``: stage 2, Tab. 1, Tab. 2, Fig. 4a."""
+    """Parameters of ``02_tuning``: stage 2 and its controls, Tab. 1, Tab. 2, Fig. 4a."""
 
     scale: str | None = None
-    steps: int | None = None  # tuning steps
+    steps: int | None = None  # tuning steps (each run: DPT, LoRA only, negative control)
     batch_size: int | None = None
     lora_rank: int = 4
     lora_targets: str = "cross-attention"
     objectives: str = "both"
     mse_coef: float = 0.0
     validate_every: int | None = None
-    n_validation_prompts: int | None = None  # per benchmark, disjoint from the test prompts
+    selection: str = "clip"  # checkpoint selection: "clip" (the paper) or "oracle" (the toy world's exact judge)
+    n_validation_prompts: int | None = None  # per cell, disjoint from the test prompts
     n_train_images: int | None = None
-    n_test_images: int | None = None
-    n_prompts: int | None = None  # test prompts per benchmark
+    n_val_images: int | None = None  # ITM / REC along tuning, on the validation split
+    prompts: dict | None = None  # test prompts per cell
+    control_cells: list | None = None  # cells the controls (LoRA only, negative control) are sampled on
+    n_positive_control_prompts: int | None = None  # Attend-and-Excite, on toy-cc (ID)
     seeds: list | None = None
     num_inference_steps: int | None = None
     guidance_scale: float = 7.5
@@ -161,37 +175,34 @@ class TuningNotebook:
     seed: int = 0
 
     PRESETS = {
-        "smoke": dict(steps=2, batch_size=4, validate_every=1, n_validation_prompts=1, n_train_images=24, n_test_images=12,
-                      n_prompts=2, seeds=[0], num_inference_steps=3, attn_res=[8, 8]),
-        "toy": dict(steps=600, batch_size=16, validate_every=100, n_validation_prompts=8, n_train_images=4000,
-                    n_test_images=200, n_prompts=60, seeds=[0, 1, 2], num_inference_steps=25, attn_res=[8, 8]),
+        "smoke": dict(steps=2, batch_size=4, validate_every=1, n_validation_prompts=1, n_train_images=24, n_val_images=12,
+                      prompts={"toy-cc (ID)": 2, "toy-cc (OOD)": 1, "toy-nss (ID)": 2, "toy-abc (MD)": 2, "toy-compbench (MD)": 4},
+                      control_cells=HEADLINE_CELLS, n_positive_control_prompts=1, seeds=[0], num_inference_steps=3, attn_res=[8, 8]),
+        "toy": dict(steps=300, batch_size=16, validate_every=150, n_validation_prompts=32, n_train_images=4000, n_val_images=500,
+                    prompts={"toy-cc (ID)": 150, "toy-cc (OOD)": 56, "toy-nss (ID)": 150, "toy-abc (MD)": 50, "toy-compbench (MD)": 60},
+                    control_cells=HEADLINE_CELLS, n_positive_control_prompts=75, seeds=[0, 1, 2, 3], num_inference_steps=15,
+                    attn_res=[8, 8]),
     }
 
 
 @dataclass
 class SelfCorrectionNotebook:
-    """Parameters of ``03_self_correction``: Fig. 4b, Tab. 4, Fig. 5, Fig. 6 and the cost of Eq. 9."""
+    """Parameters of ``03_self_correction``: Fig. 4b, Tab. 4, Fig. 5, Fig. 6 and the cost of Eq. 9.
+    Prompts, seeds and the sampler are ``02_tuning``'s (its images are reused)."""
 
     scale: str | None = None
-    etas: list | None = None  # the sweep of Fig. 4b
-    eta: float | None = None  # None: the best of the sweep
+    etas: list | None = None  # the sweep of Fig. 4b, on validation prompts
+    eta: float | None = None  # None: the best eta > 0 of the sweep
     normalize: bool = True
     refresh_every: int = 1
-    n_sweep_prompts: int | None = None
-    n_prompts: int | None = None
-    seeds: list | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float = 7.5
+    sweep_seeds: list | None = None
     ablation_steps: int | None = None  # tuning steps of the GM-only and LG-only variants (Tab. 4)
     n_train_images: int | None = None  # their training data
-    n_validation_prompts: int | None = None  # their checkpoint selection, as in 02_tuning
     seed: int = 0
 
     PRESETS = {
-        "smoke": dict(etas=[0.0, 0.1], n_sweep_prompts=2, n_prompts=2, seeds=[0], num_inference_steps=3, ablation_steps=2,
-                      n_train_images=24, n_validation_prompts=1),
-        "toy": dict(etas=[0.0, 0.03, 0.1, 0.3, 1.0], n_sweep_prompts=60, n_prompts=60, seeds=[0, 1, 2],
-                    num_inference_steps=25, ablation_steps=300, n_train_images=4000, n_validation_prompts=8),
+        "smoke": dict(etas=[0.0, 0.1], sweep_seeds=[0], ablation_steps=2, n_train_images=24),
+        "toy": dict(etas=[0.0, 0.03, 0.1, 0.3, 1.0], sweep_seeds=[0, 1], ablation_steps=300, n_train_images=4000),
     }
 
 
@@ -249,6 +260,17 @@ def check_parameters(notebook: str, params: dict):
     return cls(**values)
 
 
-def notebook_parameters(notebook: str, **params):
-    """The call a notebook makes right after its ``parameters`` cell; see :func:`check_parameters`."""
+def notebook_parameters(notebook: str, namespace: dict | None = None, **params):
+    """The call a notebook makes right after its ``parameters`` cell; see :func:`check_parameters`.
+
+    ``namespace`` (the notebook's ``globals()``) supplies every parameter the notebook declares,
+    so that a parameter is written once, in the ``parameters`` cell; ``params`` override it."""
+    if namespace is not None:
+        if notebook not in NOTEBOOKS:
+            raise ValueError(f"unknown notebook {notebook!r}; notebooks with parameters: {sorted(NOTEBOOKS)}")
+        declared = {f.name for f in dataclasses.fields(NOTEBOOKS[notebook])}
+        missing = sorted(declared - set(namespace))
+        if missing:
+            raise ValueError(f"notebook {notebook!r} declares no {missing} in its parameters cell")
+        params = {**{name: namespace[name] for name in declared}, **params}
     return check_parameters(notebook, params)

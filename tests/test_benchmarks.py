@@ -1,5 +1,7 @@
 """Toy benchmark prompt sets: sizes, distributions, and that every prompt is realizable."""
 
+from collections import Counter
+
 import pytest
 
 from dptlib.benchmarks import TOY_BENCHMARKS, toy_benchmark
@@ -53,10 +55,18 @@ def test_unknown_benchmark_and_unrealizable_prompt(world):
         world.realize(PromptSpec((ObjectSpec("circle", "red", count=4),)))
 
 
-def test_validation_prompts_are_never_test_prompts():
-    from dptlib.benchmarks import TOY_BENCHMARKS, test_and_validation_prompts
+def test_generation_prompts_split_cells_into_disjoint_balanced_test_and_validation():
+    from dptlib.benchmarks import generation_prompts
 
-    test, validation = test_and_validation_prompts(None, n_test=60, n_validation=8)
-    test_texts = {p.prompt for ps in test.values() for p in ps}
-    assert set(test) == set(TOY_BENCHMARKS) and len(validation) == 8 * len(TOY_BENCHMARKS)
-    assert not test_texts & {p.prompt for p in validation}
+    sizes = {"toy-cc (ID)": 150, "toy-cc (OOD)": 56, "toy-nss (ID)": 40}
+    test, validation = generation_prompts(None, sizes, n_validation=20)
+    assert [len(test[c]) for c in sizes] == [150, 56, 40] and [len(validation[c]) for c in sizes] == [20, 20, 20]
+    for cell in sizes:
+        assert not {p.prompt for p in test[cell]} & {p.prompt for p in validation[cell]}
+    assert {p.distribution for p in test["toy-cc (OOD)"]} == {"OOD"} and {p.category for p in test["toy-cc (ID)"]} == {"id"}
+    counts = Counter(p.category for p in test["toy-nss (ID)"])  # round robin over the four categories
+    assert counts == {"counting": 10, "spatial": 10, "mixed": 10, "attribute": 10}
+    again, _ = generation_prompts(None, {"toy-nss (ID)": 40, "toy-cc (ID)": 150}, n_validation=20)
+    assert again["toy-cc (ID)"] == test["toy-cc (ID)"]  # a cell's prompts do not depend on the others
+    with pytest.raises(ValueError, match="benchmark"):
+        generation_prompts(None, {"toy-cc": 5}, 1)

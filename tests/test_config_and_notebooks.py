@@ -81,3 +81,18 @@ def test_saved_tables_keep_row_labels_and_flatten_columns(monkeypatch, tmp_path)
     table = pd.DataFrame([[1.0, 0.5]], index=pd.Index(["toy-cc"], name="benchmark"), columns=columns)
     csv, _ = report.save_table(table, "flat", "smoke")
     assert list(pd.read_csv(csv).columns) == ["benchmark", "mean correct", "std correct"]
+
+
+def test_notebook_parameters_read_the_parameters_cell_namespace():
+    from dptlib.config import notebook_parameters
+
+    namespace = {name: None for name in ("scale", "etas", "eta", "sweep_seeds", "ablation_steps", "n_train_images")}
+    namespace.update(normalize=True, refresh_every=2, seed=3, other_variable="not a parameter")
+    params = notebook_parameters("03_self_correction", namespace, scale="smoke")
+    assert params.refresh_every == 2 and params.seed == 3 and params.etas == [0.0, 0.1]  # the smoke preset fills None
+    del namespace["refresh_every"]
+    with pytest.raises(ValueError, match="refresh_every"):
+        notebook_parameters("03_self_correction", namespace)
+    namespace["refresh_every"] = "2"
+    with pytest.raises(ValueError, match="refresh_every"):
+        notebook_parameters("03_self_correction", namespace)
