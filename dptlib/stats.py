@@ -215,6 +215,17 @@ def compare_to_baseline(scores: pd.DataFrame, metric: str, baseline: str, method
     return table
 
 
+def compare_pair(scores: pd.DataFrame, metric: str, baseline: str, method: str, cell_cols=("benchmark",), cell=None,
+                 method_col: str = "method", **options) -> pd.Series:
+    """One row of :func:`compare_to_baseline`: ``method`` against ``baseline`` in the cell whose
+    first ``cell_cols`` value is ``cell``, computed on those two methods' rows only (what a claim
+    of the paper compares). ``options`` go to :func:`compare_to_baseline`."""
+    chosen = scores[scores[method_col].isin([baseline, method]) & (scores[cell_cols[0]] == cell)]
+    table = compare_to_baseline(chosen, metric, baseline, method_col=method_col, cell_cols=cell_cols,
+                                methods=[baseline, method], **options)
+    return table.loc[(cell, method)]
+
+
 def _format_p(p: float) -> str:
     """p-values as 'p = 0.09', 'p = 0.004' or 'p < 0.001'."""
     if p < 0.001:

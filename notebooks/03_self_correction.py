@@ -267,13 +267,6 @@ pd.DataFrame({"median seconds": times, "x plain": {k: v / times["plain"] for k, 
 # (Fig. 4b) say so. `figures/claims.md` is this table; the README copies it.
 
 # %%
-def difference(frame, metric, baseline, method, cell_cols, cell, **options):
-    """The compare_to_baseline row of ``method`` against ``baseline`` in ``cell``."""
-    chosen = frame[frame["method"].isin([baseline, method]) & (frame[cell_cols[0]] == cell)]
-    table = stats.compare_to_baseline(chosen, metric, baseline, cell_cols=cell_cols, methods=[baseline, method], **options)
-    return table.loc[(cell, method)]
-
-
 discrete = dict(item_cols=("item",), cluster_col=None)
 outcomes = pd.read_csv(run_dir / "discrimination_outcomes.csv")
 by_t = pd.read_csv(run_dir / "timestep_outcomes.csv").astype({"method": str})
@@ -283,40 +276,40 @@ generation = pd.read_csv(run_dir / "generation_scores.csv")
 eval_t = str(config.check_parameters("01_probing", {"scale": params.scale}).eval_timestep)
 rows = [
     report.claim_row("Tab. 3: stage-1 DPT matches images and texts better than DiffusionITM (ITM overall)",
-                     "+6.3 (38.5 vs 32.2)", difference(outcomes, "correct", ditm, dpt1, ("task",), "ITM overall", **discrete)),
+                     "+6.3 (38.5 vs 32.2)", stats.compare_pair(outcomes, "correct", ditm, dpt1, ("task",), "ITM overall", **discrete)),
     report.claim_row("Tab. 3: stage-1 DPT grounds expressions better than local denoising (REC P@1)",
-                     "+25.0 (RefCOCO val 48.8 vs 23.8)", difference(outcomes, "correct", ditm, dpt1, ("task",), "REC P@1", **discrete)),
+                     "+25.0 (RefCOCO val 48.8 vs 23.8)", stats.compare_pair(outcomes, "correct", ditm, dpt1, ("task",), "REC P@1", **discrete)),
     report.claim_row("Tab. 10: t = 250 discriminates better than t = 0 (ITM overall)", "+0.5 (39.7 vs 39.2)",
-                     difference(by_t, "correct", "0", eval_t, ("task",), "ITM overall", **discrete)),
+                     stats.compare_pair(by_t, "correct", "0", eval_t, ("task",), "ITM overall", **discrete)),
     report.claim_row("Tab. 10: t = 250 grounds better than t = 0 (REC P@1)", "+2.5 (54.3 vs 51.8, mean of test sets)",
-                     difference(by_t, "correct", "0", eval_t, ("task",), "REC P@1", **discrete)),
+                     stats.compare_pair(by_t, "correct", "0", eval_t, ("task",), "REC P@1", **discrete)),
     report.claim_row("Tab. 10: heavy noise (t = 999) hurts ITM", "-8.2 (31.5 vs 39.7)",
-                     difference(by_t, "correct", eval_t, "999", ("task",), "ITM overall", **discrete), expected_sign=-1),
+                     stats.compare_pair(by_t, "correct", eval_t, "999", ("task",), "ITM overall", **discrete), expected_sign=-1),
     report.claim_row("Tab. 1: Attend-and-Excite improves on the base model (positive control), toy-CC (ID)",
                      "+4.6 BLIP-M on CC-500 (85.5 vs 90.0)",
-                     difference(generation, "correct", "SD (base)", "Attend-and-Excite", ("cell",), "toy-cc (ID)", subsets=True)),
+                     stats.compare_pair(generation, "correct", "SD (base)", "Attend-and-Excite", ("cell",), "toy-cc (ID)", subsets=True)),
 ]
 for cell, paper in (("toy-nss (ID)", "+5.3 BLIP-M on COCO-NSS1K (73.3 vs 78.6)"), ("toy-cc (ID)", "(two-object prompts, seen pairs)"),
                     ("toy-cc (OOD)", "+5.3 BLIP-M on CC-500 (85.5 vs 90.7)")):
     rows.append(report.claim_row(f"Tab. 1: DPT (stage 2) improves on the base model, {cell}", paper,
-                                 difference(generation, "correct", "SD (base)", "DPT", ("cell",), cell)))
+                                 stats.compare_pair(generation, "correct", "SD (base)", "DPT", ("cell",), cell)))
 for cell in stage2.control_cells:
     rows.append(report.claim_row(f"Tab. 4: GM alone improves on the base model, {cell}", "+1.5 BLIP-M on COCO-NSS1K (73.3 vs 74.8)",
-                                 difference(scores, "correct", "SD (base)", "GM", ("cell",), cell)))
+                                 stats.compare_pair(scores, "correct", "SD (base)", "GM", ("cell",), cell)))
     rows.append(report.claim_row(f"Tab. 4: LG alone improves on the base model, {cell}", "+5.9 BLIP-M on COCO-NSS1K (73.3 vs 79.2)",
-                                 difference(scores, "correct", "SD (base)", "LG", ("cell",), cell)))
+                                 stats.compare_pair(scores, "correct", "SD (base)", "LG", ("cell",), cell)))
     rows.append(report.claim_row(f"Tab. 4: self-correction improves on DPT, {cell}", "+0.6 BLIP-M on COCO-NSS1K (78.6 vs 79.2)",
-                                 difference(scores, "correct", "DPT", "DPT + SC", ("cell",), cell)))
+                                 stats.compare_pair(scores, "correct", "DPT", "DPT + SC", ("cell",), cell)))
     rows.append(report.claim_row(f"Tab. 11: tuning the adapter with LoRA beats LoRA alone, {cell}", "+2.1 BLIP-M on COCO-NSS1K (76.5 vs 78.6)",
-                                 difference(generation, "correct", "DPT, LoRA only", "DPT", ("cell",), cell)))
+                                 stats.compare_pair(generation, "correct", "DPT, LoRA only", "DPT", ("cell",), cell)))
 best = f"paper, eta {chosen_eta:g}"
 rows.append(report.claim_row(f"Fig. 4b: self-correction helps at a suitable eta (validation prompts, eta = {chosen_eta:g})",
                              "helps for eta in (0.05, 1)", fig4b.loc[("validation prompts", best)]))
 for cell in stage2.control_cells:
     rows.append(report.claim_row(f"control: tuning with the shuffled-pairs adapter changes nothing, {cell}", "(no effect expected)",
-                                 difference(generation, "correct", "SD (base)", "negative control", ("cell",), cell), control=True))
+                                 stats.compare_pair(generation, "correct", "SD (base)", "negative control", ("cell",), cell), control=True))
     rows.append(report.claim_row(f"control: self-correction with the shuffled-pairs adapter changes nothing, {cell}", "(no effect expected)",
-                                 difference(scores, "correct", "negative control", "negative control + SC", ("cell",), cell), control=True))
+                                 stats.compare_pair(scores, "correct", "negative control", "negative control + SC", ("cell",), cell), control=True))
 claims = pd.DataFrame(rows)
 report.save_table(claims.set_index("claim"), "claims", params.scale)
 claims

@@ -231,3 +231,14 @@ def test_tables_of_intervals_and_differences():
     assert means.loc["new", "toy"] == stats.format_interval(*table.loc[("toy", "new"), ["mean", "low", "high"]])
     differences = report.difference_table(table, "benchmark")
     assert differences.loc["base", "toy"] == "—" and differences.loc["new", "other"].startswith("+50.0")
+
+
+def test_compare_pair_is_the_row_of_the_two_method_table():
+    scores = small_scores()
+    cell = scores["benchmark"].iloc[0]
+    method = next(m for m in scores["method"].unique() if m != "base")
+    row = stats.compare_pair(scores, "correct", "base", method, ("benchmark",), cell)
+    chosen = scores[scores["method"].isin(["base", method]) & (scores["benchmark"] == cell)]
+    expected = stats.compare_to_baseline(chosen, "correct", "base", methods=["base", method]).loc[(cell, method)]
+    pd.testing.assert_series_equal(row, expected)
+    assert row["diff"] == pytest.approx(expected["diff"]) and not math.isnan(row["diff"])
