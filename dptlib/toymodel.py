@@ -694,8 +694,10 @@ def vae_quality(vae, world: ToyWorld, n_scenes: int = 500) -> dict[str, float]:
     return {"psnr_db": psnr, "oracle_on_reconstructions": oracle}
 
 
-def load_toy_pipeline(path: str | Path = TOY_SD_DIR, device: str = "cpu"):
-    """The shipped toy SD, loaded by the stock diffusers loader (the SD-2.1 code path)."""
+def load_toy_pipeline(path: str | Path = TOY_SD_DIR, device: str = "cpu", lora: str | Path | None = None):
+    """The shipped toy SD, loaded by the stock diffusers loader (the SD-2.1 code path); with
+    ``lora``, a stage-2 folder (:func:`dptlib.train.save_tuned`), its LoRA loaded by the stock
+    ``pipe.load_lora_weights``."""
     from diffusers import StableDiffusionPipeline
 
     path = Path(path)
@@ -703,6 +705,8 @@ def load_toy_pipeline(path: str | Path = TOY_SD_DIR, device: str = "cpu"):
         raise FileNotFoundError(f"no diffusers pipeline at {path}: run `python -m dptlib.toymodel` (or make reproduce) to train one")
     pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
+    if lora is not None:
+        pipe.load_lora_weights(Path(lora))
     return pipe.to(device)
 
 

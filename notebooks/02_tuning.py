@@ -179,12 +179,6 @@ curves.round(1)
 # paired difference to the base model with its interval and McNemar's p.
 
 # %%
-def tuned(folder):
-    pipe = load_toy_pipeline()
-    pipe.load_lora_weights(run_dir / folder / "best")
-    return pipe
-
-
 base_pipe = load_toy_pipeline()
 control_prompts = {cell: test_prompts[cell] for cell in params.control_cells}
 excite_prompts = {"toy-cc (ID)": test_prompts["toy-cc (ID)"][: params.n_positive_control_prompts]}
@@ -192,9 +186,9 @@ plan = [  # (method, pipeline, extra arguments, cells)
     ("SD (base)", base_pipe, None, test_prompts),
     ("Attend-and-Excite", attend_and_excite_pipeline(base_pipe),
      lambda ps: attend_and_excite_arguments(base_pipe.tokenizer, ps, params.num_inference_steps, tuple(params.attn_res)), excite_prompts),
-    ("DPT", tuned("tune"), None, test_prompts),
-    ("DPT, LoRA only", tuned("tune-lora-only"), None, control_prompts),
-    ("negative control", tuned("tune-shuffled"), None, control_prompts),
+    ("DPT", load_toy_pipeline(lora=run_dir / "tune" / "best"), None, test_prompts),
+    ("DPT, LoRA only", load_toy_pipeline(lora=run_dir / "tune-lora-only" / "best"), None, control_prompts),
+    ("negative control", load_toy_pipeline(lora=run_dir / "tune-shuffled" / "best"), None, control_prompts),
 ]
 start = time.time()
 parts, features = [], {}

@@ -89,8 +89,7 @@ test_prompts, validation_prompts = generation_prompts(world.config, stage2.promp
 headline = {cell: test_prompts[cell] for cell in stage2.control_cells}
 pipes, adapters = {}, {}
 for name, folder in (("DPT", "tune"), ("negative control", "tune-shuffled")):
-    pipes[name] = load_toy_pipeline()
-    pipes[name].load_lora_weights(run_dir / folder / "best")
+    pipes[name] = load_toy_pipeline(lora=run_dir / folder / "best")
     adapters[name] = load_adapter(run_dir / folder / "best")[:2]
 
 
@@ -164,8 +163,7 @@ for objective, label in (("matching", "GM"), ("grounding", "LG")):
                   validate=tuning_validator(backbone.pipe, selection_prompts, embed, stage2.num_inference_steps, config=world.config,
                                             selection=stage2.selection, guidance_scale=stage2.guidance_scale))
     print(f"{label}: {variant_config.steps} steps in {time.time() - start:.0f} s, best at step {result['best']['step']}")
-    variants[label] = load_toy_pipeline()
-    variants[label].load_lora_weights(out_dir / "best")
+    variants[label] = load_toy_pipeline(lora=out_dir / "best")
 
 # %%
 earlier = pd.read_csv(run_dir / "generation_scores.csv")

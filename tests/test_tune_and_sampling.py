@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from dptlib.toymodel import load_toy_pipeline
 from dptlib.train import ProbeConfig, TuneConfig, load_adapter, probe, tune
 from test_probe import tiny_backbone, tiny_data
 
@@ -35,8 +36,10 @@ def test_tuned_lora_round_trips_through_a_stock_pipeline(probed):
         base = pipe.unet(latents, t, encoder_hidden_states=text).sample
         pipe.load_lora_weights(root / "tuned")
         loaded = pipe.unet(latents, t, encoder_hidden_states=text).sample
+        via_loader = load_toy_pipeline(root / "base", lora=root / "tuned").unet(latents, t, encoder_hidden_states=text).sample
     assert not torch.allclose(base, tuned, atol=1e-6)  # tuning changed the U-Net ...
     torch.testing.assert_close(loaded, tuned, rtol=1e-5, atol=1e-6)  # ... and the stock loader reproduces it
+    torch.testing.assert_close(via_loader, tuned, rtol=1e-5, atol=1e-6)  # so does the notebooks' loader
 
 
 def _snapshot(model):
