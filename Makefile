@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup reproduce retrain smoke test test-unit test-notebooks bench toy-model lab sync clean
+.PHONY: setup reproduce retrain smoke test test-unit test-notebooks bench gpu-check toy-model lab sync clean
 
 ## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
 setup: $(STAMP)
@@ -37,7 +37,11 @@ test-notebooks: setup
 
 ## bench: performance benchmarks (ratios measured in one run; not part of the tests)
 bench: setup
-	$(BIN)/python -m dptlib.bench probe
+	$(BIN)/python -m dptlib.timing probe
+
+## gpu-check: on a CUDA machine, the device tests + SD-2.1-sized throughput, memory and MFU as JSON (< 8 min); exits 0 without CUDA
+gpu-check: setup
+	$(BIN)/python -m dptlib.gpu_check --out runs/gpu-check/gpu_check.json
 
 ## retrain: train the toy model again from scratch through 00b_base_model and compare it with the shipped one (about 70 min)
 retrain: setup

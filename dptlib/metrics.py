@@ -325,7 +325,7 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
         return float("nan")  # a covariance needs two samples
     mu_a, mu_b = features_a.mean(0), features_b.mean(0)
     cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = linalg.sqrtm(cov_a @ cov_b)  # (scipy >= 1.18 has no disp argument)
     if np.iscomplexobj(root):
         root = root.real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))

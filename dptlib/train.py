@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -323,8 +324,20 @@ def _accelerator(config, find_unused: bool = False):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.grad_accumulation,
+    # DPT_DEVICE=cpu keeps training on the CPU of a machine with a GPU (the unit tests do)
+    cpu = os.environ.get("DPT_DEVICE") == "cpu" or not torch.cuda.is_available()
+    return Accelerator(cpu=cpu, gradient_accumulation_steps=config.grad_accumulation,
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)])
+
+
+def _on_device(backbone: Backbone | None, config: ProbeConfig, device: torch.device) -> Backbone:
+    """The given backbone moved to the training device (the whole pipeline: the text encoder and
+    the VAE run in the loop too), or the config's model loaded there."""
+    if backbone is None:
+        return load_backbone(resolve_model(config.model), device)
+    if backbone.device != device:
+        backbone.pipe.to(device)
+    return backbone
 
 
 def probe(config: ProbeConfig, data: DiscriminationData, out_dir: str | Path, backbone: Backbone | None = None,
@@ -339,7 +352,7 @@ def probe(config: ProbeConfig, data: DiscriminationData, out_dir: str | Path, ba
     """
     out_dir = Path(out_dir)
     accelerator = accelerator or _accelerator(config)
-    backbone = backbone or load_backbone(resolve_model(config.model), accelerator.device)
+    backbone = _on_device(backbone, config, accelerator.device)
     torch.manual_seed(config.seed)
     adapter, blocks = build_adapter(config, backbone)
     model, log, _ = _fit(config, data, out_dir, backbone, adapter, blocks, list(adapter.parameters()), "probe", accelerator,
@@ -418,7 +431,7 @@ def tune(config: TuneConfig, data: DiscriminationData, probe_dir: str | Path, ou
     out_dir = Path(out_dir)
     # with early exit the LoRA layers after the probed block get no gradient: DDP must know
     accelerator = accelerator or _accelerator(config, find_unused=config.mse_coef == 0)
-    backbone = backbone or load_backbone(resolve_model(config.model), accelerator.device)
+    backbone = _on_device(backbone, config, accelerator.device)
     adapter, blocks, meta = load_adapter(probe_dir)
     adapter = adapter.to(accelerator.device).train()
     torch.manual_seed(config.seed)

@@ -1,4 +1,4 @@
-"""Benchmarks (not tests): ``python -m dptlib.bench probe`` and ``python -m dptlib.bench sample``.
+"""Benchmarks (not tests): ``python -m dptlib.timing probe`` and ``python -m dptlib.timing sample``.
 
 Prints ratios measured in one run, medians of repeated timings, on this machine:
 
