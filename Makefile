@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup reproduce retrain smoke test test-unit test-notebooks bench gpu-check toy-model lab sync clean
+.PHONY: lint setup reproduce retrain smoke test test-unit test-notebooks bench gpu-check toy-model lab sync clean
 
 ## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
 setup: $(STAMP)
@@ -26,8 +26,12 @@ reproduce: setup
 smoke: setup
 	$(BIN)/python -m dptlib.reproduce --scale smoke
 
-## test: unit tests, then every notebook under nbval at the smoke scale
-test: test-unit test-notebooks
+## test: lint, unit tests, then every notebook under nbval at the smoke scale
+test: lint test-unit test-notebooks
+
+## lint: ruff (configuration in pyproject.toml) on the package, the tests and the notebooks' .py
+lint: setup
+	$(BIN)/ruff check dptlib tests notebooks/*.py
 
 test-unit: setup
 	DPT_SCALE=smoke $(BIN)/python -m pytest tests
@@ -49,7 +53,7 @@ retrain: setup
 
 ## toy-model: train the toy Stable Diffusion + evaluator CLIP from scratch into runs/toy/ (about an hour)
 toy-model: setup
-	$(BIN)/python -m dptlib.toymodel --scale toy --out runs/toy/toy-sd --evaluator-out runs/toy/toy-evaluator
+	$(BIN)/python -m dptlib.toy.model --scale toy --out runs/toy/toy-sd --evaluator-out runs/toy/toy-evaluator
 
 ## lab: JupyterLab on the notebooks with the dpt kernel
 lab: setup

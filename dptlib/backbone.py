@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .config import resolve_model
+
 PAPER_BLOCK_NAMES = {
     "bottom1": "down0", "bottom2": "down1", "bottom3": "down2", "middle": "mid", "up1": "up0", "up2": "up1", "up3": "up2",
 }
@@ -70,16 +72,27 @@ class Backbone:
         return self.scheduler.config.num_train_timesteps
 
 
-def load_backbone(model: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Backbone:
-    """Load a Stable Diffusion pipeline (hub id such as ``stabilityai/stable-diffusion-2-1`` or a
-    local diffusers folder such as ``dptlib/assets/toy-sd``) and freeze it."""
+def load_pipeline(model: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                  lora: str | Path | None = None):
+    """A stock diffusers ``StableDiffusionPipeline``: ``model`` is ``"toy"`` (the shipped toy SD),
+    a hub id such as ``stabilityai/stable-diffusion-2-1`` (from the local cache when offline) or a
+    local diffusers folder. ``lora``: a stage-2 folder (:func:`dptlib.checkpoint.save_tuned`),
+    loaded by the stock ``pipe.load_lora_weights``."""
     from diffusers import StableDiffusionPipeline
 
+    model = resolve_model(model)
     if Path(model).exists() and not (Path(model) / "model_index.json").exists():
         raise FileNotFoundError(f"{model} is a folder without model_index.json: not a diffusers pipeline")
-    pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(model, dtype=dtype, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(device)
+    if lora is not None:
+        pipe.load_lora_weights(Path(lora))
+    return pipe.to(device)
+
+
+def load_backbone(model: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Backbone:
+    """:func:`load_pipeline`, frozen: the backbone of stage 1."""
+    pipe = load_pipeline(model, device, dtype)
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         part.requires_grad_(False).eval()
     return Backbone(pipe)
@@ -198,10 +211,33 @@ def encode_images(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     return backbone.vae.encode(images.to(backbone.device, backbone.vae.dtype)).latent_dist.mean * backbone.vae.config.scaling_factor
 
 
-def add_noise(backbone: Backbone, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """z_t = sqrt(a_t) z_0 + sqrt(1 - a_t) noise with the pipeline's noise schedule (h(x, t) of §3.1)."""
-    alphas = backbone.scheduler.alphas_cumprod.to(latents.device, latents.dtype)[timesteps.long()].view(-1, 1, 1, 1)
+def noise_latents(scheduler, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """z_t = sqrt(a_t) z_0 + sqrt(1 - a_t) noise with a diffusers scheduler's ``alphas_cumprod``
+    (the forward process; h(x, t) of §3.1). latents, noise (B, 4, h, w); timesteps (B,)."""
+    alphas = scheduler.alphas_cumprod.to(latents.device, latents.dtype)[timesteps.long()].view(-1, 1, 1, 1)
     return alphas.sqrt() * latents + (1 - alphas).sqrt() * noise
+
+
+def add_noise(backbone: Backbone, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """:func:`noise_latents` with the pipeline's own noise schedule."""
+    return noise_latents(backbone.scheduler, latents, timesteps, noise)
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The seed of one image's randomness: (run seed, image index) -> one integer. Every per-image
+    draw (sampling noise, scoring noise) goes through here, so an image's noise never depends on
+    the batch it is drawn in."""
+    return int(seed) * 1_000_003 + int(index)
+
+
+def image_generators(seed: int, indices, device: str | torch.device = "cpu") -> list[torch.Generator]:
+    """One ``torch.Generator`` per image, seeded by :func:`image_seed`."""
+    return [torch.Generator(device).manual_seed(image_seed(seed, i)) for i in indices]
+
+
+def image_noise(shape: tuple[int, ...], seed: int, indices) -> torch.Tensor:
+    """(n, *shape) standard normal noise on the CPU, row i drawn from ``image_seed(seed, indices[i])``."""
+    return torch.stack([torch.randn(shape, generator=g) for g in image_generators(seed, indices)])
 
 
 def fuse(features: list[torch.Tensor], size: tuple[int, int] | None = None) -> list[torch.Tensor]:

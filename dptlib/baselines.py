@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbone import add_noise, encode_text
+from .backbone import add_noise, encode_text, image_noise
 
 
 def evenly_spaced_timesteps(n: int, num_train_timesteps: int = 1000) -> torch.Tensor:
@@ -43,7 +43,7 @@ class DenoisingScorer:
         self._unconditional: dict[int, float] = {}
         self._conditional: dict[tuple[int, int], float] = {}  # (image, caption) -> error, shared by normalized()
 
-    def normalized(self) -> "DenoisingScorer":
+    def normalized(self) -> DenoisingScorer:
         """DiffusionITM on this Diffusion Classifier's errors: the same timesteps and noise, and
         the (image, caption) errors already computed are not computed again."""
         twin = copy.copy(self)
@@ -51,8 +51,7 @@ class DenoisingScorer:
         return twin
 
     def _noise(self, image: int, t: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + image * 1009 + int(t))
-        return torch.randn(self.latents.shape[1:], generator=generator)
+        return image_noise(self.latents.shape[1:], self.seed, [image * 1009 + int(t)])[0]  # one draw per (image, t)
 
     @torch.no_grad()
     def errors(self, images: list[int], texts: list[str], region: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,18 +1,27 @@
 """Checkpoints: safetensors only, written atomically, so a killed run resumes from its last one.
 
+Here too: what a trained model is saved as (the adapter with its config; the tuned LoRA in the
+diffusers format) and the identity a resume state must match.
+
 A training checkpoint holds a module's weights, the optimizer's state (its tensors flattened into
 safetensors, its scalars in the metadata), optionally an EMA copy, and the step reached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from .adapter import AdapterConfig, DiscriminativeAdapter
+from .data import DiscriminationData, fingerprint
 
 
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
@@ -28,6 +37,15 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadat
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    """A small text file (a config, a log) written to a temporary file, then renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
     return path
 
 
@@ -61,8 +79,6 @@ def save_training_state(
 
 def training_state_step(path: str | Path) -> int:
     """The step a resume state was saved after, read from its metadata without loading it."""
-    from safetensors import safe_open
-
     with safe_open(Path(path), "pt") as handle:
         return int(handle.metadata()["step"])
 
@@ -76,8 +92,6 @@ def load_training_state(
 ) -> tuple[int, dict]:
     """Restore what :func:`save_training_state` wrote; returns (step, extra). ``strict=False``
     restores a partial state (one saved with ``state_dict=``)."""
-    from safetensors import safe_open
-
     path = Path(path)
     tensors = load_file(path)
     with safe_open(path, "pt") as handle:
@@ -98,3 +112,67 @@ def load_training_state(
                 state.setdefault(int(param_id), {})[name] = value
         optimizer.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
     return int(metadata["step"]), json.loads(metadata.get("extra", "{}"))
+
+
+# --------------------------------------------------------------------------------------------
+# Run identity: what a resume state must match
+# --------------------------------------------------------------------------------------------
+# settings a resumed run may change: how long it trains and how often it logs or saves
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "validate_every")
+
+
+def run_identity(config, unet: torch.nn.Module, data: DiscriminationData) -> dict:
+    """What a resume state must match to be resumed: the run's settings (but those of
+    ``RESUMABLE_CHANGES``), its data (size and :func:`dptlib.data.fingerprint`) and the base
+    U-Net's weights (a fingerprint of its first and last frozen tensors, so that a retrained
+    model at the same path is noticed)."""
+    frozen = [(n, p) for n, p in unet.named_parameters() if "lora_" not in n]
+    digest = hashlib.sha256()
+    for n, p in (frozen[0], frozen[-1]):
+        digest.update(n.encode() + p.detach().float().cpu().numpy().tobytes())
+    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+    return json.loads(json.dumps({"config": settings, "images": len(data.images), "data": fingerprint(data),
+                                  "base_model": digest.hexdigest()}))
+
+
+def identity_change(recorded: dict | None, current: dict) -> str:
+    """What differs between a resume state's recorded identity and this run's, for the error."""
+    if recorded is None:
+        return "it records no identity"
+    changed = [k for k in ("images", "data", "base_model") if recorded.get(k) != current[k]]
+    changed += [k for k in current["config"] if recorded.get("config", {}).get(k) != current["config"][k]]
+    return "differs in " + ", ".join(changed)
+
+
+# --------------------------------------------------------------------------------------------
+# Trained models: the adapter (+ its config) and the tuned LoRA
+# --------------------------------------------------------------------------------------------
+def save_tuned(unet, adapter, config, blocks: list[str], out_dir: Path, meta: dict | None = None) -> None:
+    """LoRA in the diffusers format (with its peft config, so alpha survives) + the adapter."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=layers, safe_serialization=True,
+                                              unet_lora_adapter_metadata=config.lora_config().to_dict())
+    save_adapter(adapter, config, blocks, out_dir)
+
+
+def save_adapter(adapter: DiscriminativeAdapter, config, blocks: list[str], out_dir: Path) -> None:
+    """The adapter as safetensors + a JSON config naming the probed blocks and the base model."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save_file(adapter.state_dict(), out_dir / "adapter.safetensors")
+    meta = {"model": config.model, "blocks": blocks, "adapter": asdict(config.adapter),
+            "in_channels": [p.in_channels for p in adapter.input_projections], "text_dim": adapter.match_head.out_features}
+    atomic_write_text(json.dumps(meta, indent=1), out_dir / "config.json")
+
+
+def load_adapter(out_dir: str | Path) -> tuple[DiscriminativeAdapter, list[str], dict]:
+    """(adapter, probed blocks, saved config) from a folder written by :func:`save_adapter`."""
+    out_dir = Path(out_dir)
+    meta = json.loads((out_dir / "config.json").read_text())
+    adapter = DiscriminativeAdapter(AdapterConfig(**meta["adapter"]), meta["in_channels"], meta["text_dim"])
+    adapter.load_state_dict(load_file(out_dir / "adapter.safetensors"))
+    return adapter.eval(), meta["blocks"], meta

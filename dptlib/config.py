@@ -13,14 +13,22 @@ settings, App. B.3, for a user's GPU). ``scale=None`` reads ``$DPT_SCALE`` (defa
 
 from __future__ import annotations
 
-import dataclasses
+import ast
+import json
 import os
 import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 SCALES = ("smoke", "toy", "paper-sd14", "paper-sd21")
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+TOY_SD_DIR = ASSETS_DIR / "toy-sd"  # the shipped toy Stable Diffusion (diffusers format)
+TOY_EVALUATOR_DIR = ASSETS_DIR / "toy-evaluator"  # the toy world's evaluator CLIP
+
+
+def resolve_model(model: str | Path) -> str:
+    """A model name as ``from_pretrained`` takes it: ``"toy"`` is the shipped toy pipeline; a hub
+    id (``stabilityai/stable-diffusion-2-1``) or a local diffusers folder is passed on as is."""
+    return str(TOY_SD_DIR) if str(model) == "toy" else str(model)
 
 
 def resolve_scale(scale: str | None = None) -> str:
@@ -39,8 +47,9 @@ def repo_root() -> Path:
 
 
 def runs_dir(scale: str) -> Path:
-    """Where a scale's checkpoints, metrics and exported data go (git-ignored)."""
-    return repo_root() / "runs" / scale
+    """Where a scale's checkpoints, metrics and exported data go: ``runs/<scale>`` (git-ignored),
+    or ``$DPT_RUNS_DIR/<scale>``."""
+    return Path(os.environ.get("DPT_RUNS_DIR") or repo_root() / "runs") / scale
 
 
 def figures_dir(scale: str) -> Path:
@@ -77,104 +86,34 @@ def set_threads(default: int | None = None) -> int:
 # --------------------------------------------------------------------------------------------
 # Notebook parameters
 # --------------------------------------------------------------------------------------------
-@dataclass
-class ToyWorldNotebook:
-    """Parameters of ``00_toy_world``. ``None`` takes the scale's preset."""
+# A notebook declares each parameter once, in its first code cell (tagged ``parameters``): a
+# plain value papermill may override. ``None`` there means "the scale's value", given here; these
+# presets are the only other place a parameter's name appears. A scale a notebook has no preset
+# for takes the toy preset; a paper-scale preset leaves unset what should stay None (e.g.
+# ``n_train_images``: every image of the split).
+HEADLINE_CELLS = ["toy-cc (ID)", "toy-nss (ID)"]  # the cells sized to detect a 5-point difference
 
-    scale: str | None = None
-    seed: int = 0
-    image_size: int = 32
-    max_objects: int = 3
-    n_oracle_scenes: int | None = None  # scenes in the oracle-accuracy tests
-    noise_levels: list = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2])
-    blur_levels: list = field(default_factory=lambda: [0.0, 0.5, 1.0])
-    n_benchmark_prompts: int | None = None  # prompts per toy benchmark
-    export_scenes: int | None = None  # scenes per split written in the COCO / MDETR formats
-
-    PRESETS = {
+PRESETS: dict[str, dict[str, dict]] = {
+    "00_toy_world": {
         "smoke": dict(n_oracle_scenes=40, n_benchmark_prompts=20, export_scenes=8),
         "toy": dict(n_oracle_scenes=1000, n_benchmark_prompts=300, export_scenes=None),
-    }
-
-
-@dataclass
-class BaseModelNotebook:
-    """Parameters of ``00b_base_model``: the toy Stable Diffusion and its base-model table."""
-
-    scale: str | None = None
-    retrain: bool | None = None  # train the toy SD from scratch (smoke: always) instead of loading the shipped one
-    seeds: list | None = None  # sampling seeds (toy: [0, 1, 2])
-    n_prompts: int | None = None  # per toy benchmark
-    num_inference_steps: int | None = None  # DDIM steps
-    guidance_scale: float = 7.5
-    batch_size: int = 64
-    n_clip_scenes: int | None = None  # held-out scenes for the CLIP hard-negative test
-
-    PRESETS = {
+    },
+    "00b_base_model": {
         "smoke": dict(retrain=True, n_prompts=4, num_inference_steps=4, n_clip_scenes=20, seeds=[0]),
         "toy": dict(retrain=False, n_prompts=100, num_inference_steps=50, n_clip_scenes=500, seeds=[0, 1, 2]),
-    }
-
-
-@dataclass
-class ProbingNotebook:
-    """Parameters of ``01_probing``: what the blocks hold, stage 1, Tab. 3 and Tab. 10."""
-
-    scale: str | None = None
-    blocks: str | None = None  # None: the candidate the short comparison ranks first on validation data
-    candidate_blocks: list = field(default_factory=lambda: ["mid", "up1"])
-    comparison_steps: int | None = None  # probe steps per candidate block
-    steps: int | None = None  # probe training steps of the chosen block
-    batch_size: int | None = None  # septuples per step
-    control_steps: int | None = None  # the negative control's probe (shuffled image-text pairs)
-    eval_timestep: int = 250  # the paper's best timestep (Tab. 10)
-    timesteps: list = field(default_factory=lambda: [0, 250, 500, 750, 999])
-    n_train_images: int | None = None
-    n_val_images: int | None = None  # validation: choices (block) are made here
-    n_test_images: int | None = None  # test: the tables (ITM: one I->T and one T->I query per image)
-    n_rec_expressions: int | None = None  # REC test expressions (evenly spaced over the test split)
-    diagnostic_scenes: int | None = None  # validation scenes of the linear probes
-    diagnostic_timesteps: list = field(default_factory=lambda: [250, 750])
-    denoising_timesteps: int | None = None  # Diffusion Classifier / DiffusionITM / local denoising
-    seed: int = 0
-
-    PRESETS = {
+    },
+    "01_probing": {
         "smoke": dict(comparison_steps=2, steps=4, batch_size=4, control_steps=2, n_train_images=24, n_val_images=12,
                       n_test_images=12, n_rec_expressions=24, diagnostic_scenes=24, denoising_timesteps=2),
         "toy": dict(comparison_steps=600, steps=3000, batch_size=16, control_steps=300, n_train_images=4000, n_val_images=500,
                     n_test_images=500, n_rec_expressions=1000, diagnostic_scenes=400, denoising_timesteps=10),
-    }
-
-
-HEADLINE_CELLS = ["toy-cc (ID)", "toy-nss (ID)"]  # the cells sized to detect a 5-point difference
-
-
-@dataclass
-class TuningNotebook:
-    """Parameters of ``02_tuning``: stage 2 and its controls, Tab. 1, Tab. 2, Fig. 4a."""
-
-    scale: str | None = None
-    steps: int | None = None  # tuning steps (each run: DPT, LoRA only, negative control)
-    batch_size: int | None = None
-    lora_rank: int = 4
-    lora_targets: str = "cross-attention"
-    objectives: str = "both"
-    mse_coef: float = 0.0
-    validate_every: int | None = None
-    selection: str = "clip"  # checkpoint selection: "clip" (the paper) or "oracle" (the toy world's exact judge)
-    n_validation_prompts: int | None = None  # per cell, disjoint from the test prompts
-    n_train_images: int | None = None
-    n_val_images: int | None = None  # ITM / REC along tuning, on the validation split
-    prompts: dict | None = None  # test prompts per cell
-    control_cells: list | None = None  # cells the controls (LoRA only, negative control) are sampled on
-    n_positive_control_prompts: int | None = None  # Attend-and-Excite, on toy-cc (ID)
-    seeds: list | None = None
-    num_inference_steps: int | None = None
-    guidance_scale: float = 7.5
-    attn_res: list | None = None  # Attend-and-Excite's attention resolution; None: the scale's preset
-    seed: int = 0
-
-    PRESETS = {
+        # App. B.3: the middle block, 60k steps of 220 septuples; validation every 5k steps; 512 px images
+        # (the paper does not say; SD-2.1's U-Net then runs at the 64x64 latents gpu-check measures)
+        "paper-sd21": dict(blocks="mid", candidate_blocks=["mid"], comparison_steps=5000, steps=60000, batch_size=220,
+                           control_steps=6000, n_val_images=1000, n_test_images=1000, n_rec_expressions=5000,
+                           denoising_timesteps=10, image_size=512),
+    },
+    "02_tuning": {
         "smoke": dict(steps=2, batch_size=4, validate_every=1, n_validation_prompts=1, n_train_images=24, n_val_images=12,
                       prompts={"toy-cc (ID)": 2, "toy-cc (OOD)": 1, "toy-nss (ID)": 2, "toy-abc (MD)": 2, "toy-compbench (MD)": 4},
                       control_cells=HEADLINE_CELLS, n_positive_control_prompts=1, seeds=[0], num_inference_steps=3, attn_res=[8, 8]),
@@ -182,95 +121,74 @@ class TuningNotebook:
                     prompts={"toy-cc (ID)": 150, "toy-cc (OOD)": 56, "toy-nss (ID)": 150, "toy-abc (MD)": 50, "toy-compbench (MD)": 60},
                     control_cells=HEADLINE_CELLS, n_positive_control_prompts=75, seeds=[0, 1, 2, 3], num_inference_steps=15,
                     attn_res=[8, 8]),
-    }
-
-
-@dataclass
-class SelfCorrectionNotebook:
-    """Parameters of ``03_self_correction``: Fig. 4b, Tab. 4, Fig. 5, Fig. 6 and the cost of Eq. 9.
-    Prompts, seeds and the sampler are ``02_tuning``'s (its images are reused)."""
-
-    scale: str | None = None
-    etas: list | None = None  # the sweep of Fig. 4b, on validation prompts
-    eta: float | None = None  # None: the best eta > 0 of the sweep
-    normalize: bool = True
-    refresh_every: int = 1
-    sweep_seeds: list | None = None
-    ablation_steps: int | None = None  # tuning steps of the GM-only and LG-only variants (Tab. 4)
-    n_train_images: int | None = None  # their training data
-    seed: int = 0
-
-    PRESETS = {
+    },
+    "03_self_correction": {
         "smoke": dict(etas=[0.0, 0.1], sweep_seeds=[0], ablation_steps=2, n_train_images=24),
         "toy": dict(etas=[0.0, 0.03, 0.1, 0.3, 1.0], sweep_seeds=[0, 1], ablation_steps=300, n_train_images=4000),
-    }
-
-
-NOTEBOOKS: dict[str, type] = {
-    "02_tuning": TuningNotebook,
-    "03_self_correction": SelfCorrectionNotebook,
-    "01_probing": ProbingNotebook,
-    "00_toy_world": ToyWorldNotebook,
-    "00b_base_model": BaseModelNotebook,
+    },
 }
 
 
-def _type_ok(value, annotation) -> bool:
-    """Whether ``value`` fits a simple annotation (str, int, float, bool, list, dict, X | None)."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, {"list": list, "dict": dict})  # noqa: S307 - our own annotations
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, origin or annotation)
+def _notebook_path(notebook: str) -> Path:
+    path = repo_root() / "notebooks" / f"{notebook}.ipynb"
+    if notebook not in PRESETS or not path.exists():
+        raise ValueError(f"unknown notebook {notebook!r}; notebooks with parameters: {sorted(PRESETS)}")
+    return path
 
 
-def check_parameters(notebook: str, params: dict):
-    """Check ``params`` for ``notebook`` and return its parameter dataclass.
+def declared_parameters(notebook: str) -> dict[str, object]:
+    """name -> value of each assignment in the notebook's ``parameters`` cell (``notebooks/NAME.ipynb``)."""
+    cells = json.loads(_notebook_path(notebook).read_text())["cells"]
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        raise ValueError(f"notebook {notebook!r} has no cell tagged 'parameters'")
+    tree = ast.parse("".join(cell["source"]))
+    return {target.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+            for target in node.targets}
+
+
+def _fits(value, examples: list) -> bool:
+    """Whether ``value`` has the type of the non-None examples (an int is a float; None always fits)."""
+    kinds = {type(e) for e in examples if e is not None}
+    if value is None or not kinds:
+        return True
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return True
+    return any(type(value) is kind for kind in kinds)
+
+
+def check_parameters(notebook: str, params: dict) -> types.SimpleNamespace:
+    """The parameters of ``notebook``: its ``parameters`` cell's values, ``params`` over them,
+    then the scale's preset for every value still ``None``.
 
     Raises ``ValueError`` for an unknown notebook, an unknown parameter (naming the allowed ones),
-    a value of the wrong type, or an unknown scale. ``None`` values take the scale's preset.
+    a value whose type differs from the declared value's (or the presets'), or an unknown scale.
     """
-    if notebook not in NOTEBOOKS:
-        raise ValueError(f"unknown notebook {notebook!r}; notebooks with parameters: {sorted(NOTEBOOKS)}")
-    cls = NOTEBOOKS[notebook]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - set(fields))
+    declared = declared_parameters(notebook)
+    unknown = sorted(set(params) - set(declared))
     if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {unknown} for notebook {notebook!r}; allowed parameters: {sorted(fields)}"
-        )
+        raise ValueError(f"unknown parameter(s) {unknown} for notebook {notebook!r}; allowed parameters: {sorted(declared)}")
+    presets = PRESETS[notebook]
     for name, value in params.items():
-        if not _type_ok(value, fields[name].type):
-            raise ValueError(
-                f"parameter {name!r} of notebook {notebook!r} must be {fields[name].type}, got {value!r}"
-            )
-    values = dict(params)
+        examples = [declared[name]] + [preset.get(name) for preset in presets.values()]
+        if not _fits(value, examples):
+            kinds = sorted({type(e).__name__ for e in examples if e is not None})
+            raise ValueError(f"parameter {name!r} of notebook {notebook!r} must be {' or '.join(kinds)} (or None), got {value!r}")
+    values = {**declared, **params}
     values["scale"] = resolve_scale(values.get("scale"))
-    preset = cls.PRESETS.get(values["scale"], cls.PRESETS.get("toy", {}))
-    for name, default in preset.items():
+    preset = presets.get(values["scale"], presets["toy"])
+    for name, value in preset.items():
         if values.get(name) is None:
-            values[name] = default
-    return cls(**values)
+            values[name] = value
+    return types.SimpleNamespace(**values)
 
 
-def notebook_parameters(notebook: str, namespace: dict | None = None, **params):
-    """The call a notebook makes right after its ``parameters`` cell; see :func:`check_parameters`.
-
-    ``namespace`` (the notebook's ``globals()``) supplies every parameter the notebook declares,
-    so that a parameter is written once, in the ``parameters`` cell; ``params`` override it."""
-    if namespace is not None:
-        if notebook not in NOTEBOOKS:
-            raise ValueError(f"unknown notebook {notebook!r}; notebooks with parameters: {sorted(NOTEBOOKS)}")
-        declared = {f.name for f in dataclasses.fields(NOTEBOOKS[notebook])}
-        missing = sorted(declared - set(namespace))
-        if missing:
-            raise ValueError(f"notebook {notebook!r} declares no {missing} in its parameters cell")
-        params = {**{name: namespace[name] for name in declared}, **params}
-    return check_parameters(notebook, params)
+def notebook_parameters(notebook: str, namespace: dict, **params) -> types.SimpleNamespace:
+    """The call a notebook makes right after its ``parameters`` cell, with ``globals()``: the
+    values its parameters now hold (papermill's included), checked by :func:`check_parameters`;
+    ``params`` override them."""
+    declared = declared_parameters(notebook)
+    missing = sorted(set(declared) - set(namespace))
+    if missing:
+        raise ValueError(f"notebook {notebook!r}: its parameters cell declares {missing}, which the namespace lacks")
+    return check_parameters(notebook, {**{name: namespace[name] for name in declared}, **params})

@@ -1,6 +1,6 @@
 """Data: readers for the real annotation formats (MS-COCO captions, MDETR's RefCOCO/+/g).
 
-The toy world exports itself in exactly these formats (:func:`dptlib.toyworld.export_world`), so the
+The toy world exports itself in exactly these formats (:func:`dptlib.toy.world.export_world`), so the
 readers below serve both worlds unchanged.
 """
 
@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -135,7 +137,7 @@ class DiscriminationData:
     def object_boxes(self) -> dict[int, torch.Tensor]:
         """Per image, the distinct boxes (K, 4) of its referred objects: the ground-truth object
         proposals crop-based REC evaluations choose among."""
-    
+
         out: dict[int, list] = {}
         for image, box in zip(self.expression_image.tolist(), self.expression_box):
             boxes = out.setdefault(image, [])
@@ -151,29 +153,38 @@ class DiscriminationData:
         return True if self.is_negative is None else bool(self.is_negative(image, caption))
 
 
-def load_discrimination_data(captions_json, refexp_json, image_root, limit: int | None = None) -> DiscriminationData:
+def load_discrimination_data(captions_json, refexp_json, image_root, limit: int | None = None,
+                             image_size: int | None = None, referred_only: bool = False) -> DiscriminationData:
     """Read a COCO-captions file, an MDETR refexp file and their images into one split.
 
     Images without captions are dropped; expressions whose image is not in the captions file too.
-    ``limit`` keeps the first images only (smoke runs).
+    ``referred_only`` keeps only the images some expression refers to (RefCOCO's share of COCO's
+    train2014 captions), ``limit`` then the first images only. ``image_size`` resizes every image to a square of that
+    side (boxes are kept in normalised coordinates, so they stay right); None keeps the first
+    image's size and resizes the others to it. Every image is held in memory as float32
+    (N, 3, S, S): 3 MB per image at S = 512.
     """
 
-    captioned = read_coco_captions(captions_json)[:limit]
+    references = read_refexp(refexp_json)
+    captioned = read_coco_captions(captions_json)
+    if referred_only:
+        referred = {ref.image_id for ref in references}
+        captioned = [img for img in captioned if img.image_id in referred]
+    captioned = captioned[:limit]
     index = {img.image_id: i for i, img in enumerate(captioned)}
-    size = None
+    size = (image_size, image_size) if image_size else None
     pixels = []
-    for img in captioned:
-        rgb = np.asarray(Image.open(Path(image_root) / img.file_name).convert("RGB"))
-        if size is None:
-            size = rgb.shape[:2]
-        elif rgb.shape[:2] != size:  # real COCO images vary: resize to the first one's size
-            rgb = np.asarray(Image.open(Path(image_root) / img.file_name).convert("RGB").resize(size[::-1]))
-        pixels.append(rgb)
+    for img in tqdm(captioned, desc="images", disable=len(captioned) < 1000, mininterval=10):
+        picture = Image.open(Path(image_root) / img.file_name).convert("RGB")
+        size = size or picture.size[::-1]
+        if picture.size[::-1] != size:  # real COCO images vary in size
+            picture = picture.resize(size[::-1], Image.BICUBIC)
+        pixels.append(np.asarray(picture))
     images = to_model_images(np.stack(pixels))
     captions = [c for img in captioned for c in img.captions]
     caption_image = torch.tensor([i for i, img in enumerate(captioned) for _ in img.captions])
     expressions, expression_image, boxes = [], [], []
-    for ref in read_refexp(refexp_json):
+    for ref in references:
         if ref.image_id not in index:
             continue
         x, y, w, h = ref.box
@@ -312,12 +323,13 @@ def clip_embedder(model, tokenizer, image_transform=None, batch: int = 256):
 
 
 def prepare_discrimination_data(captions_json, refexp_json, image_root, embed, limit: int | None = None,
-                                k_captions: int = 20, k_images: int = 4, is_negative=None) -> DiscriminationData:
+                                k_captions: int = 20, k_images: int = 4, is_negative=None,
+                                image_size: int | None = None, referred_only: bool = False) -> DiscriminationData:
     """Load a split and mine its hard negatives with a CLIP (``embed`` from :func:`clip_embedder`).
 
     ``is_negative(image, caption) -> bool`` is the optional truth filter of
     :func:`mine_hard_negatives` (and of the septuples' random negatives)."""
-    data = load_discrimination_data(captions_json, refexp_json, image_root, limit)
+    data = load_discrimination_data(captions_json, refexp_json, image_root, limit, image_size, referred_only)
     image_emb, caption_emb = embed(data.images, data.captions)
     data.hard_captions, data.hard_images = mine_hard_negatives(image_emb, caption_emb, data.caption_image, k_captions, k_images,
                                                                is_negative, data.captions)
@@ -348,3 +360,74 @@ def fingerprint(data: DiscriminationData) -> str:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update("\n".join(data.captions + ["|"] + data.expressions).encode())
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Real data from local folders: a manifest of splits, and an OpenCLIP evaluator
+# --------------------------------------------------------------------------------------------
+MANIFEST_KEYS = ("captions", "refexp", "images")  # and optionally referred_only: true
+
+
+def read_manifest(path: str | Path) -> dict[str, dict[str, Path]]:
+    """A data manifest (YAML): per split, the COCO captions file, the MDETR refexp file and the
+    image folder, relative paths read from the manifest's folder, and ``referred_only`` (keep
+    only the images an expression refers to; see :func:`load_discrimination_data`)::
+
+        train: {captions: annotations/captions_train2014.json, refexp: mdetr_annotations/final_refcoco_train.json,
+                images: train2014, referred_only: true}
+        val:   {...}
+        test:  {...}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no data manifest at {path} (a YAML file naming each split's {list(MANIFEST_KEYS)})")
+    manifest = yaml.safe_load(path.read_text()) or {}
+    splits = {}
+    for split, entry in manifest.items():
+        missing = [k for k in MANIFEST_KEYS if k not in (entry or {})]
+        if missing:
+            raise ValueError(f"{path}: split {split!r} lacks {missing}")
+        splits[split] = {k: (path.parent / entry[k]).resolve() for k in MANIFEST_KEYS}
+        absent = [str(p) for p in splits[split].values() if not p.exists()]
+        splits[split]["referred_only"] = bool(entry.get("referred_only", False))
+        if absent:
+            raise FileNotFoundError(f"{path}: split {split!r} names files that do not exist: {absent}")
+    return splits
+
+
+def manifest_splits(manifest: str | Path, embed, sizes: dict[str, int | None], image_size: int | None = None,
+                    k_captions: int = 20, k_images: int = 4) -> dict[str, DiscriminationData]:
+    """The splits of ``sizes`` (split -> images, None: all) read from a data manifest
+    (:func:`read_manifest`), hard negatives mined with ``embed`` as App. B.1 does (no truth
+    filter: the real data have no oracle)."""
+    paths = read_manifest(manifest)
+    unknown = sorted(set(sizes) - set(paths))
+    if unknown:
+        raise ValueError(f"{manifest} has no split(s) {unknown}; it has {sorted(paths)}")
+    return {split: prepare_discrimination_data(paths[split]["captions"], paths[split]["refexp"], paths[split]["images"], embed,
+                                               limit=n, k_captions=k_captions, k_images=k_images, image_size=image_size,
+                                               referred_only=paths[split]["referred_only"])
+            for split, n in sizes.items()}
+
+
+def open_clip_embedder(spec: str, device: str | torch.device = "cpu"):
+    """:func:`clip_embedder` of an OpenCLIP model named ``"open_clip:<architecture>:<checkpoint>"``,
+    e.g. ``open_clip:ViT-H-14:/models/open_clip_vit_h14.bin`` (the checkpoint a local file, or a
+    tag such as ``laion2b_s32b_b79k`` that open_clip finds in its cache), with the model's own
+    resize and normalisation."""
+    import open_clip
+
+    kind, _, rest = spec.partition(":")
+    architecture, _, checkpoint = rest.partition(":")
+    if kind != "open_clip" or not architecture or not checkpoint:
+        raise ValueError(f"an evaluator is 'open_clip:<architecture>:<checkpoint>', got {spec!r}")
+    model = open_clip.create_model(architecture, pretrained=checkpoint, device=device)
+    size = model.visual.image_size if isinstance(model.visual.image_size, int) else model.visual.image_size[0]
+    mean = torch.tensor(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+
+    def transform(images):  # [-1, 1] (B, 3, H, W) -> the model's input
+        resized = F.interpolate((images + 1) / 2, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+        return ((resized - mean) / std).to(device)
+
+    return clip_embedder(model.eval(), open_clip.get_tokenizer(architecture), transform)

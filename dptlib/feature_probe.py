@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbone import add_noise, encode_text, extract_features
+from .backbone import add_noise, encode_text, extract_features, image_noise
 
 
 def box_pool(features: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
@@ -52,8 +52,7 @@ def pooled_block_features(backbone, latents: torch.Tensor, texts: list[str], blo
     out: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
     for start in range(0, len(latents), batch):
         rows = range(start, min(start + batch, len(latents)))
-        noise = torch.stack([torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(seed * 1_000_003 + noise_ids[r]))
-                             for r in rows])
+        noise = image_noise(latents.shape[1:], seed, [noise_ids[r] for r in rows])
         t = torch.full((len(rows),), timestep)
         z = add_noise(backbone, latents[start : rows.stop], t, noise).to(backbone.device)
         hidden, _ = encode_text(backbone, texts[start : rows.stop])

@@ -35,8 +35,8 @@ import torch
 
 from .adapter import AdapterConfig, DiscriminativeAdapter
 from .backbone import block_channels
-from .timing import SD21_UNET
 from .sampling import correction_gradient
+from .timing import SD21_UNET
 from .train import PAIRS_PER_SEPTUPLE, DPTModel, StepBatch, TuneConfig
 
 TINY_UNET = dict(

@@ -13,10 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-
-def image_generators(seed: int, indices, device: str | torch.device = "cpu") -> list[torch.Generator]:
-    """One ``torch.Generator`` per image, seeded by (seed, index)."""
-    return [torch.Generator(device).manual_seed(int(seed) * 1_000_003 + int(i)) for i in indices]
+from .backbone import Backbone, encode_text, extract_features, image_generators
+from .losses import matching_similarity
 
 
 @torch.no_grad()
@@ -73,9 +71,6 @@ def correction_gradient(unet, adapter, blocks, latents, timesteps, text_hidden, 
     """d s(z_t, y) / d z_t for latents (B, 4, h, w), through the U-Net up to the probed block
     (early exit) and the adapter. ``normalize`` rescales each sample's gradient to unit RMS, so
     that eta means the same step size whatever the model's gradient scale."""
-    from .backbone import extract_features
-    from .losses import matching_similarity
-
     with torch.enable_grad():
         z = latents.detach().requires_grad_(True)
         features = extract_features(unet, z, timesteps, text_hidden, blocks)
@@ -116,8 +111,6 @@ def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, norma
         raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
     if variant not in SC_VARIANTS:
         raise ValueError(f"unknown self-correction variant {variant!r}; variants: {list(SC_VARIANTS)}")
-    from .backbone import Backbone, encode_text
-
     unet, scheduler = pipe.unet, pipe.scheduler
     original_forward, original_step = unet.forward, scheduler.step
     adapter = adapter.eval()

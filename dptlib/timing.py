@@ -37,7 +37,7 @@ def _unets(sd21: bool, toy: bool, sd21_latent: int):
         torch.manual_seed(0)
         yield "SD-2.1 U-Net (random weights)", UNet2DConditionModel(**SD21_UNET).eval().requires_grad_(False), sd21_latent, 1024, 77
     if toy:
-        from .toymodel import load_toy_pipeline
+        from .toy.model import load_toy_pipeline
 
         pipe = load_toy_pipeline()
         yield ("toy U-Net", pipe.unet.eval().requires_grad_(False), 16, pipe.text_encoder.config.hidden_size,

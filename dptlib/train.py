@@ -20,7 +20,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,28 @@ import torch
 from tqdm.auto import tqdm
 
 from .adapter import AdapterConfig, DiscriminativeAdapter
-from .backbone import Backbone, add_noise, block_channels, encode_images, encode_text, extract_features, load_backbone, resolve_blocks
-from .checkpoint import atomic_save_file, load_training_state, save_training_state, training_state_step
-from .data import DiscriminationData, Septuple, fingerprint, sample_septuple
+from .backbone import (
+    Backbone,
+    add_noise,
+    block_channels,
+    encode_images,
+    encode_text,
+    extract_features,
+    load_backbone,
+    resolve_blocks,
+)
+from .checkpoint import (
+    identity_change,
+    load_adapter,
+    load_training_state,
+    run_identity,
+    save_adapter,
+    save_training_state,
+    save_tuned,
+    training_state_step,
+)
+from .config import resolve_model
+from .data import DiscriminationData, Septuple, sample_septuple
 from .losses import grounding_loss, matching_loss, matching_similarity
 
 PAIRS_PER_SEPTUPLE = 6
@@ -70,20 +89,12 @@ class ProbeConfig:
     }
 
     @classmethod
-    def preset(cls, scale: str, **overrides) -> "ProbeConfig":
+    def preset(cls, scale: str, **overrides) -> ProbeConfig:
         if scale not in cls.PRESETS:
             raise ValueError(f"no probe preset for scale {scale!r}; presets: {sorted(cls.PRESETS)}")
         values = {**cls.PRESETS[scale], **{k: v for k, v in overrides.items() if v is not None}}
         adapter = values.pop("adapter", {})
         return cls(adapter=adapter if isinstance(adapter, AdapterConfig) else AdapterConfig(**adapter), **values)
-
-
-def resolve_model(model: str) -> str:
-    if model == "toy":
-        from .toymodel import TOY_SD_DIR
-
-        return str(TOY_SD_DIR)
-    return model
 
 
 def build_adapter(config: ProbeConfig, backbone: Backbone) -> tuple[DiscriminativeAdapter, list[str]]:
@@ -215,9 +226,9 @@ class DPTModel(torch.nn.Module):
         return {k: v for k, v in self.state_dict().items() if k.startswith("adapter.") or "lora_" in k}
 
 
-def _fit(config, data: DiscriminationData, out_dir: Path, backbone: Backbone, adapter: DiscriminativeAdapter, blocks: list[str],
-         parameters: list, name: str, accelerator, progress: bool, on_gradients, objectives: str = "both", mse_coef: float = 0.0,
-         validate=None, validate_every: int = 0, keep_state: bool = False) -> tuple[DPTModel, list, list]:
+def _fit(*, config, data: DiscriminationData, out_dir: Path, backbone: Backbone, adapter: DiscriminativeAdapter, blocks: list[str],
+         parameters: list, name: str, accelerator, progress: bool = True, on_gradients=None, objectives: str = "both",
+         mse_coef: float = 0.0, validate=None, validate_every: int = 0, keep_state: bool = False) -> tuple[DPTModel, list, list]:
     """The training loop both stages share; see the module docstring. ``keep_state`` also saves
     the resume state after the last step, so that a later, longer run of the same settings goes on
     from here."""
@@ -230,12 +241,12 @@ def _fit(config, data: DiscriminationData, out_dir: Path, backbone: Backbone, ad
         # a state kept by a longer run (keep_state) is ahead of this one: going on from it would
         # report the longer run's adapter as this shorter run's, so this run trains afresh
         warnings.warn(f"{state_path} is after step {training_state_step(state_path)}, beyond this run's "
-                      f"{config.steps} steps: training afresh and replacing it")
+                      f"{config.steps} steps: training afresh and replacing it", stacklevel=2)
         state_path.unlink()
     if state_path.exists():
         start, extra = load_training_state(state_path, model, optimizer, strict=False)
         if extra.get("run") != run:
-            raise ValueError(f"{state_path} is the resume state of another run ({_identity_change(extra.get('run'), run)}): "
+            raise ValueError(f"{state_path} is the resume state of another run ({identity_change(extra.get('run'), run)}): "
                              f"delete it to train afresh, or pick another out_dir")
         log, validation = extra.get("log", []), extra.get("validation", [])
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -286,34 +297,6 @@ def _fit(config, data: DiscriminationData, out_dir: Path, backbone: Backbone, ad
     return accelerator.unwrap_model(model), log, validation
 
 
-# settings a resumed run may change: how long it trains and how often it logs or saves
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "validate_every")
-
-
-def run_identity(config, unet: torch.nn.Module, data: DiscriminationData) -> dict:
-    """What a resume state must match to be resumed: the run's settings (but those of
-    ``RESUMABLE_CHANGES``), its data (size and :func:`dptlib.data.fingerprint`) and the base
-    U-Net's weights (a fingerprint of its first and last frozen tensors, so that a retrained
-    model at the same path is noticed)."""
-    import hashlib
-
-    frozen = [(n, p) for n, p in unet.named_parameters() if "lora_" not in n]
-    digest = hashlib.sha256()
-    for n, p in (frozen[0], frozen[-1]):
-        digest.update(n.encode() + p.detach().float().cpu().numpy().tobytes())
-    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
-    return json.loads(json.dumps({"config": settings, "images": len(data.images), "data": fingerprint(data),
-                                  "base_model": digest.hexdigest()}))
-
-
-def _identity_change(recorded: dict | None, current: dict) -> str:
-    if recorded is None:
-        return "it records no identity"
-    changed = [k for k in ("images", "data", "base_model") if recorded.get(k) != current[k]]
-    changed += [k for k in current["config"] if recorded.get("config", {}).get(k) != current["config"][k]]
-    return "differs in " + ", ".join(changed)
-
-
 def _finished(out_dir: Path, name: str) -> None:
     """A finished run drops its resume state: running it again trains afresh instead of resuming
     from an old state (which may belong to another base model)."""
@@ -355,8 +338,9 @@ def probe(config: ProbeConfig, data: DiscriminationData, out_dir: str | Path, ba
     backbone = _on_device(backbone, config, accelerator.device)
     torch.manual_seed(config.seed)
     adapter, blocks = build_adapter(config, backbone)
-    model, log, _ = _fit(config, data, out_dir, backbone, adapter, blocks, list(adapter.parameters()), "probe", accelerator,
-                         progress, on_gradients, keep_state=keep_state)
+    model, log, _ = _fit(config=config, data=data, out_dir=out_dir, backbone=backbone, adapter=adapter, blocks=blocks,
+                         parameters=list(adapter.parameters()), name="probe", accelerator=accelerator, progress=progress,
+                         on_gradients=on_gradients, keep_state=keep_state)
     if accelerator.is_main_process:
         save_adapter(model.adapter, config, blocks, out_dir)
         (out_dir / "log.json").write_text(json.dumps(log))
@@ -454,9 +438,10 @@ def tune(config: TuneConfig, data: DiscriminationData, probe_dir: str | Path, ou
             best_file.write_text(json.dumps(best))
         return result
 
-    model, log, validation = _fit(config, data, out_dir, backbone, adapter, blocks, parameters, "tune", accelerator, progress,
-                                  None, config.objectives, config.mse_coef, validate_and_keep if validate else None,
-                                  config.validate_every)
+    model, log, validation = _fit(config=config, data=data, out_dir=out_dir, backbone=backbone, adapter=adapter, blocks=blocks,
+                                  parameters=parameters, name="tune", accelerator=accelerator, progress=progress,
+                                  objectives=config.objectives, mse_coef=config.mse_coef,
+                                  validate=validate_and_keep if validate else None, validate_every=config.validate_every)
     if accelerator.is_main_process:
         save_tuned(model.unet, model.adapter, config, blocks, out_dir, meta)
         (out_dir / "log.json").write_text(json.dumps({"log": log, "validation": validation, "best": best}))
@@ -465,34 +450,39 @@ def tune(config: TuneConfig, data: DiscriminationData, probe_dir: str | Path, ou
     return {"log": log, "validation": validation, "best": best, "blocks": blocks}
 
 
-def save_tuned(unet, adapter, config: TuneConfig, blocks: list[str], out_dir: Path, meta: dict | None = None) -> None:
-    """LoRA in the diffusers format (with its peft config, so alpha survives) + the adapter."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
+# --------------------------------------------------------------------------------------------
+# Command line: stage 1 on real data, one process or several (accelerate launch)
+# --------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    """``python -m dptlib.train probe ...`` or ``accelerate launch -m dptlib.train probe ...``:
+    stage 1 on a data manifest (:func:`dptlib.data.read_manifest`) with an OpenCLIP evaluator
+    mining the hard negatives. (The toy world runs through the notebooks.)"""
+    import argparse
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=layers, safe_serialization=True,
-                                              unet_lora_adapter_metadata=config.lora_config().to_dict())
-    save_adapter(adapter, config, blocks, out_dir)
+    from .data import manifest_splits, open_clip_embedder
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("stage", choices=["probe"])
+    parser.add_argument("--scale", default="paper-sd21", choices=sorted(ProbeConfig.PRESETS))
+    parser.add_argument("--model", default=None, help="hub id or diffusers folder (default: the scale's)")
+    parser.add_argument("--data", required=True, help="data manifest (YAML)")
+    parser.add_argument("--evaluator", required=True, help="open_clip:<architecture>:<checkpoint>")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--blocks", default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--grad-accumulation", type=int, default=None)
+    parser.add_argument("--n-train-images", type=int, default=None, help="default: every image of the train split")
+    parser.add_argument("--image-size", type=int, default=512)
+    args = parser.parse_args(argv)
+    config = ProbeConfig.preset(args.scale, model=args.model, blocks=args.blocks, steps=args.steps, batch_size=args.batch_size,
+                                grad_accumulation=args.grad_accumulation)
+    # every process reads and mines the same split (deterministic), then trains on its share of each step
+    train = manifest_splits(args.data, open_clip_embedder(args.evaluator), {"train": args.n_train_images},
+                            image_size=args.image_size)["train"]
+    probe(config, train, args.out)
+    return 0
 
 
-def save_adapter(adapter: DiscriminativeAdapter, config: ProbeConfig, blocks: list[str], out_dir: Path) -> None:
-    """The adapter as safetensors + a JSON config naming the probed blocks and the base model."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save_file(adapter.state_dict(), out_dir / "adapter.safetensors")
-    meta = {"model": config.model, "blocks": blocks, "adapter": asdict(config.adapter),
-            "in_channels": [p.in_channels for p in adapter.input_projections], "text_dim": adapter.match_head.out_features}
-    (out_dir / "config.json").write_text(json.dumps(meta, indent=1))
-
-
-def load_adapter(out_dir: str | Path) -> tuple[DiscriminativeAdapter, list[str], dict]:
-    """(adapter, probed blocks, saved config) from a folder written by :func:`save_adapter`."""
-    from safetensors.torch import load_file
-
-    out_dir = Path(out_dir)
-    meta = json.loads((out_dir / "config.json").read_text())
-    adapter = DiscriminativeAdapter(AdapterConfig(**meta["adapter"]), meta["in_channels"], meta["text_dim"])
-    adapter.load_state_dict(load_file(out_dir / "adapter.safetensors"))
-    return adapter.eval(), meta["blocks"], meta
+if __name__ == "__main__":
+    raise SystemExit(main())

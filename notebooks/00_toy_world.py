@@ -31,7 +31,7 @@
 # | CC-500 (out of distribution) | colour-shape pairs never seen in training, used only in prompts |
 # | ABC-6K, COCO-NSS1K, T2I-CompBench | toy-ABC, toy-NSS, toy-CompBench (every prompt with its exact spec) |
 #
-# Everything below is produced by `dptlib.toyworld` and `dptlib.benchmarks`; this notebook only
+# Everything below is produced by `dptlib.toy.world` and `dptlib.toy.prompts`; this notebook only
 # calls them and shows the results. The same downstream code reads real COCO / RefCOCO files.
 
 # %% tags=["parameters"]
@@ -52,15 +52,11 @@ import numpy as np
 import pandas as pd
 
 from dptlib import config, report
-from dptlib.benchmarks import TOY_BENCHMARKS, toy_benchmark
 from dptlib.data import read_coco_captions, read_refexp
-from dptlib.toyworld import ToyWorld, ToyWorldConfig, corrupt, export_world, oracle_accuracy, parse_image, score
+from dptlib.toy.prompts import TOY_BENCHMARKS, toy_benchmark
+from dptlib.toy.world import ToyWorld, ToyWorldConfig, corrupt, export_world, oracle_accuracy, parse_image, score
 
-params = config.notebook_parameters(
-    "00_toy_world", scale=scale, seed=seed, image_size=image_size, max_objects=max_objects,
-    n_oracle_scenes=n_oracle_scenes, noise_levels=noise_levels, blur_levels=blur_levels,
-    n_benchmark_prompts=n_benchmark_prompts, export_scenes=export_scenes,
-)
+params = config.notebook_parameters("00_toy_world", globals())
 report.set_theme()
 params
 
@@ -112,7 +108,7 @@ report.save_figure(figure, "toy_world_refexp", params.scale)
 # %%
 print("held out:", ", ".join(f"{c} {s}" for c, s in world.config.held_out))
 ood = world.scenes("ood", 6)
-report.image_grid([world.render(s) for s in ood], [world.captions(s)[0].text for s in ood], ncols=6);
+report.image_grid([world.render(s) for s in ood], [world.captions(s)[0].text for s in ood], ncols=6)
 
 # %% [markdown]
 # ## The real formats

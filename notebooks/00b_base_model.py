@@ -31,7 +31,7 @@
 # (open_clip, other seed and architecture) is the **evaluator**: CLIP score and Fréchet features.
 #
 # The trained model ships with the package (`dptlib/assets/`), so probing can start at once;
-# `retrain=True` trains it again from scratch (`python -m dptlib.toymodel` does the same).
+# `retrain=True` trains it again from scratch (`python -m dptlib.toy.model` does the same).
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
@@ -50,23 +50,27 @@ import time
 import pandas as pd
 import seaborn as sns
 import torch
-from matplotlib import pyplot as plt
+from IPython.display import display
 
 from dptlib import config, report
-from dptlib.benchmarks import TOY_BENCHMARKS, toy_benchmark
-from dptlib.metrics import compare_methods, mean_and_spread
+from dptlib.config import TOY_EVALUATOR_DIR, TOY_SD_DIR
 from dptlib.sampling import generate
-from dptlib.toymodel import (
-    EVALUATOR_DIR, TOY_SD_DIR, ToyModelConfig, build_toy_sd, evaluator_embeddings,
-    hard_negative_accuracy, load_evaluator, load_text_clip, load_toy_pipeline, text_clip_embeddings, vae_quality,
+from dptlib.toy.evaluation import compare_methods, mean_and_spread
+from dptlib.toy.model import (
+    ToyModelConfig,
+    build_toy_sd,
+    evaluator_embeddings,
+    hard_negative_accuracy,
+    load_evaluator,
+    load_text_clip,
+    load_toy_pipeline,
+    text_clip_embeddings,
+    vae_quality,
 )
-from dptlib.toyworld import ToyWorld, ToyWorldConfig
+from dptlib.toy.prompts import TOY_BENCHMARKS, toy_benchmark
+from dptlib.toy.world import ToyWorld, ToyWorldConfig
 
-params = config.notebook_parameters(
-    "00b_base_model", scale=scale, retrain=retrain, seeds=seeds, n_prompts=n_prompts,
-    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, batch_size=batch_size,
-    n_clip_scenes=n_clip_scenes,
-)
+params = config.notebook_parameters("00b_base_model", globals())
 config.set_threads()
 report.set_theme()
 params
@@ -86,7 +90,7 @@ if params.retrain:
     build = build_toy_sd(ToyModelConfig.preset("smoke" if params.scale == "smoke" else "toy"), model_dir, evaluator_dir,
                          work_dir=config.runs_dir(params.scale) / "toymodel-work-notebook")
 else:
-    model_dir, evaluator_dir = TOY_SD_DIR, EVALUATOR_DIR
+    model_dir, evaluator_dir = TOY_SD_DIR, TOY_EVALUATOR_DIR
     build = json.loads((TOY_SD_DIR / "PROVENANCE.json").read_text())
 shipped = json.loads((TOY_SD_DIR / "PROVENANCE.json").read_text()) if (TOY_SD_DIR / "PROVENANCE.json").exists() else None
 pd.Series({k: round(v / 60, 1) for k, v in build["seconds"].items()}, name="minutes").to_frame().T

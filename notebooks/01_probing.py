@@ -30,6 +30,10 @@
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
+model = "toy"  # the Stable Diffusion probed: "toy" (shipped), a hub id or a local diffusers folder
+data = "toy"  # "toy" (the toy world, with its oracle) or a data manifest: per split, COCO captions + MDETR refexp + images
+evaluator = "toy"  # CLIP that mines negatives and is the zero-shot baseline: "toy" or "open_clip:<arch>:<checkpoint>"
+image_size = None  # real data: images resized to this square side (None: the first image's size)
 blocks = None  # None: the candidate block that ranks first on validation data below
 candidate_blocks = ["mid", "up1"]
 comparison_steps = None
@@ -55,17 +59,20 @@ import time
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from IPython.display import display
 
 from dptlib import config, report, stats
-from dptlib.backbone import PAPER_BLOCK_NAMES, load_backbone
+from dptlib.backbone import PAPER_BLOCK_NAMES, block_modules, load_backbone
 from dptlib.baselines import CLIPScorer, DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes, rec_chance
-from dptlib.data import mine_hard_negatives, shuffled_pairs, to_uint8_images
-from dptlib.metrics import DPTScorer, itm_outcomes, itm_test_set, outcome_frame, rec_hits, rec_outcomes, rec_predictions
+from dptlib.checkpoint import load_adapter
+from dptlib.data import clip_embedder, manifest_splits, mine_hard_negatives, open_clip_embedder, shuffled_pairs, to_uint8_images
+from dptlib.inference import DPTScorer
+from dptlib.metrics import itm_outcomes, itm_test_set, outcome_frame, rec_hits, rec_outcomes, rec_predictions
 from dptlib.toy.data import toy_discrimination_data
 from dptlib.toy.diagnostics import block_probe_table
-from dptlib.toymodel import TOY_SD_DIR
-from dptlib.toyworld import ToyWorld, ToyWorldConfig
-from dptlib.train import ProbeConfig, cache_latents, load_adapter, probe
+from dptlib.toy.model import load_evaluator
+from dptlib.toy.world import ToyWorld, ToyWorldConfig
+from dptlib.train import ProbeConfig, cache_latents, probe
 
 params = config.notebook_parameters("01_probing", globals())
 config.set_threads()
@@ -85,18 +92,31 @@ params
 # share them. What that rule gives here, on the test split, judged by the oracle:
 
 # %%
-world = ToyWorld(ToyWorldConfig(seed=params.seed))
-splits, embed = toy_discrimination_data(run_dir / "toyworld", {"train": params.n_train_images, "val": params.n_val_images,
-                                                               "test": params.n_test_images}, seed=params.seed)
+toy_data = params.data == "toy"
+split_sizes = {"train": params.n_train_images, "val": params.n_val_images, "test": params.n_test_images}
+if toy_data:
+    world = ToyWorld(ToyWorldConfig(seed=params.seed))
+    splits, embed = toy_discrimination_data(run_dir / "toyworld", split_sizes, seed=params.seed)
+else:  # local folders named by a manifest (MS-COCO 2014 + RefCOCO/+/g at paper scale): App. B.1's mining, no oracle
+    embed = clip_embedder(*load_evaluator()) if params.evaluator == "toy" else open_clip_embedder(params.evaluator)
+    splits = manifest_splits(params.data, embed, split_sizes, image_size=params.image_size)
 train, val, test = splits["train"], splits["val"], splits["test"]
-own = slice(0, test.n_own_captions)
-image_emb, caption_emb = embed(test.images[: test.n_captioned], test.captions[own])
-naive_captions, naive_images = mine_hard_negatives(image_emb, caption_emb, test.caption_image[own], k_captions=20, k_images=4)
-true_captions = sum(not test.is_negative(i, int(c)) for i in range(test.n_captioned) for c in naive_captions[i])
-true_images = sum(not test.is_negative(int(x), c) for c in range(test.n_own_captions) for x in naive_images[c])
-pd.DataFrame({"negatives": [naive_captions.numel(), naive_images.numel()], "true of their image": [true_captions, true_images]},
-             index=["captions of other images (I->T)", "other images (T->I)"]).assign(
-    share=lambda d: (100 * d["true of their image"] / d["negatives"]).round(1))
+{name: f"{len(d)} images, {len(d.captions)} captions, {len(d.expressions)} expressions" for name, d in splits.items()}
+
+# %%
+if toy_data:  # the oracle judges App. B.1's negatives; real data have none (the paper takes them as false)
+    own = slice(0, test.n_own_captions)
+    image_emb, caption_emb = embed(test.images[: test.n_captioned], test.captions[own])
+    naive_captions, naive_images = mine_hard_negatives(image_emb, caption_emb, test.caption_image[own], k_captions=20, k_images=4)
+    true_captions = sum(not test.is_negative(i, int(c)) for i in range(test.n_captioned) for c in naive_captions[i])
+    true_images = sum(not test.is_negative(int(x), c) for c in range(test.n_own_captions) for x in naive_images[c])
+    naive_check = pd.DataFrame({"negatives": [naive_captions.numel(), naive_images.numel()],
+                                "true of their image": [true_captions, true_images]},
+                               index=["captions of other images (I->T)", "other images (T->I)"]).assign(
+        share=lambda d: (100 * d["true of their image"] / d["negatives"]).round(1))
+else:
+    naive_check = "real data: no oracle to judge the mined negatives; they are taken as false, as in App. B.1"
+naive_check
 
 # %% [markdown]
 # So every negative here is checked against its scene by the oracle's rule, and the hard ones are
@@ -105,24 +125,26 @@ pd.DataFrame({"negatives": [naive_captions.numel(), naive_images.numel()], "true
 # oracle finds false (`dptlib.toy.data`). Where each hard negative comes from:
 
 # %%
-kinds = pd.DataFrame({
-    "hard captions (I->T)": pd.Series([k for ks in train.hard_caption_kind for k in ks]).value_counts(normalize=True),
-    "hard images (T->I)": pd.Series([k for ks in train.hard_image_kind for k in ks]).value_counts(normalize=True),
-}).mul(100).round(1).fillna(0)
-sizes = pd.DataFrame({name: {"images": d.n_captioned, "edited images": len(d) - d.n_captioned, "captions": d.n_own_captions,
-                             "edited captions": len(d.captions) - d.n_own_captions, "expressions": len(d.expressions)}
-                      for name, d in splits.items()})
-display(sizes)
-kinds
+if toy_data:  # where each hard negative comes from (edits exist in the toy world only)
+    kinds = pd.DataFrame({
+        "hard captions (I->T)": pd.Series([k for ks in train.hard_caption_kind for k in ks]).value_counts(normalize=True),
+        "hard images (T->I)": pd.Series([k for ks in train.hard_image_kind for k in ks]).value_counts(normalize=True),
+    }).mul(100).round(1).fillna(0)
+    sizes = pd.DataFrame({name: {"images": d.n_captioned, "edited images": len(d) - d.n_captioned, "captions": d.n_own_captions,
+                                 "edited captions": len(d.captions) - d.n_own_captions, "expressions": len(d.expressions)}
+                          for name, d in splits.items()})
+    display(sizes)
+    display(kinds)
 
 # %%
-image = 5
-print("captions:      ", [test.captions[c] for c in np.flatnonzero(test.caption_image.numpy() == image)])
-print("hard negatives:", [f"{test.captions[int(c)]} ({k})" for c, k in zip(test.hard_captions[image, :6], test.hard_caption_kind[image])])
-caption = int(np.flatnonzero(test.caption_image.numpy() == image)[0])
-shown = [image, *test.hard_images[caption].tolist()]
-figure = report.image_grid(list(to_uint8_images(test.images[shown])),
-                           [f"x: {test.captions[caption]}"] + [f"x_neg ({k})" for k in test.hard_image_kind[caption]], ncols=5, cell_inches=1.5)
+if toy_data:
+    image = 5
+    print("captions:      ", [test.captions[c] for c in np.flatnonzero(test.caption_image.numpy() == image)])
+    print("hard negatives:", [f"{test.captions[int(c)]} ({k})" for c, k in zip(test.hard_captions[image, :6], test.hard_caption_kind[image])])
+    caption = int(np.flatnonzero(test.caption_image.numpy() == image)[0])
+    shown = [image, *test.hard_images[caption].tolist()]
+    figure = report.image_grid(list(to_uint8_images(test.images[shown])),
+                               [f"x: {test.captions[caption]}"] + [f"x_neg ({k})" for k in test.hard_image_kind[caption]], ncols=5, cell_inches=1.5)
 
 # %% [markdown]
 # ## What the blocks hold
@@ -139,19 +161,20 @@ figure = report.image_grid(list(to_uint8_images(test.images[shown])),
 
 # %%
 start = time.time()
-block_names = ["down0", "down1", "down2", "mid", "up0", "up1", "up2"]
-backbone = load_backbone(str(TOY_SD_DIR))
-features = block_probe_table(backbone, world, world.scenes("val", params.diagnostic_scenes), block_names, params.diagnostic_timesteps,
-                             seed=params.seed)
-print(f"linear probes in {time.time() - start:.0f} s")
-held = features.pivot_table(index=["timestep", "task"], columns="block", values="accuracy")[block_names]
-held.insert(0, "chance", features.groupby(["timestep", "task"])["chance"].first())
-report.save_table(held, "probe_features", params.scale, floatfmt=".1f")
-grid = sns.catplot(data=features, x="block", y="accuracy", hue="task", col="timestep", kind="point", order=block_names,
-                   height=2.8, aspect=1.3)
-grid.set(ylabel="held-out accuracy (%)")
-report.save_figure(grid.figure, "probe_features", params.scale)
-held.round(1)
+backbone = load_backbone(params.model)
+block_names = list(block_modules(backbone.unet))
+if toy_data:  # the probes' labels (colour, shape, size, count, referent) come from the toy scenes
+    features = block_probe_table(backbone, world, world.scenes("val", params.diagnostic_scenes), block_names,
+                                 params.diagnostic_timesteps, seed=params.seed)
+    print(f"linear probes in {time.time() - start:.0f} s")
+    held = features.pivot_table(index=["timestep", "task"], columns="block", values="accuracy")[block_names]
+    held.insert(0, "chance", features.groupby(["timestep", "task"])["chance"].first())
+    report.save_table(held, "probe_features", params.scale, floatfmt=".1f")
+    grid = sns.catplot(data=features, x="block", y="accuracy", hue="task", col="timestep", kind="point", order=block_names,
+                       height=2.8, aspect=1.3)
+    grid.set(ylabel="held-out accuracy (%)")
+    report.save_figure(grid.figure, "probe_features", params.scale)
+    display(held.round(1))
 
 # %% [markdown]
 # ## Choosing the probed block
@@ -167,7 +190,7 @@ held.round(1)
 
 # %%
 def septuple_config(block, steps):
-    return ProbeConfig.preset(preset, blocks=block, steps=steps, batch_size=params.batch_size, seed=params.seed)
+    return ProbeConfig.preset(preset, model=params.model, blocks=block, steps=steps, batch_size=params.batch_size, seed=params.seed)
 
 
 def validation_scores(folder, data, latents, test_set, rec_expressions):

@@ -37,6 +37,7 @@
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
+model = "toy"  # the Stable Diffusion tuned: "toy" (shipped), a hub id or a local diffusers folder
 steps = None
 batch_size = None
 lora_rank = 4
@@ -64,16 +65,17 @@ import time
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from IPython.display import display
 
 from dptlib import config, report, stats
-from dptlib.backbone import load_backbone
+from dptlib.backbone import load_backbone, load_pipeline
 from dptlib.baselines import attend_and_excite_arguments, attend_and_excite_pipeline
-from dptlib.benchmarks import generation_prompts
 from dptlib.data import shuffled_pairs
-from dptlib.metrics import compare_methods, frechet_distance, image_features, itm_test_set, tuning_validator
+from dptlib.metrics import frechet_distance, image_features, itm_test_set
 from dptlib.toy.data import toy_discrimination_data
-from dptlib.toymodel import TOY_SD_DIR, load_toy_pipeline
-from dptlib.toyworld import ToyWorld, ToyWorldConfig
+from dptlib.toy.evaluation import compare_methods, tuning_validator
+from dptlib.toy.prompts import generation_prompts
+from dptlib.toy.world import ToyWorld, ToyWorldConfig
 from dptlib.train import TuneConfig, cache_latents, tune
 
 params = config.notebook_parameters("02_tuning", globals())
@@ -116,7 +118,7 @@ pd.DataFrame({"test prompts": {c: len(p) for c, p in test_prompts.items()},
 # model's ITM and REC on the validation split are logged too (Fig. 4a).
 
 # %%
-backbone = load_backbone(str(TOY_SD_DIR))
+backbone = load_backbone(params.model)
 val_latents = cache_latents(backbone, val.images)
 val_itm = itm_test_set(val, n_negatives=3, seed=params.seed).head(250)  # 500 queries per point of the curves
 val_rec = np.linspace(0, len(val.expressions) - 1, min(len(val.expressions), 250)).round().astype(int).tolist()
@@ -128,9 +130,9 @@ runs = {  # the negative control's ITM / REC along tuning say nothing (its adapt
 }
 results = {}
 for name, run in runs.items():
-    backbone = load_backbone(str(TOY_SD_DIR))
+    backbone = load_backbone(params.model)
     tune_config = TuneConfig.preset(
-        params.scale if params.scale in TuneConfig.PRESETS else "toy", steps=params.steps, batch_size=params.batch_size,
+        params.scale if params.scale in TuneConfig.PRESETS else "toy", model=params.model, steps=params.steps, batch_size=params.batch_size,
         lora_rank=params.lora_rank, lora_targets=params.lora_targets, objectives=params.objectives, mse_coef=params.mse_coef,
         validate_every=params.validate_every, trainable=run["trainable"], seed=params.seed,
     )
@@ -179,16 +181,16 @@ curves.round(1)
 # paired difference to the base model with its interval and McNemar's p.
 
 # %%
-base_pipe = load_toy_pipeline()
+base_pipe = load_pipeline(params.model)
 control_prompts = {cell: test_prompts[cell] for cell in params.control_cells}
 excite_prompts = {"toy-cc (ID)": test_prompts["toy-cc (ID)"][: params.n_positive_control_prompts]}
 plan = [  # (method, pipeline, extra arguments, cells)
     ("SD (base)", base_pipe, None, test_prompts),
     ("Attend-and-Excite", attend_and_excite_pipeline(base_pipe),
      lambda ps: attend_and_excite_arguments(base_pipe.tokenizer, ps, params.num_inference_steps, tuple(params.attn_res)), excite_prompts),
-    ("DPT", load_toy_pipeline(lora=run_dir / "tune" / "best"), None, test_prompts),
-    ("DPT, LoRA only", load_toy_pipeline(lora=run_dir / "tune-lora-only" / "best"), None, control_prompts),
-    ("negative control", load_toy_pipeline(lora=run_dir / "tune-shuffled" / "best"), None, control_prompts),
+    ("DPT", load_pipeline(params.model, lora=run_dir / "tune" / "best"), None, test_prompts),
+    ("DPT, LoRA only", load_pipeline(params.model, lora=run_dir / "tune-lora-only" / "best"), None, control_prompts),
+    ("negative control", load_pipeline(params.model, lora=run_dir / "tune-shuffled" / "best"), None, control_prompts),
 ]
 start = time.time()
 parts, features = [], {}

@@ -34,6 +34,7 @@
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
+model = None  # None: the base model 02_tuning tuned (read from its saved run); else a hub id or a diffusers folder
 etas = None
 eta = None  # None: the best eta > 0 of the sweep on validation prompts
 normalize = True
@@ -52,14 +53,14 @@ import pandas as pd
 import seaborn as sns
 
 from dptlib import config, report, stats
-from dptlib.backbone import load_backbone
-from dptlib.benchmarks import generation_prompts
-from dptlib.metrics import compare_methods, oracle_scores, tuning_validator
+from dptlib.backbone import load_backbone, load_pipeline
+from dptlib.checkpoint import load_adapter
 from dptlib.sampling import generate
 from dptlib.toy.data import toy_discrimination_data
-from dptlib.toymodel import TOY_SD_DIR, load_toy_pipeline
-from dptlib.toyworld import ToyWorld, ToyWorldConfig
-from dptlib.train import TuneConfig, load_adapter, tune
+from dptlib.toy.evaluation import compare_methods, oracle_scores, tuning_validator
+from dptlib.toy.prompts import generation_prompts
+from dptlib.toy.world import ToyWorld, ToyWorldConfig
+from dptlib.train import TuneConfig, tune
 
 params = config.notebook_parameters("03_self_correction", globals())
 config.set_threads()
@@ -70,6 +71,7 @@ stage2 = config.check_parameters("02_tuning", {"scale": params.scale})  # the pr
 for folder in ("tune", "tune-shuffled"):
     if not (run_dir / folder / "best" / "adapter.safetensors").exists():
         raise FileNotFoundError(f"no tuned model in {run_dir / folder}: run 02_tuning at scale {params.scale!r} first")
+base_model = params.model or load_adapter(run_dir / "tune" / "best")[2]["model"]  # what 02_tuning tuned
 sampler = dict(num_inference_steps=stage2.num_inference_steps, guidance_scale=stage2.guidance_scale)
 recorded = json.loads((run_dir / "generation_scores.json").read_text())
 if recorded != {"prompts": stage2.prompts, "seeds": stage2.seeds, **sampler}:
@@ -89,7 +91,7 @@ test_prompts, validation_prompts = generation_prompts(world.config, stage2.promp
 headline = {cell: test_prompts[cell] for cell in stage2.control_cells}
 pipes, adapters = {}, {}
 for name, folder in (("DPT", "tune"), ("negative control", "tune-shuffled")):
-    pipes[name] = load_toy_pipeline(lora=run_dir / folder / "best")
+    pipes[name] = load_pipeline(base_model, lora=run_dir / folder / "best")
     adapters[name] = load_adapter(run_dir / folder / "best")[:2]
 
 
@@ -152,8 +154,8 @@ splits, embed = toy_discrimination_data(run_dir / "toyworld", {"train": params.n
 train = splits["train"]
 variants = {}
 for objective, label in (("matching", "GM"), ("grounding", "LG")):
-    backbone = load_backbone(str(TOY_SD_DIR))
-    variant_config = TuneConfig.preset(params.scale if params.scale in TuneConfig.PRESETS else "toy", objectives=objective,
+    backbone = load_backbone(base_model)
+    variant_config = TuneConfig.preset(params.scale if params.scale in TuneConfig.PRESETS else "toy", model=base_model, objectives=objective,
                                        steps=params.ablation_steps, batch_size=stage2.batch_size,
                                        validate_every=stage2.validate_every, seed=params.seed)
     out_dir = run_dir / f"tune-{objective}"
@@ -163,7 +165,7 @@ for objective, label in (("matching", "GM"), ("grounding", "LG")):
                   validate=tuning_validator(backbone.pipe, selection_prompts, embed, stage2.num_inference_steps, config=world.config,
                                             selection=stage2.selection, guidance_scale=stage2.guidance_scale))
     print(f"{label}: {variant_config.steps} steps in {time.time() - start:.0f} s, best at step {result['best']['step']}")
-    variants[label] = load_toy_pipeline(lora=out_dir / "best")
+    variants[label] = load_pipeline(base_model, lora=out_dir / "best")
 
 # %%
 earlier = pd.read_csv(run_dir / "generation_scores.csv")
@@ -222,7 +224,7 @@ report.save_figure(axes.figure, "fig6_categories", params.scale)
 
 # %%
 shown = [ps[i] for ps in headline.values() for i in range(0, len(ps), max(1, len(ps) // 4))][:8]
-base_pipe = load_toy_pipeline()
+base_pipe = load_pipeline(base_model)
 columns = {"SD": (base_pipe, {}), "DPT": (pipes["DPT"], {}), "DPT+SC": (pipes["DPT"], corrected(chosen_eta))}
 images = {name: generate(pipe, [p.prompt for p in shown], seed=params.seed, progress=False, **sampler, **extra)
           for name, (pipe, extra) in columns.items()}

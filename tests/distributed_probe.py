@@ -4,7 +4,6 @@
     torchrun --nproc_per_node 2 tests/distributed_probe.py OUT.safetensors DATA_DIR
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ def main(out: str, data_dir: str) -> None:
 
     from dptlib.checkpoint import atomic_save_file
     from dptlib.train import ProbeConfig, probe
+
     from test_probe import tiny_backbone, tiny_data
 
     accelerator = Accelerator(cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])

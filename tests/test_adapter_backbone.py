@@ -9,7 +9,7 @@ from dptlib.backbone import block_channels, block_modules, extract_features, pap
 
 @pytest.fixture(scope="module")
 def tiny_pipe():
-    from dptlib.toymodel import build_random_pipeline
+    from dptlib.toy.model import build_random_pipeline
 
     return build_random_pipeline()
 

@@ -10,13 +10,6 @@ from dptlib.reproduce import load_runs, parse_overrides, validate_run
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def papermill():
-    """validate_run reads a notebook's parameters cell with papermill, a dev tool (make setup
-    installs it; the bare image of a GPU machine may lack it)."""
-    return pytest.importorskip("papermill")
-
-
 def test_unknown_parameter_names_it_and_the_allowed_ones():
     with pytest.raises(ValueError) as error:
         check_parameters("00_toy_world", {"n_oracle_scene": 10})
@@ -41,25 +34,25 @@ def test_presets_fill_unset_values(monkeypatch):
     assert params.n_oracle_scenes == 7 and params.n_benchmark_prompts == 300
 
 
-def test_every_papermill_run_file_is_valid(papermill):
+def test_every_papermill_run_file_is_valid():
     runs = load_runs(ROOT / "papermill_params")
     assert runs
-    for path, notebook, parameters in runs:
-        validate_run(ROOT / "notebooks" / f"{notebook}.ipynb", notebook, parameters)
+    for _, notebook, parameters in runs:
+        validate_run(notebook, parameters)
 
 
-def test_a_mistyped_run_file_is_refused(tmp_path, papermill):
+def test_a_mistyped_run_file_is_refused():
     with pytest.raises(ValueError, match="allowed parameters"):
-        validate_run(ROOT / "notebooks" / "00_toy_world.ipynb", "00_toy_world", {"sead": 1})
+        validate_run("00_toy_world", {"sead": 1})
 
 
-def test_overrides_are_read_as_yaml_and_checked(papermill):
+def test_overrides_are_read_as_yaml_and_checked():
     assert parse_overrides(["retrain=true", "seeds=[0, 1]", "n_prompts = 10"]) == {"retrain": True, "seeds": [0, 1], "n_prompts": 10}
     with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_overrides(["retrain"])
-    validate_run(ROOT / "notebooks" / "00b_base_model.ipynb", "00b_base_model", parse_overrides(["retrain=true"]))
+    validate_run("00b_base_model", parse_overrides(["retrain=true"]))
     with pytest.raises(ValueError):
-        validate_run(ROOT / "notebooks" / "00b_base_model.ipynb", "00b_base_model", parse_overrides(["retrian=true"]))
+        validate_run("00b_base_model", parse_overrides(["retrian=true"]))
 
 
 @pytest.mark.parametrize("script", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.stem)
@@ -91,15 +84,28 @@ def test_saved_tables_keep_row_labels_and_flatten_columns(monkeypatch, tmp_path)
 
 
 def test_notebook_parameters_read_the_parameters_cell_namespace():
-    from dptlib.config import notebook_parameters
+    from dptlib.config import declared_parameters, notebook_parameters
 
-    namespace = {name: None for name in ("scale", "etas", "eta", "sweep_seeds", "ablation_steps", "n_train_images")}
-    namespace.update(normalize=True, refresh_every=2, seed=3, other_variable="not a parameter")
+    namespace = dict(declared_parameters("03_self_correction"), other_variable="not a parameter")
+    namespace.update(refresh_every=2, seed=3)
     params = notebook_parameters("03_self_correction", namespace, scale="smoke")
     assert params.refresh_every == 2 and params.seed == 3 and params.etas == [0.0, 0.1]  # the smoke preset fills None
+    assert not hasattr(params, "other_variable")
     del namespace["refresh_every"]
     with pytest.raises(ValueError, match="refresh_every"):
         notebook_parameters("03_self_correction", namespace)
     namespace["refresh_every"] = "2"
     with pytest.raises(ValueError, match="refresh_every"):
         notebook_parameters("03_self_correction", namespace)
+
+
+def test_each_parameter_is_declared_once_in_its_notebook():
+    """The parameters cell is the declaration; the presets only give values, for declared names."""
+    from dptlib.config import PRESETS, declared_parameters
+
+    for notebook, presets in PRESETS.items():
+        declared = declared_parameters(notebook)
+        for scale, values in presets.items():
+            assert set(values) <= set(declared), (notebook, scale, set(values) - set(declared))
+        script = (ROOT / "notebooks" / f"{notebook}.py").read_text()
+        assert f'notebook_parameters("{notebook}", globals())' in script

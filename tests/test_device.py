@@ -9,8 +9,10 @@ import torch
 
 from dptlib.adapter import AdapterConfig, DiscriminativeAdapter
 from dptlib.backbone import Backbone, block_channels, extract_features
+from dptlib.checkpoint import load_adapter
 from dptlib.sampling import correction_gradient, generate
-from dptlib.train import ProbeConfig, TuneConfig, load_adapter, probe, tune
+from dptlib.train import ProbeConfig, TuneConfig, probe, tune
+
 from test_probe import tiny_backbone, tiny_data
 
 

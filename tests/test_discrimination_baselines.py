@@ -7,10 +7,17 @@ import pytest
 import torch
 
 from dptlib.backbone import Backbone, encode_text
-from dptlib.baselines import CLIPScorer, DenoisingScorer, crop_and_resize, evenly_spaced_timesteps, local_denoising_boxes, rec_chance
+from dptlib.baselines import (
+    CLIPScorer,
+    DenoisingScorer,
+    crop_and_resize,
+    evenly_spaced_timesteps,
+    local_denoising_boxes,
+    rec_chance,
+)
 from dptlib.data import DiscriminationData
 from dptlib.metrics import rec_precision
-from dptlib.toymodel import build_random_pipeline
+from dptlib.toy.model import build_random_pipeline
 
 CAPTIONS = ["a red circle", "a blue square", "two green triangles", "a large red circle"]
 EXPRESSIONS = ["the circle on the left", "the square on the right"]

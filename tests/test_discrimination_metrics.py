@@ -11,8 +11,10 @@ import torch
 from dptlib.adapter import AdapterOutput
 from dptlib.backbone import encode_text
 from dptlib.data import DiscriminationData
-from dptlib.metrics import DPTScorer, ITMTest, itm_accuracy, itm_outcomes, itm_test_set, rec_outcomes, rec_precision
+from dptlib.inference import DPTScorer
+from dptlib.metrics import ITMTest, itm_accuracy, itm_outcomes, itm_test_set, rec_outcomes, rec_precision
 from dptlib.train import ProbeConfig, build_adapter, cache_latents
+
 from test_probe import tiny_backbone
 from toy_fixtures import small_toy_split
 
@@ -129,17 +131,17 @@ def test_each_image_has_one_z_t_whatever_the_caption_or_batch_position(scorer, b
 
 
 def test_all_candidates_of_a_query_are_scored_on_the_same_z_t(scorer, monkeypatch):
-    import dptlib.backbone as backbone_module
+    import dptlib.inference as inference_module
 
     seen, calls = {}, {"images": None}
-    original = backbone_module.extract_features
+    original = inference_module.extract_features
 
     def spy(unet, latents, timesteps, *args, **kwargs):
         for image, row in zip(calls["images"], latents):
             seen.setdefault(image, []).append(row.clone())
         return original(unet, latents, timesteps, *args, **kwargs)
 
-    monkeypatch.setattr(backbone_module, "extract_features", spy)
+    monkeypatch.setattr(inference_module, "extract_features", spy)
 
     def score_pairs(images, captions):
         calls["images"] = images

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from dptlib.data import read_coco_captions, read_refexp
-from dptlib.toyworld import ToyWorld, ToyWorldConfig, export_world, image_id, scene_from_dict
+from dptlib.toy.world import ToyWorld, ToyWorldConfig, export_world, image_id, scene_from_dict
 
 
 @pytest.fixture(scope="module")

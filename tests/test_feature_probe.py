@@ -41,7 +41,7 @@ def test_groups_stay_on_one_side_of_the_split():
 
 def test_toy_probe_inputs_pair_the_referent_task():
     from dptlib.toy.diagnostics import probe_inputs
-    from dptlib.toyworld import ToyWorld, ToyWorldConfig
+    from dptlib.toy.world import ToyWorld, ToyWorldConfig
 
     world = ToyWorld(ToyWorldConfig())
     passes, rows = probe_inputs(world, world.scenes("val", 40))
@@ -61,7 +61,7 @@ def test_toy_probe_inputs_pair_the_referent_task():
 def test_pooled_features_are_the_block_maps_pooled(block):
     from dptlib.backbone import Backbone, add_noise, encode_text, extract_features
     from dptlib.feature_probe import pooled_block_features
-    from dptlib.toymodel import build_random_pipeline
+    from dptlib.toy.model import build_random_pipeline
 
     backbone = Backbone(build_random_pipeline())
     latents = torch.randn(3, 4, 16, 16)
@@ -74,4 +74,5 @@ def test_pooled_features_are_the_block_maps_pooled(block):
     hidden, _ = encode_text(backbone, texts)
     (fmap,) = extract_features(backbone.unet, add_noise(backbone, latents, t, noise), t, hidden, [block])
     for row in range(3):
-        torch.testing.assert_close(pooled[block][row], box_pool(fmap[row : row + 1].expand(len(boxes[row]) if boxes[row] is not None else 1, -1, -1, -1), boxes[row]))
+        copies = len(boxes[row]) if boxes[row] is not None else 1
+        torch.testing.assert_close(pooled[block][row], box_pool(fmap[row : row + 1].expand(copies, -1, -1, -1), boxes[row]))

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from dptlib.baselines import attend_and_excite_arguments, attend_and_excite_pipeline, subject_token_indices
-from dptlib.benchmarks import toy_benchmark
-from dptlib.metrics import clip_score, compare_methods, evaluate_generation
+from dptlib.metrics import clip_score
 from dptlib.sampling import generate
-from dptlib.toymodel import build_random_pipeline, complete_captions
-from dptlib.toyworld import ToyWorld, ToyWorldConfig
+from dptlib.toy.evaluation import compare_methods, evaluate_generation
+from dptlib.toy.model import build_random_pipeline, complete_captions
+from dptlib.toy.prompts import toy_benchmark
+from dptlib.toy.world import ToyWorld, ToyWorldConfig
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,6 @@ def test_complete_captions_name_every_object():
         complete = complete_captions(scene, world.captions(scene))
         assert complete, "every scene has a caption that names all its objects (the counting caption)"
         render = world.render(scene)
-        from dptlib.metrics import oracle_scores
+        from dptlib.toy.evaluation import oracle_scores
 
         assert oracle_scores(np.stack([render] * len(complete)), complete, world.config)["correct"].all()

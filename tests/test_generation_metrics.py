@@ -3,8 +3,9 @@
 import numpy as np
 import torch
 
-from dptlib.metrics import clip_score, frechet_distance, mean_and_spread, oracle_scores
-from dptlib.toyworld import ObjectSpec, PromptSpec, ToyWorld, ToyWorldConfig
+from dptlib.metrics import clip_score, frechet_distance
+from dptlib.toy.evaluation import mean_and_spread, oracle_scores
+from dptlib.toy.world import ObjectSpec, PromptSpec, ToyWorld, ToyWorldConfig
 
 
 def test_oracle_scores_grade_renders():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from dptlib.checkpoint import load_adapter
 from dptlib.data import prepare_discrimination_data, sample_septuple
-from dptlib.metrics import DPTScorer, itm_accuracy, itm_test_set, rec_precision
-from dptlib.toyworld import ToyWorld, ToyWorldConfig, export_world
-from dptlib.train import ProbeConfig, cache_latents, load_adapter, probe
+from dptlib.inference import DPTScorer
+from dptlib.metrics import itm_accuracy, itm_test_set, rec_precision
+from dptlib.toy.world import ToyWorld, ToyWorldConfig, export_world
+from dptlib.train import ProbeConfig, cache_latents, probe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def tiny_backbone():
     """A randomly initialised toy-sized pipeline: enough to test the plumbing, no training."""
     from dptlib.backbone import Backbone
-    from dptlib.toymodel import build_random_pipeline
+    from dptlib.toy.model import build_random_pipeline
 
     return Backbone(build_random_pipeline())
 
@@ -232,7 +235,10 @@ def test_two_processes_average_to_the_one_process_gradient(tmp_path):
     one process's gradient over the whole batch."""
     script = ROOT / "tests" / "distributed_probe.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DPT_THREADS": "1"}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    with socket.socket() as free:  # a port no other process holds now (a fixed one may be taken)
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
                           str(script), str(tmp_path / "two.safetensors"), str(tmp_path / "data")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]

@@ -10,6 +10,7 @@ from dptlib.backbone import add_noise, encode_text, extract_features
 from dptlib.data import sample_septuple
 from dptlib.losses import matching_loss, matching_similarity
 from dptlib.train import PAIRS_PER_SEPTUPLE, DPTModel, ProbeConfig, build_adapter, cache_latents, dpt_losses, septuple_batch
+
 from test_probe import tiny_backbone, tiny_data
 
 B = 3

@@ -9,8 +9,9 @@ import pytest
 
 from dptlib.data import mine_hard_negatives, to_uint8_images
 from dptlib.toy.data import SCENE_EDIT_KINDS, SceneTruth, read_scenes, scene_edits
-from dptlib.toymodel import HARD_NEGATIVE_KINDS
-from dptlib.toyworld import PLURALS, ToyWorld, ToyWorldConfig, parse_image, parse_matches_scene, score_objects
+from dptlib.toy.model import HARD_NEGATIVE_KINDS
+from dptlib.toy.world import PLURALS, ToyWorld, ToyWorldConfig, parse_image, parse_matches_scene, score_objects
+
 from toy_fixtures import small_toy_split, stand_in_embed
 
 N_SCENES = 100

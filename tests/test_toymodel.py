@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.benchmarks import TOY_BENCHMARKS, toy_benchmark
-from dptlib.toymodel import (
-    EVALUATOR_DIR,
-    TOY_SD_DIR,
+from dptlib.config import TOY_SD_DIR
+from dptlib.toy.model import (
     ToyModelConfig,
     build_tokenizer,
     build_toy_sd,
@@ -22,7 +20,8 @@ from dptlib.toymodel import (
     tokenize,
     toy_vocabulary,
 )
-from dptlib.toyworld import ToyWorld, ToyWorldConfig, score_objects
+from dptlib.toy.prompts import TOY_BENCHMARKS, toy_benchmark
+from dptlib.toy.world import ToyWorld, ToyWorldConfig, score_objects
 
 
 def test_tokenizer_round_trip_and_special_ids(tmp_path):
@@ -63,11 +62,25 @@ def test_hard_negatives_are_false_and_minimal():
     assert {"colour swap", "count", "size", "left/right", "above/below"} <= kinds
 
 
+THREADS_AFTER_BUILD = {}
+
+
 @pytest.fixture(scope="module")
 def smoke_build(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy-sd")
-    report = build_toy_sd(ToyModelConfig.preset("smoke"), root / "toy-sd", root / "toy-evaluator", root / "work", threads=2)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # a build with threads=2 must hand back 1
+    try:
+        report = build_toy_sd(ToyModelConfig.preset("smoke"), root / "toy-sd", root / "toy-evaluator", root / "work", threads=2)
+        THREADS_AFTER_BUILD["threads"] = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
     return root, report
+
+
+def test_a_build_restores_torchs_thread_count(smoke_build):
+    root, report = smoke_build
+    assert report["threads"] == 2 and THREADS_AFTER_BUILD["threads"] == 1
 
 
 def test_smoke_build_saves_a_stock_diffusers_pipeline(smoke_build):
@@ -193,7 +206,7 @@ def test_shipped_pipeline_draws_the_asked_object():
     """The base model draws the asked-for object (shape, colour, size), and only it, most of the
     time (the shipped model: 79 % / 71 % / 67 % on these 24 prompts; thresholds leave room for
     another CPU's rounding), yet not always: that is the room DPT is meant to close."""
-    from dptlib.metrics import evaluate_generation
+    from dptlib.toy.evaluation import evaluate_generation
 
     pipe = load_toy_pipeline()
     world = ToyWorld(ToyWorldConfig())

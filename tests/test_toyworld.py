@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dptlib.toyworld import (
+from dptlib.toy.world import (
     ObjectSpec,
     PromptSpec,
     RefSpec,
@@ -141,7 +141,7 @@ def test_oracle_survives_moderate_noise_and_blur(world):
 
 
 def _image(world, *objects):
-    from dptlib.toyworld import Scene
+    from dptlib.toy.world import Scene
 
     return world.render(Scene(tuple(objects), world.config.image_size))
 

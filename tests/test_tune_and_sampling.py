@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.toymodel import load_toy_pipeline
-from dptlib.train import ProbeConfig, TuneConfig, load_adapter, probe, tune
+from dptlib.checkpoint import load_adapter
+from dptlib.toy.model import load_toy_pipeline
+from dptlib.train import ProbeConfig, TuneConfig, probe, tune
+
 from test_probe import tiny_backbone, tiny_data
 
 

@@ -19,7 +19,7 @@ def stand_in_embed(images, texts):
 def small_toy_split(root: Path, n: int, k_captions: int = 8, k_images: int = 4, seed: int = 0):
     """(world, exported paths, data): ``n`` toy training scenes through :func:`dptlib.toy.data.toy_split`."""
     from dptlib.toy.data import toy_split
-    from dptlib.toyworld import ToyWorld, ToyWorldConfig, export_world
+    from dptlib.toy.world import ToyWorld, ToyWorldConfig, export_world
 
     world = ToyWorld(ToyWorldConfig())
     paths = export_world(world, root, splits=("train",), n=n)["train"]

@@ -9,7 +9,7 @@ oracle's rule on the scene's structured description), and the hard ones are *min
 
 * image -> text (y_neg): a caption of the image with one thing changed (colours swapped between
   two objects, one colour or shape changed, count +- 1, size, relation or position flipped:
-  :func:`dptlib.toymodel.hard_negatives`);
+  :func:`dptlib.toy.model.hard_negatives`);
 * text -> image (x_neg): the image with one thing changed (:func:`scene_edits`: an object
   recoloured or reshaped, two colours swapped, the layout mirrored or flipped, an object removed
   or added), rendered; kept for a caption only if the caption is false of it.
@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from ..data import DiscriminationData, clip_embedder, load_discrimination_data, mine_hard_negatives, to_model_images
-from ..toymodel import EVALUATOR_DIR, hard_negatives, load_evaluator
-from ..toyworld import PromptSpec, Scene, ToyObject, ToyWorld, ToyWorldConfig, export_world, scene_from_dict, score_objects
+from .model import TOY_EVALUATOR_DIR, hard_negatives, load_evaluator
+from .world import PromptSpec, Scene, ToyObject, ToyWorld, ToyWorldConfig, export_world, scene_from_dict, score_objects
 
 SCENE_EDIT_KINDS = ("colour change", "colour swap", "shape change", "mirror", "flip", "remove", "add")
 EDIT_SHARE = 0.5  # part of the hard negatives that are edits; the rest are mined with CLIP
@@ -219,8 +220,18 @@ def toy_discrimination_data(out_dir: str | Path, sizes: dict[str, int], seed: in
     world = ToyWorld(ToyWorldConfig(seed=seed))
     wanted = {split: n for split, n in sizes.items() if n}
     paths = export_world(world, out_dir, splits=tuple(wanted), n=max(wanted.values()))
-    evaluator, tokenizer = load_evaluator(evaluator_dir or EVALUATOR_DIR)
+    evaluator, tokenizer = load_evaluator(evaluator_dir or TOY_EVALUATOR_DIR)
     embed = clip_embedder(evaluator, tokenizer)
     splits = {split: toy_split(world, paths[split], embed, limit=n, k_captions=k_captions, k_images=k_images, seed=seed)
               for split, n in wanted.items()}
     return splits, embed
+
+
+def write_manifest(paths: dict[str, dict[str, Path]], path: str | Path) -> Path:
+    """A data manifest (:func:`dptlib.data.read_manifest`) for splits written by
+    :func:`dptlib.toy.world.export_world`: the toy world read as real data, with no oracle."""
+    path = Path(path)
+    manifest = {split: {"captions": str(p["captions"]), "refexp": str(p["refexp"]), "images": str(p["images"])}
+                for split, p in paths.items()}
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path

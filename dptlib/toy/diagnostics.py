@@ -22,7 +22,8 @@ import torch
 
 from ..data import to_model_images
 from ..feature_probe import linear_probe_accuracy, pooled_block_features
-from ..toyworld import SIZES, Scene, ToyWorld
+from ..train import cache_latents
+from .world import SIZES, Scene, ToyWorld
 
 TASKS = ("colour", "shape", "size", "count", "position", "referent")
 
@@ -70,7 +71,7 @@ def block_probe_table(backbone, world: ToyWorld, scenes: list[Scene], blocks: li
     """Held-out linear-probe accuracy (%) per (timestep, block, task), with each task's chance.
 
     ``scenes`` should be validation scenes: the table informs a choice (the probed block)."""
-    from ..train import cache_latents
+
 
     passes, rows = probe_inputs(world, scenes, seed)
     latents = cache_latents(backbone, to_model_images(np.stack([world.render(s) for s in scenes])))

@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from dptlib.benchmarks import TOY_BENCHMARKS, toy_benchmark
-from dptlib.toyworld import ToyWorld, ToyWorldConfig, score
+from dptlib.toy.prompts import TOY_BENCHMARKS, toy_benchmark
+from dptlib.toy.world import ToyWorld, ToyWorldConfig, score
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +49,14 @@ def test_in_distribution_benchmarks_avoid_held_out_pairs(world):
 def test_unknown_benchmark_and_unrealizable_prompt(world):
     with pytest.raises(ValueError, match="unknown toy benchmark"):
         toy_benchmark("cc-500-typo", world.config)
-    from dptlib.toyworld import ObjectSpec, PromptSpec
+    from dptlib.toy.world import ObjectSpec, PromptSpec
 
     with pytest.raises(ValueError, match="at most 3"):
         world.realize(PromptSpec((ObjectSpec("circle", "red", count=4),)))
 
 
 def test_generation_prompts_split_cells_into_disjoint_balanced_test_and_validation():
-    from dptlib.benchmarks import generation_prompts
+    from dptlib.toy.prompts import generation_prompts
 
     sizes = {"toy-cc (ID)": 150, "toy-cc (OOD)": 56, "toy-nss (ID)": 40}
     test, validation = generation_prompts(None, sizes, n_validation=20)

@@ -24,7 +24,7 @@ the palette colour ``c`` whose direction ``c - b`` has the largest cosine with `
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -116,7 +116,7 @@ class ToyWorldConfig:
                 raise ValueError("split sizes must be >= 0")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ToyWorldConfig":
+    def from_dict(cls, data: dict) -> ToyWorldConfig:
         """Inverse of ``dataclasses.asdict`` (JSON turns the tuples into lists)."""
 
         def tuples(value):

@@ -34,13 +34,22 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_save_file, load_training_state, save_training_state
-from .data import to_model_images, to_uint8_images
-from .toyworld import NUMBER_WORDS, PLURALS, POSITIONS, RELATIONS, SIZES, ObjectSpec, PromptSpec, ToyWorld, ToyWorldConfig, score_objects
+from ..backbone import load_pipeline, noise_latents
+from ..checkpoint import atomic_save_file, load_training_state, save_training_state
+from ..config import TOY_EVALUATOR_DIR, TOY_SD_DIR, set_threads
+from ..data import to_model_images, to_uint8_images
+from .world import (
+    NUMBER_WORDS,
+    PLURALS,
+    POSITIONS,
+    RELATIONS,
+    SIZES,
+    PromptSpec,
+    ToyWorld,
+    ToyWorldConfig,
+    score_objects,
+)
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-TOY_SD_DIR = ASSETS / "toy-sd"
-EVALUATOR_DIR = ASSETS / "toy-evaluator"
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<mask>", "<bos>")  # <eos> comes last: see toy_vocabulary
 HARD_NEGATIVE_KINDS = ("colour swap", "colour change", "shape change", "count", "size", "left/right", "above/below", "position")
 HARD_KINDS = ("colour swap", "size", "left/right", "above/below", "position")  # always used in training
@@ -108,7 +117,7 @@ class ToyModelConfig:
     }
 
     @classmethod
-    def preset(cls, scale: str, **overrides) -> "ToyModelConfig":
+    def preset(cls, scale: str, **overrides) -> ToyModelConfig:
         if scale not in cls.PRESETS:
             raise ValueError(f"no toy-model preset for scale {scale!r}; presets: {sorted(cls.PRESETS)}")
         return cls(**{**cls.PRESETS[scale], **overrides})
@@ -492,7 +501,6 @@ def train_unet(config: ToyModelConfig, bank: SceneBank, tokenizer, text_encoder,
     with torch.no_grad():
         latents = torch.cat([vae.encode(bank.images[i : i + 256]).latent_dist.mean for i in range(0, len(bank), 256)])
         latents = latents * vae.config.scaling_factor
-    alphas = scheduler.alphas_cumprod
     complete = [complete_captions(scene, specs) for scene, specs in zip(bank.scenes, bank.captions)]
 
     def loss_fn(step):
@@ -508,8 +516,7 @@ def train_unet(config: ToyModelConfig, bank: SceneBank, tokenizer, text_encoder,
         x0 = latents[torch.from_numpy(index)]
         t = torch.from_numpy(rng.integers(0, scheduler.config.num_train_timesteps, config.unet_batch))
         noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        noisy = noise_latents(scheduler, x0, t, noise)
         return F.mse_loss(unet(noisy, t, encoder_hidden_states=hidden).sample, noise)
 
     _train("unet", unet, config.unet_steps, config.unet_lr, loss_fn, work_dir, config.checkpoint_every, log, ema=ema,
@@ -554,18 +561,24 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_toy_sd(config: ToyModelConfig, out_dir: str | Path = TOY_SD_DIR, evaluator_dir: str | Path = EVALUATOR_DIR,
+def build_toy_sd(config: ToyModelConfig, out_dir: str | Path = TOY_SD_DIR, evaluator_dir: str | Path = TOY_EVALUATOR_DIR,
                  work_dir: str | Path | None = None, threads: int | None = None) -> dict:
     """Train every part, save the pipeline and the evaluator, and return the training report.
 
     Resumable: each part's final weights and periodic training states live in ``work_dir``; a
-    killed build restarts from the last checkpoint of the part it was on.
+    killed build restarts from the last checkpoint of the part it was on. ``threads`` holds for
+    the build only: torch's thread count is restored afterwards.
     """
+    previous = torch.get_num_threads()
+    try:
+        return _build_toy_sd(config, out_dir, evaluator_dir, work_dir, set_threads(threads))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _build_toy_sd(config: ToyModelConfig, out_dir, evaluator_dir, work_dir, threads: int) -> dict:
     from transformers import CLIPTextModel
 
-    from .config import set_threads
-
-    threads = set_threads(threads)
     out_dir, evaluator_dir = Path(out_dir), Path(evaluator_dir)
     work_dir = Path(work_dir or out_dir.parent / f".{out_dir.name}-work")
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -681,7 +694,7 @@ def _jsonable(value):
 def vae_quality(vae, world: ToyWorld, n_scenes: int = 500) -> dict[str, float]:
     """PSNR (dB) of VAE reconstructions of held-out scenes, and how often the oracle still reads
     the reconstruction exactly."""
-    from .toyworld import parse_image, parse_matches_scene
+    from .world import parse_image, parse_matches_scene
 
     scenes = world.scenes("test", n_scenes)
     images = to_model_images(np.stack([world.render(s) for s in scenes]))
@@ -698,16 +711,10 @@ def load_toy_pipeline(path: str | Path = TOY_SD_DIR, device: str = "cpu", lora: 
     """The shipped toy SD, loaded by the stock diffusers loader (the SD-2.1 code path); with
     ``lora``, a stage-2 folder (:func:`dptlib.train.save_tuned`), its LoRA loaded by the stock
     ``pipe.load_lora_weights``."""
-    from diffusers import StableDiffusionPipeline
-
     path = Path(path)
     if not (path / "model_index.json").exists():
-        raise FileNotFoundError(f"no diffusers pipeline at {path}: run `python -m dptlib.toymodel` (or make reproduce) to train one")
-    pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    if lora is not None:
-        pipe.load_lora_weights(Path(lora))
-    return pipe.to(device)
+        raise FileNotFoundError(f"no diffusers pipeline at {path}: run `python -m dptlib.toy.model` (or make reproduce) to train one")
+    return load_pipeline(path, device, lora=lora)
 
 
 def load_text_clip(path: str | Path = TOY_SD_DIR / "clip"):
@@ -721,7 +728,7 @@ def load_text_clip(path: str | Path = TOY_SD_DIR / "clip"):
     return model.eval()
 
 
-def load_evaluator(path: str | Path = EVALUATOR_DIR):
+def load_evaluator(path: str | Path = TOY_EVALUATOR_DIR):
     """(open_clip model, tokenizer) of the shipped evaluator CLIP, built from its custom config."""
     import open_clip
     from transformers import PreTrainedTokenizerFast
@@ -739,17 +746,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Train the toy world's Stable Diffusion and evaluator CLIP from scratch.")
     parser.add_argument("--scale", default="toy", help="smoke | toy")
     parser.add_argument("--out", default=str(TOY_SD_DIR))
-    parser.add_argument("--evaluator-out", default=str(EVALUATOR_DIR))
+    parser.add_argument("--evaluator-out", default=str(TOY_EVALUATOR_DIR))
     parser.add_argument("--work-dir", default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = ToyModelConfig.preset(args.scale)
-    from .config import runs_dir
+    from ..config import runs_dir
 
     work_dir = args.work_dir or runs_dir(args.scale) / "toymodel-work"
     report = build_toy_sd(config, args.out, args.evaluator_out, work_dir, args.threads)
-    report["command"] = f"python -m dptlib.toymodel --scale {args.scale}"
+    report["command"] = f"python -m dptlib.toy.model --scale {args.scale}"
     provenance = Path(args.out) / "PROVENANCE.json"
     provenance.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("seconds", "clip_hard_negatives", "evaluator_hard_negatives", "vae", "parameters")}, indent=1))

@@ -7,7 +7,7 @@
 | ``toy-nss``     | COCO-NSS1K (ID)      | ``counting``, ``spatial``, ``mixed``, ``attribute`` | ID    |
 | ``toy-compbench`` | T2I-CompBench      | ``colour``, ``shape``, ``size``, ``spatial`` binding | ID   |
 
-Every prompt carries a :class:`~dptlib.toyworld.PromptSpec`, so :func:`dptlib.toyworld.score` grades
+Every prompt carries a :class:`~dptlib.toy.world.PromptSpec`, so :func:`dptlib.toy.world.score` grades
 a generated image exactly.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .toyworld import RELATIONS, SIZES, ObjectSpec, PromptSpec, ToyWorldConfig
+from .world import RELATIONS, SIZES, ObjectSpec, PromptSpec, ToyWorldConfig
 
 TOY_BENCHMARKS = ("toy-cc", "toy-abc", "toy-nss", "toy-compbench")
 
