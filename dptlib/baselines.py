@@ -15,6 +15,7 @@ generation (Tab. 1): Attend-and-Excite.
 from __future__ import annotations
 
 import copy
+import inspect
 
 import numpy as np
 import torch
@@ -168,8 +169,6 @@ def rec_chance(data, expressions: list[int] | None = None) -> float:
 def attend_and_excite_pipeline(pipe):
     """diffusers' ``StableDiffusionAttendAndExcitePipeline`` on the same modules as ``pipe`` (shared,
     not copied): the same base model, only the sampling loop differs."""
-    import inspect
-
     from diffusers import StableDiffusionAttendAndExcitePipeline
 
     accepted = inspect.signature(StableDiffusionAttendAndExcitePipeline.__init__).parameters

@@ -6,6 +6,7 @@ readers below serve both worlds unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -352,8 +353,6 @@ def shuffled_pairs(data: DiscriminationData, seed: int = 0) -> DiscriminationDat
 def fingerprint(data: DiscriminationData) -> str:
     """A sha256 of what a run learns from (images, texts, boxes, negatives): two splits with the
     same fingerprint train the same way, whatever code or files produced them."""
-    import hashlib
-
     digest = hashlib.sha256()
     for tensor in (data.images, data.caption_image, data.expression_image, data.expression_box, data.hard_captions, data.hard_images):
         if tensor is not None:

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from .data import to_model_images
+from .losses import box_iou, cxcywh_to_xyxy
 
 
 def image_features(embed, images: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -99,8 +100,6 @@ def rec_hits(predicted: torch.Tensor, data, expressions: list[int], iou_threshol
     """Per expression, whether its predicted box (n, 4) hits at IoU >= 0.5 the referred object
     (``target="referred"``, REC's precision@1) or any ground-truth object of the image
     (``"any"``: localisation without selection)."""
-    from .losses import box_iou, cxcywh_to_xyxy
-
     if target not in ("referred", "any"):
         raise ValueError(f"target must be 'referred' or 'any', got {target!r}")
     predicted = cxcywh_to_xyxy(predicted)

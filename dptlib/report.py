@@ -13,6 +13,7 @@ import pandas as pd
 import seaborn as sns
 
 from .config import figures_dir
+from .stats import format_difference, format_interval, verdict
 
 
 def set_theme() -> None:
@@ -72,8 +73,6 @@ def image_grid(
 def interval_table(comparison: pd.DataFrame, column: str, digits: int = 1) -> pd.DataFrame:
     """Rows: methods; columns: the values of ``column`` (a cell level of the index); entries:
     "mean [low, high]" from :func:`dptlib.stats.compare_to_baseline`'s output."""
-    from .stats import format_interval
-
     text = comparison.apply(lambda r: format_interval(r["mean"], r["low"], r["high"], digits), axis=1)
     return _pivot(text, comparison, column)
 
@@ -81,8 +80,6 @@ def interval_table(comparison: pd.DataFrame, column: str, digits: int = 1) -> pd
 def difference_table(comparison: pd.DataFrame, column: str, digits: int = 1) -> pd.DataFrame:
     """Like :func:`interval_table` for the paired difference to the baseline: "+d [low, high]
     (p = ...)", "—" in the baseline's row."""
-    from .stats import format_difference
-
     text = comparison.apply(lambda r: format_difference(r["diff"], r["diff_low"], r["diff_high"], r["p"], digits), axis=1)
     return _pivot(text, comparison, column)
 
@@ -103,8 +100,6 @@ def claim_row(claim: str, paper: str, row: pd.Series, expected_sign: int = +1, c
     difference with its 95 % interval, and the verdict: "holds" / "contradicted" /
     "inconclusive" (:func:`dptlib.stats.verdict`), or for a control that must show nothing,
     "no effect" (the interval contains 0) or "effect"."""
-    from .stats import format_difference, verdict
-
     low, high = row["diff_low"], row["diff_high"]
     judged = ("no effect" if low <= 0 <= high else "effect") if control else verdict(low, high, expected_sign)
     return {"claim": claim, "paper": paper, "toy (difference, 95 % interval)": format_difference(row["diff"], low, high, row["p"], digits),

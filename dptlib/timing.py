@@ -21,6 +21,10 @@ import time
 
 import torch
 
+from .adapter import AdapterConfig, DiscriminativeAdapter
+from .backbone import block_channels, extract_features
+from .sampling import correction_gradient
+
 SD21_UNET = dict(
     sample_size=96, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -55,8 +59,6 @@ def _median_time(fn, repeats: int = 3) -> float:
 
 
 def _stage1_step(unet, adapter, blocks, latents, t, hidden, early_exit: bool, batched: bool):
-    from .backbone import extract_features
-
     def run():
         with torch.no_grad():
             if batched:
@@ -72,9 +74,6 @@ def _stage1_step(unet, adapter, blocks, latents, t, hidden, early_exit: bool, ba
 
 
 def bench_probe(sd21: bool = True, toy: bool = True, septuples: int = 2, sd21_latent: int = 32) -> None:
-    from .adapter import AdapterConfig, DiscriminativeAdapter
-    from .backbone import block_channels
-
     for name, unet, side, text_dim, length in _unets(sd21, toy, sd21_latent):
         n = 6 * septuples
         latents, t = torch.randn(n, 4, side, side), torch.randint(0, 1000, (n,))
@@ -87,8 +86,6 @@ def bench_probe(sd21: bool = True, toy: bool = True, septuples: int = 2, sd21_la
 
         # (b) ITM scoring of one image against 4 captions
         def dpt_score():
-            from .backbone import extract_features
-
             with torch.no_grad():
                 features = extract_features(unet, latents[:4], t[:4], hidden[:4], ["mid"])
                 adapter(features, t[:4])
@@ -112,10 +109,6 @@ def bench_sample(sd21: bool = True, toy: bool = True, batch: int = 2, sd21_laten
     gradient back to z_t, then the same U-Net call), and the average step when the gradient is
     refreshed every 2nd step only. The rest of a sampling step (scheduler, text encoding once per
     image) is the same in all and cheap."""
-    from .adapter import AdapterConfig, DiscriminativeAdapter
-    from .backbone import block_channels
-    from .sampling import correction_gradient
-
     for name, unet, side, text_dim, length in _unets(sd21, toy, sd21_latent):
         adapter = DiscriminativeAdapter(AdapterConfig(dropout=0.0), [block_channels(unet, "mid")], text_dim).eval()
         z = torch.randn(batch, 4, side, side)

@@ -15,6 +15,7 @@ checkpoints, and exact resume: the data and noise of step k depend only on (seed
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -49,7 +50,7 @@ from .checkpoint import (
     training_state_step,
 )
 from .config import resolve_model
-from .data import DiscriminationData, Septuple, sample_septuple
+from .data import DiscriminationData, Septuple, manifest_splits, open_clip_embedder, sample_septuple
 from .losses import grounding_loss, matching_loss, matching_similarity
 
 PAIRS_PER_SEPTUPLE = 6
@@ -457,10 +458,6 @@ def main(argv=None) -> int:
     """``python -m dptlib.train probe ...`` or ``accelerate launch -m dptlib.train probe ...``:
     stage 1 on a data manifest (:func:`dptlib.data.read_manifest`) with an OpenCLIP evaluator
     mining the hard negatives. (The toy world runs through the notebooks.)"""
-    import argparse
-
-    from .data import manifest_splits, open_clip_embedder
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("stage", choices=["probe"])
     parser.add_argument("--scale", default="paper-sd21", choices=sorted(ProbeConfig.PRESETS))

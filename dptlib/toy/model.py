@@ -20,6 +20,7 @@ serves OpenCLIP ViT-H-14 at paper scale.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import json
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..backbone import load_pipeline, noise_latents
 from ..checkpoint import atomic_save_file, load_training_state, save_training_state
-from ..config import TOY_EVALUATOR_DIR, TOY_SD_DIR, set_threads
+from ..config import TOY_EVALUATOR_DIR, TOY_SD_DIR, runs_dir, set_threads
 from ..data import to_model_images, to_uint8_images
 from .world import (
     NUMBER_WORDS,
@@ -47,6 +48,8 @@ from .world import (
     PromptSpec,
     ToyWorld,
     ToyWorldConfig,
+    parse_image,
+    parse_matches_scene,
     score_objects,
 )
 
@@ -694,8 +697,6 @@ def _jsonable(value):
 def vae_quality(vae, world: ToyWorld, n_scenes: int = 500) -> dict[str, float]:
     """PSNR (dB) of VAE reconstructions of held-out scenes, and how often the oracle still reads
     the reconstruction exactly."""
-    from .world import parse_image, parse_matches_scene
-
     scenes = world.scenes("test", n_scenes)
     images = to_model_images(np.stack([world.render(s) for s in scenes]))
     recon = torch.cat([vae.decode(vae.encode(images[i : i + 100]).latent_dist.mean).sample for i in range(0, len(images), 100)])
@@ -741,8 +742,6 @@ def load_evaluator(path: str | Path = TOY_EVALUATOR_DIR):
 
 
 def main(argv=None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(description="Train the toy world's Stable Diffusion and evaluator CLIP from scratch.")
     parser.add_argument("--scale", default="toy", help="smoke | toy")
     parser.add_argument("--out", default=str(TOY_SD_DIR))
@@ -752,8 +751,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = ToyModelConfig.preset(args.scale)
-    from ..config import runs_dir
-
     work_dir = args.work_dir or runs_dir(args.scale) / "toymodel-work"
     report = build_toy_sd(config, args.out, args.evaluator_out, work_dir, args.threads)
     report["command"] = f"python -m dptlib.toy.model --scale {args.scale}"

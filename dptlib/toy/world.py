@@ -24,10 +24,13 @@ the palette colour ``c`` whose direction ``c - b`` has the largest cosine with `
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
@@ -781,11 +784,6 @@ def export_world(world: ToyWorld, root, splits=("train", "val", "test"), n: int 
     (MDETR's RefCOCO format: one "image" entry per expression) and ``scenes_<split>.json`` (the
     structured scene specs, for exact scoring). ``n`` caps the scenes per split.
     """
-    import json
-    from pathlib import Path
-
-    from PIL import Image
-
     root = Path(root)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     categories = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(SHAPES)]
