@@ -241,7 +241,7 @@ report.save_figure(figure, "fig5_samples", params.scale)
 # ## What a corrected step costs
 #
 # Time to sample 32 images, plainly and with self-correction (every step, and with the gradient
-# refreshed every 2nd step), on this machine; medians of 3. `python -m dptlib.bench sample` times
+# refreshed every 2nd step), on this machine; medians of 3. `python -m dptlib.timing sample` times
 # one step at the SD-2.1 U-Net's size.
 
 # %%

@@ -710,7 +710,7 @@ def vae_quality(vae, world: ToyWorld, n_scenes: int = 500) -> dict[str, float]:
 
 def load_toy_pipeline(path: str | Path = TOY_SD_DIR, device: str = "cpu", lora: str | Path | None = None):
     """The shipped toy SD, loaded by the stock diffusers loader (the SD-2.1 code path); with
-    ``lora``, a stage-2 folder (:func:`dptlib.train.save_tuned`), its LoRA loaded by the stock
+    ``lora``, a stage-2 folder (:func:`dptlib.checkpoint.save_tuned`), its LoRA loaded by the stock
     ``pipe.load_lora_weights``."""
     path = Path(path)
     if not (path / "model_index.json").exists():
