@@ -29,7 +29,7 @@
 # what the blocks hold, and REC reads the expression when it picks an object.
 
 # %% tags=["parameters"]
-scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
+scale = None  # "smoke" | "toy" | "paper-sd21"; None reads $DPT_SCALE (default "toy")
 model = "toy"  # the Stable Diffusion probed: "toy" (shipped), a hub id or a local diffusers folder
 data = "toy"  # "toy" (the toy world, with its oracle) or a data manifest: per split, COCO captions + MDETR refexp + images
 evaluator = "toy"  # CLIP that mines negatives and is the zero-shot baseline: "toy" or "open_clip:<arch>:<checkpoint>"
