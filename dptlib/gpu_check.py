@@ -37,7 +37,7 @@ from .adapter import AdapterConfig, DiscriminativeAdapter
 from .backbone import block_channels
 from .sampling import correction_gradient
 from .timing import SD21_UNET
-from .train import PAIRS_PER_SEPTUPLE, DPTModel, StepBatch, TuneConfig
+from .train import PAIRS_PER_SEPTUPLE, DPTModel, StepBatch, TuneConfig, add_lora
 
 TINY_UNET = dict(
     sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64, 64, 64),
@@ -167,11 +167,9 @@ def stage2_step(unet, block: str, side: int, text_len: int, text_dim: int, devic
     """A stage-2 step: LoRA (rank 4, cross-attention, as :class:`TuneConfig`) + adapter, the
     LoRA weights kept in fp32 as trainable weights are in the diffusers LoRA examples."""
     config = TuneConfig(lora_rank=4)
-    unet.add_adapter(config.lora_config())
-    lora = [p for n, p in unet.named_parameters() if "lora_" in n]
+    lora = add_lora(unet, config)
     for p in lora:
         p.data = p.data.float()
-        p.requires_grad_(True)
     adapter = _adapter(unet, block, text_dim, device)
     out = {"block": block, "septuples": septuples, "lora_parameters": sum(p.numel() for p in lora)}
     try:
