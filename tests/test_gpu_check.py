@@ -17,8 +17,10 @@ def test_the_check_runs_end_to_end_on_a_tiny_unet(tmp_path):
     for result in report["stage1"]:
         assert [b["septuples"] for b in result["batches"]] == [1, 2]
         assert result["best"]["samples_per_s"] > 0 and result["best"]["flops_per_step"] > 0
-    # a pass to up1 runs more of the U-Net than one to mid: more FLOPs per step
-    assert report["stage1"][1]["best"]["flops_per_step"] > report["stage1"][0]["best"]["flops_per_step"]
+    # a pass to up1 runs more of the U-Net than one to mid: more FLOPs per sample (the best batch,
+    # chosen by measured speed, may differ between the two blocks)
+    per_sample = [r["best"]["flops_per_step"] / r["best"]["septuples"] for r in report["stage1"]]
+    assert per_sample[1] > per_sample[0]
     assert report["stage2"]["dpt+mse"]["flops_per_step"] > report["stage2"]["dpt"]["flops_per_step"]
     assert report["stage2"]["lora_parameters"] > 0
     assert report["self_correction"]["ratio"] > 1
