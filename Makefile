@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lint setup reproduce retrain smoke test test-unit test-notebooks bench gpu-check toy-model lab sync clean
+.PHONY: lint setup reproduce ablations verify retrain smoke test test-unit test-notebooks bench gpu-check toy-model lab sync clean
 
 ## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
 setup: $(STAMP)
@@ -18,9 +18,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name dpt --display-name "Python (dpt)"
 	@touch $(STAMP)
 
-## reproduce: run every notebook with papermill at the toy scale and regenerate figures/
+## reproduce: the core notebooks (00-03) with papermill at the toy scale: regenerate their figures/ and outputs
 reproduce: setup
-	$(BIN)/python -m dptlib.reproduce --scale toy
+	$(BIN)/python -m dptlib.reproduce --scale toy --only core
+
+## ablations: the ablation notebooks (04-08, one papermill run per variant; finished variants are kept) and 09_results
+ablations: setup
+	$(BIN)/python -m dptlib.reproduce --scale toy --only ablations
+
+## verify: strict nbval on the committed notebooks at the toy scale (every stored output must come out again; hours)
+verify: setup
+	DPT_SCALE=toy $(BIN)/python -m pytest --nbval --nbval-current-env -p no:cacheprovider notebooks/0*.ipynb
 
 ## smoke: the same runs at the smoke scale (minutes; figures go to runs/smoke/figures)
 smoke: setup
@@ -37,6 +45,7 @@ test-unit: setup
 	DPT_SCALE=smoke $(BIN)/python -m pytest tests
 
 test-notebooks: setup
+	rm -rf runs/smoke/ablations  # the smoke batches run afresh: a finished variant would be skipped
 	DPT_SCALE=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 ## bench: performance benchmarks (ratios measured in one run; not part of the tests)

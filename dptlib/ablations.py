@@ -14,6 +14,11 @@ or as named variants (for sweeps over several parameters at once)::
       mid+down2+up0: {blocks: mid+down2+up0}
       all: {blocks: all}
 
+or both (the named variants first, e.g. the untuned base model as a reference row, then the
+sweep). ``reference`` names the variant the others are compared with (default: the first).
+``at_scale: {toy: {probe_steps: 3000}}`` adds shared values at one scale only (a batch's toy
+budget; the smoke scale keeps its preset); a variant's own values still win over them.
+
 Each variant runs into ``runs/<scale>/ablations/<batch>/<variant>/``: the executed notebook, its
 runs folder (the notebook's ``DPT_RUNS_DIR``: checkpoints, metrics) and ``done.json``, which
 records a hash of (notebook, parameters, scale). A variant whose ``done.json`` holds the same
@@ -35,14 +40,16 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from . import report, stats
 from .checkpoint import atomic_write_text
-from .config import check_parameters, repo_root, resolve_scale, runs_dir
+from .config import check_parameters, declared_parameters, repo_root, resolve_scale, runs_dir
 
 KERNEL = "dpt"
 
@@ -54,6 +61,15 @@ class Batch:
     name: str
     notebook: str
     variants: dict[str, dict]
+    reference: str = ""
+    own: dict[str, dict] = field(default_factory=dict)  # each variant's own values (they win over at_scale's)
+    at_scale: dict[str, dict] = field(default_factory=dict)  # scale -> shared values at that scale only
+
+    def for_scale(self, scale: str) -> Batch:
+        """The batch with its ``at_scale`` values for ``scale`` applied (under each variant's own)."""
+        extra = self.at_scale.get(scale, {})
+        variants = {name: {**values, **extra, **self.own.get(name, {})} for name, values in self.variants.items()}
+        return Batch(self.name, self.notebook, variants, self.reference, self.own, {})
 
 
 def load_batch(path: str | Path) -> Batch:
@@ -61,24 +77,32 @@ def load_batch(path: str | Path) -> Batch:
     checked against the notebook's ``parameters`` cell before anything runs."""
     path = Path(path)
     spec = yaml.safe_load(path.read_text()) or {}
-    allowed = {"notebook", "shared", "sweep", "values", "variants"}
+    allowed = {"notebook", "shared", "sweep", "values", "variants", "reference", "at_scale"}
     unknown = sorted(set(spec) - allowed)
     if unknown or "notebook" not in spec:
         raise ValueError(f"{path}: a batch file has 'notebook' and {sorted(allowed - {'notebook'})}; got {sorted(spec)}")
-    if ("sweep" in spec) == ("variants" in spec) or ("sweep" in spec) != ("values" in spec):
-        raise ValueError(f"{path}: give either 'sweep' with 'values', or 'variants'")
+    if ("sweep" in spec) != ("values" in spec) or not ("sweep" in spec or "variants" in spec):
+        raise ValueError(f"{path}: give 'sweep' with 'values', or 'variants', or both")
     shared = dict(spec.get("shared") or {})
+    variants = {str(name): dict(values or {}) for name, values in (spec.get("variants") or {}).items()}
     if "sweep" in spec:
-        variants = {f"{spec['sweep']}={value}": {spec["sweep"]: value} for value in spec["values"]}
-    else:
-        variants = {str(name): dict(values or {}) for name, values in spec["variants"].items()}
+        variants.update({f"{spec['sweep']}={value}": {spec["sweep"]: value} for value in spec["values"]})
+    own = variants
     variants = {name: {**shared, **values} for name, values in variants.items()}
-    for name, parameters in variants.items():
-        try:
-            check_parameters(spec["notebook"], parameters)
-        except ValueError as error:
-            raise ValueError(f"{path}: variant {name!r}: {error}") from None
-    return Batch(path.stem, spec["notebook"], variants)
+    at_scale = {str(scale): dict(values or {}) for scale, values in (spec.get("at_scale") or {}).items()}
+    for scale in at_scale:
+        resolve_scale(scale)  # an unknown scale is a ValueError naming the known ones
+    reference = str(spec.get("reference", next(iter(variants), "")))
+    if reference not in variants:
+        raise ValueError(f"{path}: reference {reference!r} is not a variant; variants: {list(variants)}")
+    batch = Batch(path.stem, spec["notebook"], variants, reference, own, at_scale)
+    for scale in [None, *at_scale]:
+        for name, parameters in (batch.for_scale(scale) if scale else batch).variants.items():
+            try:
+                check_parameters(spec["notebook"], parameters)
+            except ValueError as error:
+                raise ValueError(f"{path}: variant {name!r}{f' at scale {scale!r}' if scale else ''}: {error}") from None
+    return batch
 
 
 def run_hash(notebook: str, parameters: dict, scale: str) -> str:
@@ -107,12 +131,29 @@ def _environment(**values: str):
 
 
 def execute(notebook: str, output: Path, parameters: dict, runs: Path) -> None:
-    """One papermill run of ``notebooks/<notebook>.ipynb``, its runs folder set to ``runs``."""
+    """One papermill run of ``notebooks/<notebook>.ipynb``, its runs folder set to ``runs``.
+
+    A notebook with a ``shared_dir`` parameter gets ``runs/<scale>/ablations/shared``: what
+    variants of every batch share (stage-1 adapters by their settings, the exported data). The
+    path is not part of the variant's hash: moving the checkout does not redo finished variants.
+    """
     import papermill
 
+    if "shared_dir" in declared_parameters(notebook) and "shared_dir" not in parameters:
+        parameters = {**parameters, "shared_dir": str(shared_dir(parameters["scale"]))}
     with _environment(DPT_RUNS_DIR=str(runs), HF_HUB_OFFLINE="1"):
         papermill.execute_notebook(str(repo_root() / "notebooks" / f"{notebook}.ipynb"), str(output), parameters=parameters,
                                    kernel_name=KERNEL, cwd=str(repo_root() / "notebooks"), progress_bar=False)
+
+
+def shared_dir(scale: str) -> Path:
+    """What the variants of all batches share at a scale (stage-1 adapters, exported data)."""
+    return runs_dir(scale) / "ablations" / "shared"
+
+
+def variant_dir(batch: Batch, name: str, scale: str) -> Path:
+    """``runs/<scale>/ablations/<batch>/<variant>``: where a variant's run and results live."""
+    return runs_dir(scale) / "ablations" / batch.name / name.replace("/", "_")
 
 
 def _prepare(folder: Path, digest: str) -> None:
@@ -129,16 +170,16 @@ def _prepare(folder: Path, digest: str) -> None:
 def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execute, progress: bool = True) -> dict[str, str]:
     """Run the batch's variants (or ``only`` those); returns variant -> "done" / "skipped" /
     "failed: <error>". ``run(notebook, output, parameters, runs_folder)`` executes one variant."""
+    batch = batch.for_scale(scale)
     unknown = sorted(set(only or []) - set(batch.variants))
     if unknown:
         raise ValueError(f"batch {batch.name!r} has no variant(s) {unknown}; variants: {list(batch.variants)}")
-    root = runs_dir(scale) / "ablations" / batch.name
     outcome = {}
     names = [name for name in batch.variants if not only or name in only]
     for name in tqdm(names, desc=batch.name, disable=not progress):
         parameters = {**batch.variants[name], "scale": scale}
         digest = run_hash(batch.notebook, parameters, scale)
-        folder = root / name.replace("/", "_")
+        folder = variant_dir(batch, name, scale)
         if finished(folder, digest):
             outcome[name] = "skipped"
             continue
@@ -154,6 +195,140 @@ def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execu
                                       "seconds": round(time.time() - start, 1)}, indent=1), folder / "done.json")
         outcome[name] = "done"
     return outcome
+
+
+@dataclass
+class Results:
+    """A batch's finished variants, read back: ``metrics`` (one row per variant: its headline
+    numbers and seconds), ``generation`` (one row per image: variant, sampling, cell, prompt,
+    seed and the oracle's / CLIP's scores) and ``discrimination`` (one row per query: variant,
+    task, item, correct). ``missing``: the variants without results (not run, or failed)."""
+
+    metrics: pd.DataFrame
+    generation: pd.DataFrame
+    discrimination: pd.DataFrame
+    missing: list[str]
+
+
+def collect(batch: Batch, scale: str, only: list[str] | None = None) -> Results:
+    """Read the results of ``batch``'s finished variants (those whose ``done.json`` matches
+    their parameters) at ``scale``, in the batch's order."""
+    metrics, generation, discrimination, missing = [], [], [], []
+    batch = batch.for_scale(scale)
+    for name, parameters in batch.variants.items():
+        if only and name not in only:
+            continue
+        folder = variant_dir(batch, name, scale)
+        done = folder / "done.json"
+        runs = folder / "runs" / scale
+        if not finished(folder, run_hash(batch.notebook, {**parameters, "scale": scale}, scale)):
+            missing.append(name)
+            continue
+        found = json.loads((runs / "metrics.json").read_text())
+        row = {"variant": name, **found.get("discrimination", {}), "seconds": json.loads(done.read_text())["seconds"]}
+        for method, cells in found.get("generation", {}).items():
+            row[f"Fréchet ({method})"] = cells.get("frechet")
+        metrics.append(row)
+        if (runs / "generation_scores.csv").exists():
+            generation.append(pd.read_csv(runs / "generation_scores.csv").assign(variant=name))
+        if (runs / "discrimination_outcomes.csv").exists():
+            discrimination.append(pd.read_csv(runs / "discrimination_outcomes.csv").assign(variant=name))
+    frame = pd.DataFrame(metrics).set_index("variant") if metrics else pd.DataFrame()
+    join = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()  # noqa: E731
+    return Results(frame, join(generation), join(discrimination), missing)
+
+
+def compare_variants(results: Results, reference: str, discrimination_reference: str | None = None,
+                     metric: str = "correct") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Paired comparisons of every variant with a reference (:func:`dptlib.stats.compare_to_baseline`).
+
+    Generation: per cell, each variant's images (``"<variant>"`` plain, ``"<variant> + SC"``
+    self-corrected) against the ``reference`` variant's plain images of the same prompts and
+    seeds, on ``metric``. Discrimination: per task (ITM overall, REC P@1), each variant against
+    ``discrimination_reference`` on the same queries; where that variant has no results (not
+    run: a smoke batch runs two variants), against the first variant that has them.
+    """
+    generation = pd.DataFrame()
+    if not results.generation.empty:
+        images = results.generation.copy()
+        images["method"] = images["variant"] + images["method"].map({"plain": "", "self-corrected": " + SC"})
+        order = [f"{v}{s}" for v in dict.fromkeys(images["variant"]) for s in ("", " + SC") if f"{v}{s}" in set(images["method"])]
+        generation = stats.compare_to_baseline(images, metric, reference, cell_cols=("cell",), methods=order)
+    discrimination = pd.DataFrame()
+    if not results.discrimination.empty:
+        measured = list(dict.fromkeys(results.discrimination["variant"]))
+        chosen = discrimination_reference if discrimination_reference in measured else measured[0]
+        discrimination = stats.compare_to_baseline(results.discrimination, "correct", chosen,
+                                                   method_col="variant", cell_cols=("task",), item_cols=("item",), cluster_col=None)
+    return generation, discrimination
+
+
+CLAIM_COLUMNS = ["claim", "paper", "toy (difference, 95 % interval)", "n", "verdict"]
+
+
+def claims_frame(rows: list[dict | None]) -> pd.DataFrame:
+    """The claims a notebook could test (:func:`variant_claim` rows; None where a variant has no
+    results) as a table with :data:`CLAIM_COLUMNS`, also when there are none."""
+    return pd.DataFrame([row for row in rows if row is not None], columns=CLAIM_COLUMNS)
+
+
+def panels(generation: pd.DataFrame, discrimination: pd.DataFrame) -> pd.DataFrame:
+    """The two comparisons of :func:`compare_variants` stacked for one figure, indexed by
+    (panel, variant): a panel per discrimination task and per generation cell."""
+    parts = [c.rename_axis(["panel", "variant"]) for c in (discrimination, generation) if not c.empty]
+    return pd.concat(parts) if parts else pd.DataFrame()
+
+
+def variant_claim(results: Results, claim: str, paper: str, baseline: str, method: str, cell: str,
+                  expected_sign: int = +1, control: bool = False, metric: str = "correct") -> dict | None:
+    """One line of the claims table (:func:`dptlib.report.claim_row`): ``method`` against
+    ``baseline`` in ``cell``, paired, on those two only. A generation cell ("toy-cc (ID)")
+    compares images (a name ending in " + SC" means self-corrected), a task ("ITM overall",
+    "REC P@1") compares queries. None where either variant has no results."""
+    def label(frame):
+        return frame["variant"] + frame["method"].map({"plain": "", "self-corrected": " + SC"})
+
+    if cell in set(results.discrimination.get("task", [])):
+        frame = results.discrimination.rename(columns={"variant": "method"})
+        options = dict(cell_cols=("task",), item_cols=("item",), cluster_col=None)
+    elif not results.generation.empty:
+        frame = results.generation.assign(method=label(results.generation))
+        options = dict(cell_cols=("cell",))
+    else:
+        return None
+    found = set(frame.loc[frame[options["cell_cols"][0]] == cell, "method"])
+    if baseline not in found or method not in found:
+        return None
+    row = stats.compare_pair(frame, metric, baseline, method, cell=cell, **options)
+    return report.claim_row(claim, paper, row, expected_sign=expected_sign, control=control)
+
+
+def run_and_collect(name: str, scale: str | None = None, max_variants: int | None = None, run: bool = True,
+                    progress: bool = True) -> tuple[Batch, Results]:
+    """What an ablation notebook does first: read ``papermill_params/ablations/<name>.yaml``, run
+    its first ``max_variants`` variants (all if None) whose results are missing (``run=False``:
+    none), report failures, and read the results back."""
+    scale = resolve_scale(scale)
+    batch = load_batch(repo_root() / "papermill_params" / "ablations" / f"{name}.yaml")
+    names = list(batch.variants)[:max_variants]
+    if run:
+        for variant, outcome in run_batch(batch, scale, names, progress=progress).items():
+            if outcome.startswith("failed"):
+                print(f"[{batch.name}] {variant}: {outcome} (see {variant_dir(batch, variant, scale) / 'error.txt'})")
+    return batch, collect(batch, scale, names)
+
+
+def batch_times(scale: str) -> pd.DataFrame:
+    """Per batch file: its variants, how many have finished at ``scale`` and the minutes their
+    runs took (from each ``done.json``), as measured on the machine that ran them."""
+    rows = []
+    for path in sorted((repo_root() / "papermill_params" / "ablations").glob("*.yaml")):
+        batch = load_batch(path).for_scale(scale)
+        seconds = [json.loads((variant_dir(batch, name, scale) / "done.json").read_text())["seconds"]
+                   for name, parameters in batch.variants.items()
+                   if finished(variant_dir(batch, name, scale), run_hash(batch.notebook, {**parameters, "scale": scale}, scale))]
+        rows.append({"batch": batch.name, "variants": len(batch.variants), "finished": len(seconds), "minutes": sum(seconds) / 60})
+    return pd.DataFrame(rows).set_index("batch")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for batch in batches:
         if args.list:
-            for name, parameters in batch.variants.items():
+            for name, parameters in batch.for_scale(scale).variants.items():
                 digest = run_hash(batch.notebook, {**parameters, "scale": scale}, scale)
-                done = finished(runs_dir(scale) / "ablations" / batch.name / name.replace("/", "_"), digest)
+                done = finished(variant_dir(batch, name, scale), digest)
                 print(f"{batch.name:16s} {name:24s} {'done' if done else 'to run'}")
             continue
         for name, result in run_batch(batch, scale, args.variant).items():

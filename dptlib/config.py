@@ -122,6 +122,20 @@ PRESETS: dict[str, dict[str, dict]] = {
                     control_cells=HEADLINE_CELLS, n_positive_control_prompts=75, seeds=[0, 1, 2, 3], num_inference_steps=15,
                     attn_res=[8, 8]),
     },
+    # one ablation variant (notebooks/ablation_variant): DPT end to end at a budget that lets a batch of
+    # variants fit an hour on 2 cores; the batch files in papermill_params/ablations say what they change
+    "ablation_variant": {
+        "smoke": dict(probe_steps=2, tune_steps=2, batch_size=4, n_train_images=24, n_test_images=12, n_rec_expressions=12,
+                      prompts={"toy-cc (ID)": 2, "toy-cc (OOD)": 1, "toy-nss (ID)": 2}, seeds=[0], num_inference_steps=3,
+                      n_real_images=16),
+        "toy": dict(probe_steps=600, tune_steps=100, batch_size=16, n_train_images=4000, n_test_images=500, n_rec_expressions=500,
+                    prompts={"toy-cc (ID)": 100, "toy-cc (OOD)": 56, "toy-nss (ID)": 100}, seeds=[0], num_inference_steps=15,
+                    n_real_images=500),
+    },
+    # the ablation notebooks: at the smoke scale a batch's first two variants (what `make test` runs)
+    **{name: {"smoke": dict(max_variants=2), "toy": dict()} for name in (
+        "04_ablation_blocks", "05_ablation_lora_rank", "06_ablation_adapter_layers", "07_ablation_timesteps", "08_ablation_mse")},
+    "09_results": {"smoke": dict(), "toy": dict()},
     "03_self_correction": {
         "smoke": dict(etas=[0.0, 0.1], sweep_seeds=[0], ablation_steps=2, n_train_images=24),
         "toy": dict(etas=[0.0, 0.03, 0.1, 0.3, 1.0], sweep_seeds=[0, 1], ablation_steps=300, n_train_images=4000),

@@ -22,21 +22,43 @@ def set_theme() -> None:
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
 
 
-def save_table(table: pd.DataFrame, name: str, scale: str, floatfmt: str = ".3f") -> tuple[Path, Path]:
-    """Write ``table`` as ``<name>.csv`` and ``<name>.md`` into the scale's figures folder."""
-    folder = figures_dir(scale)
-    csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
+def _flat(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``table`` with its row labels as leading columns and flat column names, and how many label columns."""
     labels = 0 if isinstance(table.index, pd.RangeIndex) else table.index.nlevels
     flat = table.copy() if labels == 0 else table.reset_index()
     if isinstance(flat.columns, pd.MultiIndex):  # ("mean", "correct") -> "mean correct"
         flat.columns = [" ".join(str(part) for part in column if str(part)) for column in flat.columns]
-    flat.to_csv(csv_path, index=False)
-    # the row labels (an eta of 0.03, a timestep of 250) are names, not measurements: written as
-    # they are, not in the measurements' float format
+    return flat, labels
+
+
+def markdown_table(table: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """``table`` as GitHub Markdown, row labels as leading columns written as they are (an eta
+    of 0.03, a timestep of 250 are names, not measurements in the float format)."""
+    flat, labels = _flat(table)
     for column in flat.columns[:labels]:
         flat[column] = [f"{v:g}" if isinstance(v, float) else str(v) for v in flat[column]]
-    md_path.write_text(flat.to_markdown(index=False, floatfmt=floatfmt, disable_numparse=list(range(labels))) + "\n")
+    return flat.to_markdown(index=False, floatfmt=floatfmt, disable_numparse=list(range(labels))) + "\n"
+
+
+def save_table(table: pd.DataFrame, name: str, scale: str, floatfmt: str = ".3f") -> tuple[Path, Path]:
+    """Write ``table`` as ``<name>.csv`` and ``<name>.md`` into the scale's figures folder."""
+    folder = figures_dir(scale)
+    csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
+    _flat(table)[0].to_csv(csv_path, index=False)
+    md_path.write_text(markdown_table(table, floatfmt))
     return csv_path, md_path
+
+
+def replace_between_markers(path: Path, name: str, text: str) -> None:
+    """Replace what lies between the lines ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` of
+    the file at ``path`` with ``text`` (a ``ValueError`` if the markers are missing)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    content = Path(path).read_text()
+    if content.count(begin) != 1 or content.count(end) != 1 or content.index(begin) > content.index(end):
+        raise ValueError(f"{path}: expected one '{begin}' line before one '{end}' line")
+    head, rest = content.split(begin)
+    _, tail = rest.split(end)
+    Path(path).write_text(f"{head}{begin}\n{text.rstrip()}\n{end}{tail}")
 
 
 def save_figure(figure: plt.Figure, name: str, scale: str) -> Path:
@@ -104,3 +126,41 @@ def claim_row(claim: str, paper: str, row: pd.Series, expected_sign: int = +1, c
     judged = ("no effect" if low <= 0 <= high else "effect") if control else verdict(low, high, expected_sign)
     return {"claim": claim, "paper": paper, "toy (difference, 95 % interval)": format_difference(row["diff"], low, high, row["p"], digits),
             "n": int(row["n"]), "verdict": judged}
+
+
+def variant_table(generation: pd.DataFrame, discrimination: pd.DataFrame, differences: bool = False, digits: int = 1) -> pd.DataFrame:
+    """An ablation's table from :func:`dptlib.ablations.compare_variants`: one row per variant
+    (and per self-corrected variant, "<variant> + SC"), discrimination tasks then generation cells
+    as columns; each entry the mean with its 95 % interval, or with ``differences=True`` the
+    paired difference to the reference. Empty where a variant was not measured on a column."""
+    pivot = difference_table if differences else interval_table
+    parts = [pivot(comparison, level, digits) for comparison, level in ((discrimination, "task"), (generation, "cell"))
+             if not comparison.empty]
+    if not parts:
+        return pd.DataFrame()
+    order = list(dict.fromkeys(name for part in reversed(parts) for name in part.index))
+    return pd.concat(parts, axis=1).reindex(order).fillna("")
+
+
+def interval_plot(comparison: pd.DataFrame, x: str, col: str, hue: str | None = None, ylabel: str = "%",
+                  order: list[str] | None = None, height: float = 2.6) -> sns.FacetGrid:
+    """Means with their 95 % intervals (the ``mean``, ``low``, ``high`` columns of
+    :func:`dptlib.stats.compare_to_baseline`) as points with error bars: ``x`` and ``col`` (and
+    ``hue``) are columns or index levels of ``comparison``. The intervals are the tables' own,
+    not seaborn's re-estimate."""
+    frame = comparison.reset_index()
+    grid = sns.FacetGrid(frame, col=col, hue=hue, sharey=False, height=height, aspect=1.3)
+    positions = {name: i for i, name in enumerate(order or list(dict.fromkeys(frame[x])))}
+
+    def draw(data, color, label=None, **_):
+        xs = data[x].map(positions)
+        plt.errorbar(xs, data["mean"], yerr=[data["mean"] - data["low"], data["high"] - data["mean"]], fmt="o", color=color,
+                     label=label, capsize=2, markersize=4)
+
+    grid.map_dataframe(draw)
+    grid.set(xticks=list(positions.values()), ylabel=ylabel, xlabel="")
+    for ax in grid.axes.flat:
+        ax.set_xticklabels(list(positions), rotation=60, ha="right")
+    if hue:
+        grid.add_legend()
+    return grid

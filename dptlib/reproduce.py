@@ -13,6 +13,10 @@ readers see the results without running anything.
 
     python -m dptlib.reproduce [--scale toy] [--only 00_toy_world ...] [--no-write-back] [--set NAME=VALUE ...]
     python -m dptlib.reproduce --scale paper-sd21 --params papermill_params/paper --only 01_probing
+    python -m dptlib.reproduce --ablation blocks [--variant up1]   # one ablation batch (dptlib.ablations)
+
+``CORE`` are the notebooks of ``make reproduce`` (the paper's main tables), ``ABLATIONS`` those of
+``make ablations`` (each runs its batches, then draws its table; ``09_results`` gathers the claims).
 
 Paths in a run file are read from ``notebooks/`` (the kernels' working folder): give absolute ones.
 """
@@ -30,6 +34,9 @@ import yaml
 from .config import check_parameters, repo_root, resolve_scale, runs_dir
 
 KERNEL = "dpt"
+CORE = ("00_toy_world", "00b_base_model", "01_probing", "02_tuning", "03_self_correction")
+ABLATIONS = ("04_ablation_blocks", "05_ablation_lora_rank", "06_ablation_adapter_layers", "07_ablation_timesteps", "08_ablation_mse",
+             "09_results")
 
 
 def load_runs(params_dir: Path) -> list[tuple[Path, str, dict]]:
@@ -83,20 +90,30 @@ def parse_overrides(items: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default=None, help="smoke | toy (default: $DPT_SCALE or toy)")
-    parser.add_argument("--only", nargs="*", default=None, help="run only these notebooks")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these notebooks (or 'core' / 'ablations')")
+    parser.add_argument("--ablation", nargs="*", default=None, metavar="BATCH",
+                        help="run these ablation batches (papermill_params/ablations/BATCH.yaml) and nothing else")
+    parser.add_argument("--variant", nargs="*", default=None, help="with --ablation: only these variants")
     parser.add_argument("--params", default="papermill_params",
                         help="folder of run files (default papermill_params; paper scale: papermill_params/paper)")
     parser.add_argument("--no-write-back", action="store_true", help="leave notebooks/*.ipynb untouched")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                         help="override a parameter of the runs (VALUE read as YAML), e.g. --set retrain=true")
     args = parser.parse_args(argv)
+    if args.ablation is not None:
+        from . import ablations
+
+        return ablations.main([*args.ablation, *(["--scale", args.scale] if args.scale else []),
+                               *(["--variant", *args.variant] if args.variant else [])])
     overrides = parse_overrides(args.set)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     scale = resolve_scale(args.scale)
     root = repo_root()
     runs = load_runs(root / args.params)
     if args.only:
-        runs = [r for r in runs if r[1] in args.only]
+        groups = {"core": CORE, "ablations": ABLATIONS}
+        only = {name for item in args.only for name in groups.get(item, (item,))}
+        runs = [r for r in runs if r[1] in only]
     runs = [(path, notebook, {**parameters, **overrides}) for path, notebook, parameters in runs]
     for _, notebook, parameters in runs:  # check everything before spending time on any run
         validate_run(notebook, parameters)

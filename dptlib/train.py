@@ -170,7 +170,8 @@ def septuple_batch(
 def dpt_losses(adapter: DiscriminativeAdapter, features: list[torch.Tensor], batch: StepBatch,
                objectives: str = "both") -> dict[str, torch.Tensor]:
     """Eq. 8 on one step's features: matching (Eq. 3-4) + grounding (Eq. 7); ``objectives``
-    "matching" or "grounding" keeps one of them (Tab. 4's GM / LG)."""
+    "matching" or "grounding" keeps one of them (Tab. 4's GM / LG); "none" keeps neither (the
+    "MSE only" row of Tab. 5, where the denoising loss of stage 2 is the whole objective)."""
     out = adapter(features, batch.timesteps)
     b = len(batch.boxes)
     device = batch.timesteps.device
@@ -189,7 +190,7 @@ def dpt_losses(adapter: DiscriminativeAdapter, features: list[torch.Tensor], bat
     match = matching_loss(image_to_text, text_to_image, adapter_scale(adapter))
     ground = grounding_loss(out.grounding_logits[ref], out.boxes[ref], out.semantic_embeddings[ref], batch.boxes,
                             batch.text_pooled[ref], adapter_scale(adapter))
-    loss = {"both": match + ground.total, "matching": match, "grounding": ground.total}[objectives]
+    loss = {"both": match + ground.total, "matching": match, "grounding": ground.total, "none": 0.0 * match}[objectives]
     return {"loss": loss, "matching": match.detach(), "grounding": ground.total.detach(),
             "l1": ground.l1.detach(), "giou": ground.giou.detach()}
 
@@ -368,7 +369,7 @@ class TuneConfig(ProbeConfig):
     lora_alpha: float | None = None  # None: = rank
     lora_targets: str = "cross-attention"
     trainable: str = "adapter+lora"  # or "lora" (Tab. 11)
-    objectives: str = "both"  # "matching" (GM), "grounding" (LG) or "both" (Tab. 4)
+    objectives: str = "both"  # "matching" (GM), "grounding" (LG), "both" (Tab. 4) or "none" (MSE only, Tab. 5)
     mse_coef: float = 0.0  # weight of the denoising loss (Tab. 5, 9)
     validate_every: int = 0  # steps between validation scores (checkpoint selection); 0: never
 
@@ -386,8 +387,10 @@ class TuneConfig(ProbeConfig):
             raise ValueError(f"lora_targets must be one of {list(LORA_TARGETS)}")
         if self.trainable not in ("adapter+lora", "lora"):
             raise ValueError("trainable must be 'adapter+lora' or 'lora'")
-        if self.objectives not in ("both", "matching", "grounding"):
-            raise ValueError("objectives must be 'both', 'matching' or 'grounding'")
+        if self.objectives not in ("both", "matching", "grounding", "none"):
+            raise ValueError("objectives must be 'both', 'matching', 'grounding' or 'none'")
+        if self.objectives == "none" and self.mse_coef <= 0:
+            raise ValueError("objectives='none' trains on the denoising loss alone: it needs mse_coef > 0")
 
     def lora_config(self):
         from peft import LoraConfig

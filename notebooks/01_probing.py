@@ -361,7 +361,7 @@ tab3_differences
 #
 # Larger $t$ means more noise on the image. The paper trains *and* tests an adapter at each
 # timestep; here the one adapter, trained on $t \sim U[0, 1000)$, is tested at each fixed $t$ (a
-# cheaper variant; the paper's protocol is the timestep ablation's).
+# cheaper variant; `07_ablation_timesteps` runs the paper's protocol).
 
 # %%
 frames = []
@@ -373,5 +373,5 @@ by_timestep_outcomes.to_csv(run_dir / "timestep_outcomes.csv", index=False)
 by_timestep = stats.compare_to_baseline(by_timestep_outcomes, "correct", str(params.eval_timestep), cell_cols=("task",),
                                         item_cols=("item",), cluster_col=None)
 tab10 = report.interval_table(by_timestep, "task")[["I->T", "T->I", "ITM overall", "REC P@1", "REC any object"]]
-report.save_table(tab10.rename_axis("timestep"), "tab10_timesteps", params.scale)
+report.save_table(tab10.rename_axis("timestep"), "tab10_timesteps_one_adapter", params.scale)
 tab10

@@ -4,9 +4,10 @@ the others. The notebook run itself is stubbed: these tests are about the batch'
 
 import json
 
+import pandas as pd
 import pytest
 
-from dptlib import ablations
+from dptlib import ablations, report
 
 
 def _write(path, text):
@@ -31,8 +32,45 @@ def test_a_sweep_makes_one_variant_per_value_and_checks_them(tmp_path):
     assert named.variants == {"dpt": {}, "both": {"mse_coef": 0.1}}
     with pytest.raises(ValueError, match="variant 'lora_rank=x'.*lora_rank"):
         ablations.load_batch(_write(tmp_path / "bad.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [x]\n"))
-    with pytest.raises(ValueError, match="either 'sweep' with 'values', or 'variants'"):
-        ablations.load_batch(_write(tmp_path / "both.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvariants: {a: {}}\n"))
+    with pytest.raises(ValueError, match="'sweep' with 'values', or 'variants', or both"):
+        ablations.load_batch(_write(tmp_path / "neither.yaml", "notebook: 02_tuning\nshared: {steps: 3}\n"))
+    with pytest.raises(ValueError, match="'sweep' with 'values'"):
+        ablations.load_batch(_write(tmp_path / "half.yaml", "notebook: 02_tuning\nsweep: lora_rank\n"))
+
+
+def test_named_variants_come_before_the_sweep_and_the_reference_is_checked(tmp_path):
+    both = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nvariants:\n  base: {steps: 0}\n"
+                                       "sweep: lora_rank\nvalues: [4, 1]\n"))
+    assert list(both.variants) == ["base", "lora_rank=4", "lora_rank=1"] and both.reference == "base"
+    chosen = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nreference: lora_rank=1\n"
+                                         "sweep: lora_rank\nvalues: [4, 1]\n"))
+    assert chosen.reference == "lora_rank=1"
+    scaled = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nshared: {steps: 2}\n"
+                                         "at_scale: {toy: {steps: 300, batch_size: 8}}\n"
+                                         "variants:\n  base: {steps: 0}\nsweep: lora_rank\nvalues: [4]\n"))
+    assert scaled.for_scale("smoke").variants == {"base": {"steps": 0}, "lora_rank=4": {"steps": 2, "lora_rank": 4}}
+    # the toy budget applies at the toy scale, under each variant's own values
+    assert scaled.for_scale("toy").variants == {"base": {"steps": 0, "batch_size": 8},
+                                                "lora_rank=4": {"steps": 300, "batch_size": 8, "lora_rank": 4}}
+    with pytest.raises(ValueError, match="unknown scale 'huge'"):
+        ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nat_scale: {huge: {}}\nsweep: lora_rank\nvalues: [1]\n"))
+    with pytest.raises(ValueError, match="variant 'lora_rank=1' at scale 'toy'"):
+        ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nat_scale: {toy: {steps: many}}\n"
+                                    "sweep: lora_rank\nvalues: [1]\n"))
+    with pytest.raises(ValueError, match="reference 'rank=1' is not a variant"):
+        ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nreference: rank=1\nsweep: lora_rank\nvalues: [1]\n"))
+
+
+def test_every_committed_batch_file_is_valid():
+    """Each papermill_params/ablations/*.yaml loads and its variants pass the notebook's checks."""
+    from dptlib.config import repo_root
+
+    paths = sorted((repo_root() / "papermill_params" / "ablations").glob("*.yaml"))
+    names = {p.stem for p in paths}
+    assert {"blocks", "lora_rank", "adapter_layers", "timesteps", "mse", "trainable"} <= names
+    for path in paths:
+        batch = ablations.load_batch(path)
+        assert batch.notebook == "ablation_variant" and len(batch.variants) >= 2, path
 
 
 def test_finished_variants_are_skipped_failures_reported_and_changes_rerun(tmp_path, runs):
@@ -97,3 +135,77 @@ def test_a_variant_runs_its_notebook_by_papermill_into_its_own_folder(tmp_path, 
     folder = runs / "smoke" / "ablations" / "oracle" / "seed=1"
     assert (folder / "00_toy_world.ipynb").exists() and (folder / "runs" / "smoke" / "toyworld").is_dir()
     assert json.loads((folder / "done.json").read_text())["parameters"] == {"seed": 1, "scale": "smoke"}
+
+
+def _fake_run(correct_by_variant):
+    """A stub of one variant's notebook: writes the files ablation_variant writes, with every image
+    (2 prompts x 2 seeds, one cell) and every ITM query (4) right or wrong as given."""
+    def run(notebook, output, parameters, runs_folder):
+        rate = correct_by_variant[parameters["lora_rank"]]
+        folder = runs_folder / parameters["scale"]
+        folder.mkdir(parents=True)
+        images = pd.DataFrame({"method": "plain", "cell": "toy-cc (ID)", "prompt": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1],
+                               "correct": [rate] * 4, "binding": [rate] * 4, "clip_score": [30.0] * 4})
+        images.to_csv(folder / "generation_scores.csv", index=False)
+        pd.DataFrame({"task": "ITM overall", "item": range(4), "correct": [bool(rate)] * 4}).to_csv(
+            folder / "discrimination_outcomes.csv", index=False)
+        (folder / "metrics.json").write_text(json.dumps({"discrimination": {"ITM overall": 100.0 * rate},
+                                                         "generation": {"plain": {"frechet": 1.5}}}))
+    return run
+
+
+def test_results_are_collected_and_compared_paired_with_the_reference(tmp_path, runs):
+    batch = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [1, 2, 4]\n"))
+    ablations.run_batch(batch, "smoke", only=["lora_rank=1", "lora_rank=2"], run=_fake_run({1: 0, 2: 1}), progress=False)
+    results = ablations.collect(batch, "smoke")
+    assert results.missing == ["lora_rank=4"] and list(results.metrics.index) == ["lora_rank=1", "lora_rank=2"]
+    assert results.metrics.loc["lora_rank=2", "ITM overall"] == 100.0 and results.metrics.loc["lora_rank=1", "Fréchet (plain)"] == 1.5
+    generation, discrimination = ablations.compare_variants(results, "lora_rank=1")
+    # every image of rank 2 is right where rank 1's twin is wrong: +100 points on 4 pairs
+    assert generation.loc[("toy-cc (ID)", "lora_rank=2"), "diff"] == 100.0 and generation.loc[("toy-cc (ID)", "lora_rank=2"), "n"] == 4
+    assert discrimination.loc[("ITM overall", "lora_rank=2"), "diff"] == 100.0
+    table = report.variant_table(generation, discrimination, differences=True)
+    assert list(table.index) == ["lora_rank=1", "lora_rank=2"] and list(table.columns) == ["ITM overall", "toy-cc (ID)"]
+    assert table.loc["lora_rank=1", "toy-cc (ID)"] == "—" and table.loc["lora_rank=2", "ITM overall"].startswith("+100.0")
+    claim = ablations.variant_claim(results, "rank 2 beats rank 1", "+1", "lora_rank=1", "lora_rank=2", "toy-cc (ID)")
+    assert claim["n"] == 4 and claim["toy (difference, 95 % interval)"].startswith("+100.0")
+    assert ablations.variant_claim(results, "rank 4 beats rank 1", "+1", "lora_rank=1", "lora_rank=4", "toy-cc (ID)") is None
+    assert ablations.variant_claim(results, "ITM", "+1", "lora_rank=1", "lora_rank=2", "ITM overall")["n"] == 4
+
+
+def test_the_readme_section_between_markers_is_replaced(tmp_path):
+    readme = _write(tmp_path / "README.md", "intro\n<!-- claims:begin -->\nold\n<!-- claims:end -->\nrest\n")
+    report.replace_between_markers(readme, "claims", "| new |\n")
+    assert readme.read_text() == "intro\n<!-- claims:begin -->\n| new |\n<!-- claims:end -->\nrest\n"
+    with pytest.raises(ValueError, match="expected one"):
+        report.replace_between_markers(readme, "times", "x")
+
+
+def test_reproduce_runs_one_ablation_batch(monkeypatch):
+    from dptlib import reproduce
+
+    seen = []
+    monkeypatch.setattr(ablations, "main", lambda argv: seen.append(argv) or 0)
+    assert reproduce.main(["--ablation", "blocks", "--scale", "smoke", "--variant", "up1"]) == 0
+    assert seen == [["blocks", "--scale", "smoke", "--variant", "up1"]]
+
+
+def _printed(notebook) -> str:
+    """Everything an executed notebook's cells printed."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c["outputs"])
+
+
+def test_variants_that_change_only_stage_2_share_one_stage_1_adapter(tmp_path, runs):
+    """The real worker notebook at the smoke scale, twice: the second variant finds the first's adapter."""
+    pytest.importorskip("papermill")
+    batch = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: ablation_variant\nshared: {generate: false}\n"
+                                        "sweep: lora_rank\nvalues: [1, 2]\n"))
+    assert ablations.run_batch(batch, "smoke", progress=False) == {"lora_rank=1": "done", "lora_rank=2": "done"}
+    stage1 = list((ablations.shared_dir("smoke") / "stage1").iterdir())
+    assert len(stage1) == 1 and (stage1[0] / "adapter.safetensors").exists()
+    printed = [_printed(ablations.variant_dir(batch, name, "smoke") / "ablation_variant.ipynb") for name in batch.variants]
+    assert "reusing" not in printed[0] and f"stage 1: reusing {stage1[0].name}" in printed[1]
+    results = ablations.collect(batch, "smoke")
+    assert results.missing == [] and set(results.discrimination["task"]) == {"ITM overall", "REC P@1"}
+    assert results.generation.empty  # generate: false

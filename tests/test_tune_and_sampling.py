@@ -108,6 +108,16 @@ def test_mse_term_runs_with_the_full_forward(probed):
     assert all("mse" in e and np.isfinite(e["mse"]) for e in result["log"])
 
 
+def test_mse_only_trains_lora_on_the_denoising_loss_alone(probed):
+    """Tab. 5's "MSE only": the DPT losses are logged but not trained on; the loss is the MSE."""
+    root, data = probed
+    with pytest.raises(ValueError, match="needs mse_coef > 0"):
+        TuneConfig.preset("smoke", objectives="none")
+    result = tune(TuneConfig.preset("smoke", steps=2, objectives="none", mse_coef=1.0, trainable="lora", validate_every=0), data,
+                  root / "probe", root / "mse-only", backbone=tiny_backbone(), progress=False)
+    assert all(e["loss"] == pytest.approx(e["mse"], rel=1e-6) and e["matching"] > 0 for e in result["log"])
+
+
 def test_self_correction_step_raises_the_matching_score(probed):
     from dptlib.backbone import encode_text, extract_features
     from dptlib.losses import matching_similarity

@@ -1,0 +1,101 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (dpt)
+#     language: python
+#     name: dpt
+# ---
+
+# %% [markdown]
+# # 08 · Ablation: the denoising objective (Tab. 5, Tab. 9)
+#
+# **The paper's questions.** Stable Diffusion is trained with the denoising (MSE) loss alone.
+# Does DPT's discriminative objective do something that more denoising on the same data would
+# not (Tab. 5: base, MSE, DPT, both)? And with both, how much weight should the MSE term get
+# (Tab. 9)?
+#
+# **The paper's findings.** MSE helps in-distribution but "may not be helpful and even harmful"
+# out of distribution; DPT improves alignment in both; the two together do not conflict
+# (App. A.1, A.7). The paper's numbers (SD-2.1, App. Tab. 5 and 9):
+
+# %% tags=["parameters"]
+scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
+batch = "mse"  # papermill_params/ablations/<batch>.yaml
+max_variants = None  # the batch's first variants only (None: all)
+run = True  # run the variants whose results are missing; False: show the results there are
+
+# %%
+import pandas as pd
+from IPython.display import display
+
+from dptlib import ablations, config, report
+
+params = config.notebook_parameters("08_ablation_mse", globals())
+report.set_theme()
+display(pd.DataFrame({"COCO-NSS1K BLIP-ITM (ID)": [73.32, 75.90, 78.58, 79.23], "CC-500 BLIP-ITM (OOD)": [85.45, 84.65, 90.72, 90.41]},
+                     index=["SD-2.1", "MSE", "DPT", "MSE + DPT"]).rename_axis("paper, Tab. 5"))
+pd.DataFrame({"COCO-NSS1K BLIP-ITM": [78.58, 77.78, 79.08, 78.81, 77.51, 79.23], "CC-500 BLIP-ITM": [90.72, 90.12, 89.85, 89.65, 88.78, 90.41]},
+             index=pd.Index([0.0, 0.05, 0.1, 0.3, 0.5, 1.0], name="paper, Tab. 9: MSE coefficient"))
+
+# %% [markdown]
+# ## The batch
+#
+# One run of `ablation_variant` per variant (`papermill_params/ablations/mse.yaml`): the base
+# model; "MSE only" (LoRA tuned on the denoising loss alone, `objectives="none"`); and DPT with
+# the MSE term at each coefficient (0 is DPT alone, 1 is "MSE + DPT" of Tab. 5). All DPT variants
+# tune from the same stage-1 adapter. The MSE term needs the U-Net's full forward (not the early
+# exit), so these variants cost more per step. Finished variants are read back, not run again.
+
+# %% tags=["nbval-ignore-output"]
+spec, results = ablations.run_and_collect(params.batch, params.scale, params.max_variants, run=params.run)
+results.metrics.round(1)
+
+# %% [markdown]
+# ## Tab. 5 and Tab. 9 analogues
+#
+# Mean with its 95 % interval per cell; then the paired difference to the base model
+# (generation) and to DPT alone (discrimination). Tab. 5's rows are `base`, `MSE only`,
+# `mse_coef=0.0` (DPT) and `mse_coef=1.0` (MSE + DPT); Tab. 9 is the `mse_coef` rows.
+
+# %%
+generation, discrimination = ablations.compare_variants(results, spec.reference, discrimination_reference="mse_coef=0.0")
+tab9 = report.variant_table(generation, discrimination)
+tab5 = tab9.loc[[r for r in ("base", "MSE only", "mse_coef=0.0", "mse_coef=1.0") if r in tab9.index]]
+report.save_table(tab5.rename_axis("objective"), "tab5_mse", params.scale)
+report.save_table(tab9.rename_axis("variant"), "tab9_mse", params.scale)
+tab9
+
+# %%
+tab9_differences = report.variant_table(generation, discrimination, differences=True)
+report.save_table(tab9_differences.rename_axis("variant"), "tab9_mse_differences", params.scale)
+tab9_differences
+
+# %% tags=["nbval-ignore-output"]
+grid = report.interval_plot(ablations.panels(generation, discrimination), x="variant", col="panel")
+report.save_figure(grid.figure, "tab9_mse", params.scale)
+
+# %% [markdown]
+# ## The paper's claims, tested
+
+# %%
+claims = [
+    ablations.variant_claim(results, "Tab. 5: DPT improves on the base model out of distribution, toy-cc (OOD)",
+                            "+5.3 BLIP-ITM on CC-500 (85.5 vs 90.7)", "base", "mse_coef=0.0", "toy-cc (OOD)"),
+    ablations.variant_claim(results, "Tab. 5: MSE alone does not help out of distribution, toy-cc (OOD)",
+                            "-0.8 BLIP-ITM on CC-500 (85.5 vs 84.7)", "base", "MSE only", "toy-cc (OOD)", control=True),
+    ablations.variant_claim(results, "Tab. 5: DPT beats MSE alone out of distribution, toy-cc (OOD)",
+                            "+6.1 BLIP-ITM on CC-500 (84.7 vs 90.7)", "MSE only", "mse_coef=0.0", "toy-cc (OOD)"),
+    ablations.variant_claim(results, "Tab. 9: adding the MSE term (coefficient 1) does not conflict with DPT, toy-nss (ID)",
+                            "+0.7 BLIP-ITM on COCO-NSS1K (78.6 vs 79.2)", "mse_coef=0.0", "mse_coef=1.0", "toy-nss (ID)", control=True),
+]
+claims = ablations.claims_frame(claims)
+report.save_table(claims, "tab9_mse_claims", params.scale)
+claims

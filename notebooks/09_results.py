@@ -1,0 +1,81 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (dpt)
+#     language: python
+#     name: dpt
+# ---
+
+# %% [markdown]
+# # 09 · Results: the paper's claims, tested at the toy scale
+#
+# Every notebook that tests a claim of the paper writes its rows (`*claims.csv` in `figures/`):
+# `03_self_correction` those of Tab. 1, 3, 4, 10 (one adapter) and 11 and its controls, each
+# ablation notebook those of its table. This notebook gathers them into one table, the README's,
+# and says which are missing (an ablation not yet run at this scale).
+#
+# A row: the claim, the paper's number, the toy world's paired difference with its 95 % interval
+# and p-value, the number of paired images or queries, and the verdict: **holds** (the interval
+# lies on the claimed side of 0), **contradicted** (on the other side), **inconclusive** (it
+# contains 0); a control, or a claim of *no* difference, reads **no effect** / **effect**.
+
+# %% tags=["parameters"]
+scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
+write_readme = True  # at the toy scale, rewrite the README's claims table (between its markers)
+
+# %%
+import pandas as pd
+from IPython.display import display
+
+from dptlib import ablations, config, report
+
+params = config.notebook_parameters("09_results", globals())
+SOURCES = {  # claims file -> the notebook that writes it
+    "claims": "03_self_correction", "tab6_blocks_claims": "04_ablation_blocks", "tab7_rank_claims": "05_ablation_lora_rank",
+    "tab8_layers_claims": "06_ablation_adapter_layers", "tab10_timesteps_claims": "07_ablation_timesteps",
+    "tab9_mse_claims": "08_ablation_mse",
+}
+found, missing = [], []
+for name, notebook in SOURCES.items():
+    path = config.figures_dir(params.scale) / f"{name}.csv"
+    if path.exists():
+        found.append(pd.read_csv(path).assign(notebook=notebook))
+    else:
+        missing.append(notebook)
+claims = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["claim", "notebook"])
+report.save_table(claims, "results_claims", params.scale)
+print(f"{len(claims)} claims from {len(found)} notebooks; not yet run at scale {params.scale!r}: {missing or 'none'}")
+claims.groupby("notebook", sort=False)["verdict"].value_counts().unstack(fill_value=0)
+
+# %%
+display(claims.drop(columns="notebook").set_index("claim"))
+
+# %% [markdown]
+# ## What each ablation batch cost
+#
+# The seconds each finished variant's papermill run took (`done.json`), summed per batch: the
+# measured time of `make ablations` at this scale, on this machine.
+
+# %% tags=["nbval-ignore-output"]
+times = ablations.batch_times(params.scale)
+report.save_table(times, "ablation_times", params.scale, floatfmt=".1f")
+times
+
+# %% [markdown]
+# ## The README's table
+#
+# At the toy scale the README's section between `<!-- claims:begin -->` and `<!-- claims:end -->`
+# is this table.
+
+# %%
+if params.write_readme and params.scale == "toy":
+    report.replace_between_markers(config.repo_root() / "README.md", "claims", report.markdown_table(claims))
+    print("README.md: claims table rewritten")

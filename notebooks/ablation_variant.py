@@ -1,0 +1,230 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (dpt)
+#     language: python
+#     name: dpt
+# ---
+
+# %% [markdown]
+# # One ablation variant: probe, tune, measure
+#
+# The ablation notebooks (`04_ablation_blocks` … `08_ablation_mse`) run this notebook once per
+# variant with papermill (`dptlib.ablations`), each run changing one thing. It is DPT end to end
+# at a reduced budget, in four steps:
+#
+# 1. **Stage 1** (§3.1): the adapter on the frozen U-Net, probing `blocks` (several blocks, joined
+#    with `+`, are fused by adding their resized maps, Tab. 6), with `adapter_layers` encoder and
+#    decoder layers (Tab. 8), at $t \sim U[$`train_timesteps`$)$ (Tab. 10 trains at one $t$).
+#    Variants that share every stage-1 setting share one stage-1 adapter (kept in `shared_dir`).
+# 2. **Stage 2** (§3.2): LoRA of rank `lora_rank` (Tab. 7) + the adapter (or LoRA alone, Tab. 11),
+#    with the objectives and the denoising term's weight `mse_coef` (Tab. 5, 9), for `tune_steps`
+#    steps. Deviation: the last step is kept, not the best on validation prompts (the paper's
+#    selection), so that every variant gets the same budget.
+# 3. **Discrimination**: ITM overall (true negatives, the HN-MSCOCO protocol) and REC P@1 on the
+#    test split, asked at `eval_timestep`.
+# 4. **Generation**: test prompts of toy-CC (ID), toy-CC (OOD) and toy-NSS, graded by the oracle,
+#    with the evaluator's CLIP score and the Fréchet distance of its image features to real
+#    renders; sampled plainly and with self-correction (Eq. 9) at η = `eta`.
+#
+# `probe_steps = 0` is the untuned base model (no adapter: generation only), the reference row
+# of the paper's tables. Everything goes to `metrics.json` and per-query / per-image CSVs in the
+# runs folder, which the ablation notebooks compare, paired, across variants.
+
+# %% tags=["parameters"]
+scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
+model = "toy"  # the Stable Diffusion probed and tuned
+blocks = "up1"  # probed block(s); "mid+down2+up0" fuses several (Tab. 6)
+adapter_layers = 1  # encoder layers, and as many decoder layers, of the adapter (Tab. 8)
+train_timesteps = [0, 1000]  # t drawn from [lo, hi) in both stages; [250, 251]: t 250 only (Tab. 10)
+eval_timestep = 250  # the t at which ITM / REC are asked
+probe_steps = None  # 0: the base model, no adapter
+tune_steps = None  # 0: stage 1 only
+lora_rank = 4
+trainable = "adapter+lora"  # or "lora" (Tab. 11)
+objectives = "both"  # "matching" (GM), "grounding" (LG) or "both"
+mse_coef = 0.0  # weight of the denoising loss in stage 2 (Tab. 5, 9)
+batch_size = None
+n_train_images = None
+n_test_images = None
+n_rec_expressions = None
+prompts = None  # test prompts per generation cell
+seeds = None
+num_inference_steps = None
+guidance_scale = 7.5
+generate = True  # False: discrimination only (Tab. 10)
+eta = 0.03  # self-correction strength: the η 03_self_correction chose on validation prompts
+n_real_images = None  # real renders the Fréchet distance compares with
+shared_dir = None  # stage-1 adapters and the exported toy data shared by variants; None: the runs folder
+seed = 0
+
+# %%
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from IPython.display import display
+
+from dptlib import config
+from dptlib.backbone import Backbone, load_backbone, load_pipeline
+from dptlib.checkpoint import atomic_write_text, load_adapter
+from dptlib.inference import DPTScorer
+from dptlib.metrics import frechet_distance, image_features, itm_outcomes, itm_test_set, rec_outcomes
+from dptlib.toy.data import toy_discrimination_data
+from dptlib.toy.evaluation import compare_methods
+from dptlib.toy.prompts import generation_prompts
+from dptlib.toy.world import ToyWorld, ToyWorldConfig
+from dptlib.train import ProbeConfig, TuneConfig, cache_latents, probe, tune
+
+params = config.notebook_parameters("ablation_variant", globals())
+config.set_threads()
+config.quiet_libraries()
+run_dir = config.runs_dir(params.scale)
+run_dir.mkdir(parents=True, exist_ok=True)
+shared = Path(params.shared_dir) if params.shared_dir else run_dir
+preset = params.scale if params.scale in ProbeConfig.PRESETS else "toy"
+seconds = {}
+params
+
+# %% [markdown]
+# ## Data
+#
+# The toy world's ITM / REC splits (exported in the COCO / RefCOCO formats, negatives false by
+# the oracle) and the generation test prompts, as in `01_probing` and `02_tuning`.
+
+# %%
+start = time.time()
+world = ToyWorld(ToyWorldConfig(seed=params.seed))
+splits, embed = toy_discrimination_data(shared / "toyworld", {"train": params.n_train_images, "test": params.n_test_images},
+                                        seed=params.seed)
+train, test = splits["train"], splits["test"]
+test_prompts, _ = generation_prompts(world.config, params.prompts, 0, seed=params.seed)
+seconds["data"] = time.time() - start
+{"train images": train.n_captioned, "test images": test.n_captioned, "test prompts": {c: len(p) for c, p in test_prompts.items()}}
+
+# %% [markdown]
+# ## Stage 1: probing
+#
+# The stage-1 adapter is named by a hash of what it depends on; a variant that changes only
+# stage 2 finds it already trained by an earlier variant (or resumes it where a killed run left it).
+
+# %%
+def stage1_config() -> ProbeConfig:
+    base = ProbeConfig.preset(preset)
+    adapter = {**vars(base.adapter), "encoder_layers": params.adapter_layers, "decoder_layers": params.adapter_layers}
+    return ProbeConfig.preset(preset, model=params.model, blocks=params.blocks, steps=params.probe_steps, batch_size=params.batch_size,
+                              timesteps=tuple(params.train_timesteps), adapter=adapter, seed=params.seed)
+
+
+backbone = load_backbone(params.model)
+probe_dir = None
+if params.probe_steps > 0:
+    probe_config = stage1_config()
+    key = {"config": repr(probe_config), "n_train_images": params.n_train_images}
+    probe_dir = shared / "stage1" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    start = time.time()
+    if (probe_dir / "adapter.safetensors").exists() and not (probe_dir / "probe.state.safetensors").exists():
+        print(f"stage 1: reusing {probe_dir.name}")
+    else:
+        probe(probe_config, train, probe_dir, backbone=backbone, progress=False)
+        atomic_write_text(json.dumps(key, indent=1), probe_dir / "key.json")
+    seconds["stage 1"] = time.time() - start
+    print(f"stage 1 ({params.blocks}, {params.adapter_layers} layer(s), t in {params.train_timesteps}): {seconds['stage 1']:.0f} s")
+
+# %% [markdown]
+# ## Stage 2: tuning
+#
+# LoRA on the cross-attention projections, $W = W_0 + \tfrac{\alpha}{r} BA$ with $\alpha = r$,
+# trained with $\mathcal{L}^{match} + \mathcal{L}^{ground}$ (+ `mse_coef` × the denoising loss).
+
+# %%
+adapter_dir = probe_dir
+if probe_dir is not None and params.tune_steps > 0:
+    tune_config = TuneConfig.preset(preset, model=params.model, steps=params.tune_steps, batch_size=params.batch_size,
+                                    lora_rank=params.lora_rank, trainable=params.trainable, objectives=params.objectives,
+                                    mse_coef=params.mse_coef, timesteps=tuple(params.train_timesteps), validate_every=0,
+                                    seed=params.seed)
+    start = time.time()
+    tune(tune_config, train, probe_dir, run_dir / "tune", backbone=backbone, progress=False)
+    seconds["stage 2"] = time.time() - start
+    adapter_dir = run_dir / "tune"
+    print(f"stage 2 (rank {params.lora_rank}, {params.trainable}, mse {params.mse_coef}): {seconds['stage 2']:.0f} s")
+pipe = load_pipeline(params.model, lora=adapter_dir if adapter_dir == run_dir / "tune" else None)
+
+# %% [markdown]
+# ## Discrimination: ITM and REC on the test split
+
+# %%
+metrics = {"parameters": {k: v for k, v in vars(params).items() if k != "shared_dir"}}
+if adapter_dir is not None:
+    start = time.time()
+    adapter, probed, _ = load_adapter(adapter_dir)
+    tuned = Backbone(pipe)  # the saved model, loaded back: what is measured is what was written
+    test_latents = cache_latents(tuned, test.images)
+    scorer = DPTScorer(tuned, adapter, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed)
+    itm = itm_outcomes(scorer.score_pairs, itm_test_set(test, n_negatives=3, seed=params.seed))
+    rec_items = np.linspace(0, len(test.expressions) - 1, min(len(test.expressions), params.n_rec_expressions)).round().astype(int)
+    outcomes = {"ITM overall": np.concatenate([itm["I->T"], itm["T->I"]]), "REC P@1": rec_outcomes(scorer.predict_boxes, test, rec_items)}
+    pd.concat([pd.DataFrame({"task": task, "item": np.arange(len(hits)), "correct": hits.astype(bool)}) for task, hits in outcomes.items()]
+              ).to_csv(run_dir / "discrimination_outcomes.csv", index=False)
+    metrics["discrimination"] = {task: 100 * float(hits.mean()) for task, hits in outcomes.items()}
+    seconds["discrimination"] = time.time() - start
+    display(pd.Series(metrics["discrimination"]).round(1))
+
+# %% [markdown]
+# ## Generation
+#
+# Every test prompt once per seed, the same seeds (so the same initial noise) in every variant:
+# the ablation notebooks compare variants image by image. With an adapter, the same prompts are
+# sampled again with self-correction (Eq. 9, the paper's variant, η = `eta`). A variant without
+# stage 2 samples only with self-correction: its plain images would be the base model's.
+
+# %%
+def generation_metrics(scores: pd.DataFrame, features: dict) -> dict:
+    """Per sampling method: each cell's oracle exact-match and binding rates (%) and CLIP score,
+    and the Fréchet distance of all its images' features to real renders."""
+    real = image_features(embed, np.stack([world.render(s) for s in world.scenes("test", params.n_real_images)]))
+    return {method: {**{cell: {"correct": 100 * g["correct"].mean(), "binding": 100 * g["binding"].mean(),
+                               "clip_score": float(g["clip_score"].mean())} for cell, g in frame.groupby("cell")},
+                     "frechet": frechet_distance(features[method], real)}
+            for method, frame in scores.groupby("method")}
+
+
+methods = {}
+if params.generate:
+    if adapter_dir is None or adapter_dir != probe_dir:  # untuned, the plain images are the base model's: not sampled again
+        methods["plain"] = (pipe, None)
+    if adapter_dir is not None:
+        methods["self-corrected"] = (pipe, dict(self_correct=dict(adapter=adapter, blocks=probed, eta=params.eta)))
+if methods:
+    start = time.time()
+    scores, features = compare_methods(methods, test_prompts, params.seeds, embed=embed, config=world.config, progress=False,
+                                       num_inference_steps=params.num_inference_steps, guidance_scale=params.guidance_scale)
+    scores = scores.rename(columns={"benchmark": "cell"})
+    scores.to_csv(run_dir / "generation_scores.csv", index=False)
+    metrics["generation"] = generation_metrics(scores, features)
+    seconds["generation"] = time.time() - start
+    print(f"{len(scores)} images in {seconds['generation']:.0f} s")
+    display(scores.groupby(["method", "cell"])[["correct", "binding", "clip_score"]].mean().mul([100, 100, 1]).round(1))
+
+# %% [markdown]
+# ## Results
+#
+# `metrics.json` holds the parameters, the headline numbers and the seconds each part took.
+
+# %%
+metrics["seconds"] = {part: round(s, 1) for part, s in seconds.items()}
+metrics["stage1"] = None if probe_dir is None else probe_dir.name
+atomic_write_text(json.dumps(metrics, indent=1), run_dir / "metrics.json")
+metrics["seconds"]
