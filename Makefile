@@ -28,7 +28,7 @@ ablations: setup
 
 ## verify: strict nbval on the committed notebooks at the toy scale (every stored output must come out again; hours)
 verify: setup
-	DPT_SCALE=toy $(BIN)/python -m pytest --nbval --nbval-current-env -p no:cacheprovider notebooks/0*.ipynb
+	DPT_SCALE=toy $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider notebooks/0*.ipynb
 
 ## smoke: the same runs at the smoke scale (minutes; figures go to runs/smoke/figures)
 smoke: setup

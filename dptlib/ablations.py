@@ -225,7 +225,8 @@ def collect(batch: Batch, scale: str, only: list[str] | None = None) -> Results:
             missing.append(name)
             continue
         found = json.loads((runs / "metrics.json").read_text())
-        row = {"variant": name, **found.get("discrimination", {}), "seconds": json.loads(done.read_text())["seconds"]}
+        row = {"variant": name, **found.get("discrimination", {}), "seconds": json.loads(done.read_text())["seconds"],
+               "machine": found.get("machine", "")}
         for method, cells in found.get("generation", {}).items():
             row[f"Fréchet ({method})"] = cells.get("frechet")
         metrics.append(row)
@@ -319,15 +320,15 @@ def run_and_collect(name: str, scale: str | None = None, max_variants: int | Non
 
 
 def batch_times(scale: str) -> pd.DataFrame:
-    """Per batch file: its variants, how many have finished at ``scale`` and the minutes their
-    runs took (from each ``done.json``), as measured on the machine that ran them."""
+    """Per batch file: its variants, how many have finished at ``scale``, the minutes their runs
+    took (from each ``done.json``) and the machine(s) that ran them (from ``metrics.json``)."""
     rows = []
     for path in sorted((repo_root() / "papermill_params" / "ablations").glob("*.yaml")):
-        batch = load_batch(path).for_scale(scale)
-        seconds = [json.loads((variant_dir(batch, name, scale) / "done.json").read_text())["seconds"]
-                   for name, parameters in batch.variants.items()
-                   if finished(variant_dir(batch, name, scale), run_hash(batch.notebook, {**parameters, "scale": scale}, scale))]
-        rows.append({"batch": batch.name, "variants": len(batch.variants), "finished": len(seconds), "minutes": sum(seconds) / 60})
+        batch = load_batch(path)
+        metrics = collect(batch, scale).metrics
+        rows.append({"batch": batch.name, "variants": len(batch.variants), "finished": len(metrics),
+                     "minutes": metrics["seconds"].sum() / 60 if len(metrics) else 0.0,
+                     "machine": ", ".join(sorted(set(metrics["machine"]))) if len(metrics) else ""})
     return pd.DataFrame(rows).set_index("batch")
 
 

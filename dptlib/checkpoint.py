@@ -161,10 +161,13 @@ def save_tuned(unet, adapter, config, blocks: list[str], out_dir: Path, meta: di
 
 
 def save_adapter(adapter: DiscriminativeAdapter, config, blocks: list[str], out_dir: Path) -> None:
-    """The adapter as safetensors + a JSON config naming the probed blocks and the base model."""
+    """The adapter as safetensors + a JSON config naming the probed blocks and the base model.
+
+    The adapter's shape is read from the adapter itself, not from ``config``: stage 2 saves an
+    adapter it loaded from stage 1, whose layers its own config does not describe."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_save_file(adapter.state_dict(), out_dir / "adapter.safetensors")
-    meta = {"model": config.model, "blocks": blocks, "adapter": asdict(config.adapter),
+    meta = {"model": config.model, "blocks": blocks, "adapter": asdict(adapter.config),
             "in_channels": [p.in_channels for p in adapter.input_projections], "text_dim": adapter.match_head.out_features}
     atomic_write_text(json.dumps(meta, indent=1), out_dir / "config.json")
 

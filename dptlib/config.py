@@ -71,6 +71,24 @@ def quiet_libraries() -> None:
         logging.disable_progress_bar()
 
 
+def device() -> str:
+    """``"cuda"`` where a GPU is present, else ``"cpu"``; ``DPT_DEVICE=cpu`` keeps work on the CPU
+    of a GPU machine (as training does, :func:`dptlib.train.probe`)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() and os.environ.get("DPT_DEVICE") != "cpu" else "cpu"
+
+
+def machine() -> str:
+    """What ran a measurement, for the records beside its seconds: the GPU's name, or the CPU's
+    thread count."""
+    import torch
+
+    if device() == "cuda":
+        return f"cuda: {torch.cuda.get_device_name()}"
+    return f"cpu: {torch.get_num_threads()} threads"
+
+
 def set_threads(default: int | None = None) -> int:
     """Set torch's CPU threads from ``$DPT_THREADS`` (or ``default``); returns the count used.
 

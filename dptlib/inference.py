@@ -18,7 +18,8 @@ class DPTScorer:
 
     def __init__(self, backbone, adapter, blocks, data, latents, timestep: int = 250, seed: int = 0,
                  rec_rule: str = "grounding+text"):
-        self.backbone, self.adapter, self.blocks, self.data = backbone, adapter.eval(), blocks, data
+        # the adapter goes where the backbone is (a checkpoint loads on the CPU)
+        self.backbone, self.adapter, self.blocks, self.data = backbone, adapter.eval().to(backbone.device), blocks, data
         self.latents, self.timestep, self.seed, self.rec_rule = latents, timestep, seed, rec_rule
 
     def noisy_latents(self, images: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

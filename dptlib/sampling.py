@@ -113,7 +113,7 @@ def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, norma
         raise ValueError(f"unknown self-correction variant {variant!r}; variants: {list(SC_VARIANTS)}")
     unet, scheduler = pipe.unet, pipe.scheduler
     original_forward, original_step = unet.forward, scheduler.step
-    adapter = adapter.eval()
+    adapter = adapter.eval().to(unet.device)  # a checkpoint loads on the CPU
     with torch.no_grad():
         _, pooled = encode_text(Backbone(pipe), prompts)
     state = {"inside": False, "calls": 0, "gradient": None, "seen": None, "moved": None}

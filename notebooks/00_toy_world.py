@@ -108,7 +108,7 @@ report.save_figure(figure, "toy_world_refexp", params.scale)
 # %%
 print("held out:", ", ".join(f"{c} {s}" for c, s in world.config.held_out))
 ood = world.scenes("ood", 6)
-report.image_grid([world.render(s) for s in ood], [world.captions(s)[0].text for s in ood], ncols=6)
+figure = report.image_grid([world.render(s) for s in ood], [world.captions(s)[0].text for s in ood], ncols=6)
 
 # %% [markdown]
 # ## The real formats

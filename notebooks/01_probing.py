@@ -188,7 +188,7 @@ if toy_data:  # the probes' labels (colour, shape, size, count, referent) come f
 # continued to the full length below. Maps larger than 8×8 are resized to 8×8 before the
 # adapter (the side the toy's `up1` attention runs at; 64 tokens).
 
-# %%
+# %% tags=["nbval-ignore-output"]
 def septuple_config(block, steps):
     return ProbeConfig.preset(preset, model=params.model, blocks=block, steps=steps, batch_size=params.batch_size, seed=params.seed)
 

@@ -244,7 +244,7 @@ report.save_figure(figure, "fig5_samples", params.scale)
 # refreshed every 2nd step), on this machine; medians of 3. `python -m dptlib.timing sample` times
 # one step at the SD-2.1 U-Net's size.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 timing_prompts = [p.prompt for p in test_prompts["toy-cc (ID)"]][:32]
 times = {}
 for label, extra in (("plain", {}), ("SC", corrected(chosen_eta, refresh_every=1)), ("SC, refresh every 2", corrected(chosen_eta, refresh_every=2))):

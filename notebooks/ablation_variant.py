@@ -127,7 +127,7 @@ def stage1_config() -> ProbeConfig:
                               timesteps=tuple(params.train_timesteps), adapter=adapter, seed=params.seed)
 
 
-backbone = load_backbone(params.model)
+backbone = load_backbone(params.model, device=config.device())
 probe_dir = None
 if params.probe_steps > 0:
     probe_config = stage1_config()
@@ -160,7 +160,7 @@ if probe_dir is not None and params.tune_steps > 0:
     seconds["stage 2"] = time.time() - start
     adapter_dir = run_dir / "tune"
     print(f"stage 2 (rank {params.lora_rank}, {params.trainable}, mse {params.mse_coef}): {seconds['stage 2']:.0f} s")
-pipe = load_pipeline(params.model, lora=adapter_dir if adapter_dir == run_dir / "tune" else None)
+pipe = load_pipeline(params.model, device=config.device(), lora=adapter_dir if adapter_dir == run_dir / "tune" else None)
 
 # %% [markdown]
 # ## Discrimination: ITM and REC on the test split
@@ -225,6 +225,7 @@ if methods:
 
 # %%
 metrics["seconds"] = {part: round(s, 1) for part, s in seconds.items()}
+metrics["machine"] = config.machine()
 metrics["stage1"] = None if probe_dir is None else probe_dir.name
 atomic_write_text(json.dumps(metrics, indent=1), run_dir / "metrics.json")
 metrics["seconds"]

@@ -10,8 +10,9 @@ import torch
 from dptlib.adapter import AdapterConfig, DiscriminativeAdapter
 from dptlib.backbone import Backbone, block_channels, extract_features
 from dptlib.checkpoint import load_adapter
+from dptlib.inference import DPTScorer
 from dptlib.sampling import correction_gradient, generate
-from dptlib.train import ProbeConfig, TuneConfig, probe, tune
+from dptlib.train import ProbeConfig, TuneConfig, cache_latents, probe, tune
 
 from test_probe import tiny_backbone, tiny_data
 
@@ -120,7 +121,18 @@ def test_self_corrected_sampling_runs_on_the_device(device, data, tmp_path):
     backbone.pipe.to(device)
     kwargs = dict(seed=0, num_inference_steps=2, progress=False)
     plain = generate(backbone.pipe, ["a red circle"], **kwargs)
-    corrected = generate(backbone.pipe, ["a red circle"], self_correct=dict(adapter=adapter.to(device), blocks=blocks, eta=0.5),
-                         **kwargs)
+    # the adapter as a checkpoint loads it, on the CPU: self-correction moves it to the pipeline's device
+    corrected = generate(backbone.pipe, ["a red circle"], self_correct=dict(adapter=adapter, blocks=blocks, eta=0.5), **kwargs)
     assert plain.shape == corrected.shape and plain.dtype == corrected.dtype
     assert (plain != corrected).any()
+
+
+def test_a_cpu_loaded_adapter_scores_with_a_backbone_on_the_device(device, data, tmp_path):
+    """What an ablation variant does on a GPU: the adapter read from disk (CPU), the backbone on the device."""
+    backbone = tiny_backbone()
+    probe(ProbeConfig.preset("smoke", steps=1), data, tmp_path, backbone=Backbone(backbone.pipe), progress=False,
+          accelerator=_accelerator(device))
+    adapter, blocks, _ = load_adapter(tmp_path)
+    backbone.pipe.to(device)
+    scorer = DPTScorer(Backbone(backbone.pipe), adapter, blocks, data, cache_latents(Backbone(backbone.pipe), data.images[:2]))
+    assert scorer.score_pairs([0, 1], [0, 0]).shape == (2,)

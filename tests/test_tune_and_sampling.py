@@ -108,6 +108,18 @@ def test_mse_term_runs_with_the_full_forward(probed):
     assert all("mse" in e and np.isfinite(e["mse"]) for e in result["log"])
 
 
+def test_a_tuned_adapter_keeps_the_shape_stage_1_gave_it(tmp_path):
+    """Stage 2 saves the adapter it loaded; its config.json must describe that adapter (2 layers
+    here), not the tune config's default adapter, or loading the tuned folder fails."""
+    backbone, data = tiny_backbone(), tiny_data(tmp_path / "data")
+    adapter = {**vars(ProbeConfig.preset("smoke").adapter), "encoder_layers": 2, "decoder_layers": 2}
+    probe(ProbeConfig.preset("smoke", steps=1, adapter=adapter), data, tmp_path / "probe", backbone=backbone, progress=False)
+    tune(TuneConfig.preset("smoke", steps=1, validate_every=0), data, tmp_path / "probe", tmp_path / "tuned", backbone=backbone,
+         progress=False)
+    tuned, _, meta = load_adapter(tmp_path / "tuned")
+    assert meta["adapter"]["encoder_layers"] == 2 and len(tuned.encoder.layers) == 2 and len(tuned.decoder.layers) == 2
+
+
 def test_mse_only_trains_lora_on_the_denoising_loss_alone(probed):
     """Tab. 5's "MSE only": the DPT losses are logged but not trained on; the loss is the MSE."""
     root, data = probed
