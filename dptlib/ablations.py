@@ -328,7 +328,7 @@ def batch_times(scale: str) -> pd.DataFrame:
         metrics = collect(batch, scale).metrics
         rows.append({"batch": batch.name, "variants": len(batch.variants), "finished": len(metrics),
                      "minutes": metrics["seconds"].sum() / 60 if len(metrics) else 0.0,
-                     "machine": ", ".join(sorted(set(metrics["machine"]))) if len(metrics) else ""})
+                     "machine": ", ".join(sorted(set(metrics["machine"]) - {""})) if len(metrics) else ""})
     return pd.DataFrame(rows).set_index("batch")
 
 

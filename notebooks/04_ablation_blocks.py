@@ -78,7 +78,7 @@ report.save_table(tab6_differences.rename_axis("probed block"), "tab6_blocks_dif
 tab6_differences
 
 # %% tags=["nbval-ignore-output"]
-grid = report.interval_plot(ablations.panels(generation, discrimination), x="variant", col="panel")
+grid = report.interval_plot(ablations.panels(generation, discrimination), x="variant", col="panel", order=list(tab6.index))
 report.save_figure(grid.figure, "fig3_blocks", params.scale)
 
 # %% [markdown]

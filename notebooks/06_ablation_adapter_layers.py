@@ -72,7 +72,7 @@ report.save_table(tab8_differences.rename_axis("adapter layers"), "tab8_layers_d
 tab8_differences
 
 # %% tags=["nbval-ignore-output"]
-grid = report.interval_plot(ablations.panels(generation, discrimination), x="variant", col="panel")
+grid = report.interval_plot(ablations.panels(generation, discrimination), x="variant", col="panel", order=list(tab8.index))
 report.save_figure(grid.figure, "tab8_layers", params.scale)
 
 # %% [markdown]

@@ -79,7 +79,7 @@ report.save_table(tab9_differences.rename_axis("variant"), "tab9_mse_differences
 tab9_differences
 
 # %% tags=["nbval-ignore-output"]
-grid = report.interval_plot(ablations.panels(generation, discrimination), x="variant", col="panel")
+grid = report.interval_plot(ablations.panels(generation, discrimination), x="variant", col="panel", order=list(tab9.index))
 report.save_figure(grid.figure, "tab9_mse", params.scale)
 
 # %% [markdown]
