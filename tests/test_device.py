@@ -113,12 +113,19 @@ def test_probe_and_tune_train_on_the_device_and_save_cpu_loadable_weights(device
     assert (tmp_path / "tune" / "pytorch_lora_weights.safetensors").exists()
 
 
-def test_self_corrected_sampling_runs_on_the_device(device, data, tmp_path):
+def _probed_on_the_device(device, data, folder):
+    """A tiny backbone moved to the device and an adapter probed there, loaded back as a checkpoint
+    loads (on the CPU)."""
     backbone = tiny_backbone()
-    probe(ProbeConfig.preset("smoke", steps=1), data, tmp_path, backbone=Backbone(backbone.pipe), progress=False,
+    probe(ProbeConfig.preset("smoke", steps=1), data, folder, backbone=Backbone(backbone.pipe), progress=False,
           accelerator=_accelerator(device))
-    adapter, blocks, _ = load_adapter(tmp_path)
+    adapter, blocks, _ = load_adapter(folder)
     backbone.pipe.to(device)
+    return backbone, adapter, blocks
+
+
+def test_self_corrected_sampling_runs_on_the_device(device, data, tmp_path):
+    backbone, adapter, blocks = _probed_on_the_device(device, data, tmp_path)
     kwargs = dict(seed=0, num_inference_steps=2, progress=False)
     plain = generate(backbone.pipe, ["a red circle"], **kwargs)
     # the adapter as a checkpoint loads it, on the CPU: self-correction moves it to the pipeline's device
@@ -129,10 +136,6 @@ def test_self_corrected_sampling_runs_on_the_device(device, data, tmp_path):
 
 def test_a_cpu_loaded_adapter_scores_with_a_backbone_on_the_device(device, data, tmp_path):
     """What an ablation variant does on a GPU: the adapter read from disk (CPU), the backbone on the device."""
-    backbone = tiny_backbone()
-    probe(ProbeConfig.preset("smoke", steps=1), data, tmp_path, backbone=Backbone(backbone.pipe), progress=False,
-          accelerator=_accelerator(device))
-    adapter, blocks, _ = load_adapter(tmp_path)
-    backbone.pipe.to(device)
+    backbone, adapter, blocks = _probed_on_the_device(device, data, tmp_path)
     scorer = DPTScorer(Backbone(backbone.pipe), adapter, blocks, data, cache_latents(Backbone(backbone.pipe), data.images[:2]))
     assert scorer.score_pairs([0, 1], [0, 0]).shape == (2,)
