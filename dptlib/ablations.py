@@ -280,6 +280,13 @@ def panels(generation: pd.DataFrame, discrimination: pd.DataFrame) -> pd.DataFra
     return pd.concat(parts) if parts else pd.DataFrame()
 
 
+def save_batch_figure(generation: pd.DataFrame, discrimination: pd.DataFrame, order: list[str], name: str, scale: str) -> Path:
+    """An ablation's figure: a panel per discrimination task and generation cell (:func:`panels`),
+    each variant's mean with the tables' own 95 % interval, in ``order``; saved as ``name``."""
+    grid = report.interval_plot(panels(generation, discrimination), x="variant", col="panel", order=order)
+    return report.save_figure(grid.figure, name, scale)
+
+
 def variant_claim(results: Results, claim: str, paper: str, baseline: str, method: str, cell: str,
                   expected_sign: int = +1, control: bool = False, metric: str = "correct") -> dict | None:
     """One line of the claims table (:func:`dptlib.report.claim_row`): ``method`` against

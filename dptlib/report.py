@@ -142,6 +142,17 @@ def variant_table(generation: pd.DataFrame, discrimination: pd.DataFrame, differ
     return pd.concat(parts, axis=1).reindex(order).fillna("")
 
 
+def save_variant_tables(generation: pd.DataFrame, discrimination: pd.DataFrame, name: str, index_name: str,
+                        scale: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables of an ablation batch (:func:`variant_table`), saved under ``figures/<scale>/``:
+    the means with their 95 % intervals as ``name``, the paired differences to the references as
+    ``<name>_differences``; the rows are named ``index_name``. Returns (means, differences)."""
+    means, differences = (variant_table(generation, discrimination, differences=d) for d in (False, True))
+    save_table(means.rename_axis(index_name), name, scale)
+    save_table(differences.rename_axis(index_name), f"{name}_differences", scale)
+    return means, differences
+
+
 def interval_plot(comparison: pd.DataFrame, x: str, col: str, hue: str | None = None, ylabel: str = "%",
                   order: list[str] | None = None, height: float = 2.6) -> sns.FacetGrid:
     """Means with their 95 % intervals (the ``mean``, ``low``, ``high`` columns of

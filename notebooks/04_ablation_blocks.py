@@ -71,18 +71,14 @@ results.metrics.round(1)
 
 # %%
 generation, discrimination = ablations.compare_variants(results, spec.reference, discrimination_reference="up1")
-tab6 = report.variant_table(generation, discrimination)
-report.save_table(tab6.rename_axis("probed block"), "tab6_blocks", params.scale)
+tab6, tab6_differences = report.save_variant_tables(generation, discrimination, "tab6_blocks", "probed block", params.scale)
 tab6
 
 # %%
-tab6_differences = report.variant_table(generation, discrimination, differences=True)
-report.save_table(tab6_differences.rename_axis("probed block"), "tab6_blocks_differences", params.scale)
 tab6_differences
 
 # %% tags=["nbval-ignore-output"]
-grid = report.interval_plot(ablations.panels(generation, discrimination), x="variant", col="panel", order=list(tab6.index))
-report.save_figure(grid.figure, "fig3_blocks", params.scale)
+ablations.save_batch_figure(generation, discrimination, list(tab6.index), "fig3_blocks", params.scale)
 
 # %% [markdown]
 # ## The paper's claims, tested

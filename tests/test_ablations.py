@@ -167,6 +167,11 @@ def test_results_are_collected_and_compared_paired_with_the_reference(tmp_path, 
     table = report.variant_table(generation, discrimination, differences=True)
     assert list(table.index) == ["lora_rank=1", "lora_rank=2"] and list(table.columns) == ["ITM overall", "toy-cc (ID)"]
     assert table.loc["lora_rank=1", "toy-cc (ID)"] == "—" and table.loc["lora_rank=2", "ITM overall"].startswith("+100.0")
+    means, differences = report.save_variant_tables(generation, discrimination, "tab_rank", "LoRA rank", "smoke")
+    assert differences.equals(table) and means.loc["lora_rank=2", "ITM overall"].startswith("100.0")
+    saved = pd.read_csv(runs / "smoke" / "figures" / "tab_rank_differences.csv", keep_default_na=False).set_index("LoRA rank")
+    assert saved.loc["lora_rank=2", "ITM overall"] == table.loc["lora_rank=2", "ITM overall"]
+    assert ablations.save_batch_figure(generation, discrimination, list(means.index), "fig_rank", "smoke").stat().st_size > 0
     claim = ablations.variant_claim(results, "rank 2 beats rank 1", "+1", "lora_rank=1", "lora_rank=2", "toy-cc (ID)")
     assert claim["n"] == 4 and claim["toy (difference, 95 % interval)"].startswith("+100.0")
     assert ablations.variant_claim(results, "rank 4 beats rank 1", "+1", "lora_rank=1", "lora_rank=4", "toy-cc (ID)") is None
