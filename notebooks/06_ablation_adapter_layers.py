@@ -72,6 +72,22 @@ tab8_differences
 ablations.save_batch_figure(generation, discrimination, list(tab8.index), "tab8_layers", params.scale)
 
 # %% [markdown]
+# **What the toy run found, so far: at this budget, a deeper adapter has not started learning.**
+# The base model and the 1-, 2- and 3-layer adapters ran at the toy scale (2.7, 9.7, 12.8 and
+# 16.1 min: each layer adds about 3 min); the 4- and 5-layer ones (~19 and ~22 min) did not fit
+# the session and are left to `make ablations`, which skips the finished ones.
+# The 1-layer adapter reaches 65.0 % ITM overall after 600 stage-1 steps; the 2- and 3-layer ones
+# are at chance (22.1 and 20.5 %, chance 25 %; -42.9 [-46.5, -39.4] and -44.5 [-48.1, -41.0]
+# points), their matching losses over the last 100 steps 2.16 and 2.15 (from 2.69 and 2.56)
+# against 1.40 for one layer. All three sit on the REC plateau (6-7 %). So the same 600 steps
+# train the adapters to very different points, and this budget measures how fast an adapter
+# starts learning, not what its depth can reach: like `04_ablation_blocks`, the table cannot
+# answer the paper's question until each adapter is trained to convergence (the 1-layer one
+# needs about 3,000 steps, `05`; deeper ones likely more), which is hours on 2 cores.
+# No adapter moves plain generation (tuning leaves it as in `02_tuning`), and self-correction
+# with any of them moves no cell measurably (1 layer, toy-CC (ID): +9.0 [-1.0, +19.0]).
+
+# %% [markdown]
 # ## The paper's claims, tested
 
 # %%
