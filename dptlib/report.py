@@ -144,7 +144,7 @@ def variant_table(generation: pd.DataFrame, discrimination: pd.DataFrame, differ
 
 def save_variant_tables(generation: pd.DataFrame, discrimination: pd.DataFrame, name: str, index_name: str,
                         scale: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both tables of an ablation batch (:func:`variant_table`), saved under ``figures/<scale>/``:
+    """Both tables of an ablation batch (:func:`variant_table`), saved in the scale's figures folder:
     the means with their 95 % intervals as ``name``, the paired differences to the references as
     ``<name>_differences``; the rows are named ``index_name``. Returns (means, differences)."""
     means, differences = (variant_table(generation, discrimination, differences=d) for d in (False, True))
