@@ -120,7 +120,8 @@ claims = [
     # the toy batch has no stage 2 (see above): each adapter acts on generation through self-correction
     ablations.variant_claim(results, "Tab. 6: DPT probing up3 (our up2) improves on the base model (self-corrected), toy-nss (ID)" + note,
                             "+7.1 BLIP-M on COCO-NSS1K (73.3 vs 80.4)", "base", "up2 + SC", "toy-nss (ID)"),
-    ablations.variant_claim(results, "Tab. 6: fusing all blocks does not beat the best single block (all vs up2, self-corrected), toy-nss (ID)" + note,
+    ablations.variant_claim(results, "Tab. 6: fusing all blocks does not beat the best single block "
+                            "(all vs up2, self-corrected), toy-nss (ID)" + note,
                             "-1.2 BLIP-M on COCO-NSS1K (79.2 vs 80.4)", "up2 + SC", "all + SC", "toy-nss (ID)", control=True),
 ]
 claims = ablations.claims_frame(claims)
