@@ -109,3 +109,17 @@ def test_each_parameter_is_declared_once_in_its_notebook():
             assert set(values) <= set(declared), (notebook, scale, set(values) - set(declared))
         script = (ROOT / "notebooks" / f"{notebook}.py").read_text()
         assert f'notebook_parameters("{notebook}", globals())' in script
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.stem)
+def test_bootstrapped_error_bars_are_seeded(script):
+    """seaborn draws a new bootstrap on every call unless given ``seed``: a figure with ``ci``
+    error bars would then differ from run to run (and from the committed one)."""
+    import ast
+
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and getattr(node.func.value, "id", None) == "sns":
+            keywords = {k.arg: k.value for k in node.keywords}
+            errorbar = keywords.get("errorbar")
+            bootstraps = isinstance(errorbar, ast.Tuple) and getattr(errorbar.elts[0], "value", None) == "ci"
+            assert not bootstraps or "seed" in keywords, f"{script.name}:{node.lineno}: sns.{node.func.attr} bootstraps without seed="
