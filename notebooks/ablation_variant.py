@@ -47,6 +47,7 @@ adapter_layers = 1  # encoder layers, and as many decoder layers, of the adapter
 train_timesteps = [0, 1000]  # t drawn from [lo, hi) in both stages; [250, 251]: t 250 only (Tab. 10)
 eval_timestep = 250  # the t at which ITM / REC are asked
 probe_steps = None  # 0: the base model, no adapter
+probe_lr = None  # stage-1 learning rate; None: the scale's preset (toy: 1e-3)
 tune_steps = None  # 0: stage 1 only
 lora_rank = 4
 trainable = "adapter+lora"  # or "lora" (Tab. 11)
@@ -124,7 +125,7 @@ def stage1_config() -> ProbeConfig:
     base = ProbeConfig.preset(preset)
     adapter = {**vars(base.adapter), "encoder_layers": params.adapter_layers, "decoder_layers": params.adapter_layers}
     return ProbeConfig.preset(preset, model=params.model, blocks=params.blocks, steps=params.probe_steps, batch_size=params.batch_size,
-                              timesteps=tuple(params.train_timesteps), adapter=adapter, seed=params.seed)
+                              lr=params.probe_lr, timesteps=tuple(params.train_timesteps), adapter=adapter, seed=params.seed)
 
 
 backbone = load_backbone(params.model, device=config.device())

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from dptlib import ablations, report
+from dptlib.train import ProbeConfig
 
 
 def _write(path, text):
@@ -214,3 +215,16 @@ def test_variants_that_change_only_stage_2_share_one_stage_1_adapter(tmp_path, r
     results = ablations.collect(batch, "smoke")
     assert results.missing == [] and set(results.discrimination["task"]) == {"ITM overall", "REC P@1"}
     assert results.generation.empty  # generate: false
+
+
+def test_a_variants_probe_lr_reaches_its_stage_1(tmp_path, runs):
+    """``probe_lr`` (the diagnosis of 06) trains stage 1 at that rate, in its own adapter folder; left
+    out, the scale's preset rate is used."""
+    pytest.importorskip("papermill")
+    batch = ablations.load_batch(_write(tmp_path / "lr.yaml", "notebook: ablation_variant\nshared: {generate: false, tune_steps: 0}\n"
+                                        "variants:\n  preset: {}\n  slow: {probe_lr: 3.0e-4}\n"))
+    assert ablations.run_batch(batch, "smoke", progress=False) == {"preset": "done", "slow": "done"}
+    keys = [json.loads(p.read_text())["config"] for p in (ablations.shared_dir("smoke") / "stage1").glob("*/key.json")]
+    preset_lr = ProbeConfig.preset("smoke").lr
+    assert sorted("lr=0.0003," in k for k in keys) == [False, True]
+    assert sum(f"lr={preset_lr}," in k for k in keys) == 1 and preset_lr != 3e-4
