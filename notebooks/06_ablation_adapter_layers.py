@@ -92,7 +92,7 @@ ablations.save_batch_figure(generation, discrimination, list(tab8.index), "tab8_
 # budget (REC +25 to +32 points over the 1-layer adapter at 1e-3) at the cost of matching (-18 to
 # -21). So the table's lr 1e-3 rows measure which depth tolerates that rate, not what depth buys.
 # A fair Tab. 8 trains every depth at a rate that suits it (3e-4, or warm-up) to convergence: each
-# depth costs 6-20 min per 600 steps here, so that is left to a later run; `02_tuning`'s 1-layer
+# depth's 600 stage-1 steps take 5.5-14 min here (10-20 min a variant), so that is left to a later run; `02_tuning`'s 1-layer
 # adapter, trained 3,000 steps at 1e-3, is not affected.
 #
 # No adapter moves plain generation (tuning leaves it as in `02_tuning`); self-corrected, the
