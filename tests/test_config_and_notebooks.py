@@ -123,3 +123,27 @@ def test_bootstrapped_error_bars_are_seeded(script):
             errorbar = keywords.get("errorbar")
             bootstraps = isinstance(errorbar, ast.Tuple) and getattr(errorbar.elts[0], "value", None) == "ci"
             assert not bootstraps or "seed" in keywords, f"{script.name}:{node.lineno}: sns.{node.func.attr} bootstraps without seed="
+
+
+def _sanitized(text: str) -> str:
+    """``text`` as strict nbval (``make verify``) compares it, through nbval's own parser."""
+    import re
+
+    from nbval.plugin import get_sanitize_patterns
+
+    for regex, replace in get_sanitize_patterns((ROOT / "notebooks" / "nbval_sanitize.cfg").read_text()):
+        text = re.sub(regex, replace, text)
+    return text
+
+
+def test_verify_ignores_where_the_clone_lies_and_how_long_it_took_but_not_a_number():
+    """A fresh clone prints its own .venv path in warnings and its own times; a result must still differ."""
+    here = ("/work/main/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found.\n"
+            "stage 1: 312.4 s, 48 ms a step, ITM 79.8 %\n"
+            "PosixPath('/work/main/figures/tab3.md')")
+    elsewhere = ("/tmp/tmp.x1/dpt/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found.\n"
+                 "stage 1: 287 s, 51.5 ms a step, ITM 79.8 %\n"
+                 "PosixPath('/tmp/tmp.x1/dpt/figures/tab3.md')")
+    assert _sanitized(here) == _sanitized(elsewhere)
+    assert _sanitized(here) != _sanitized(here.replace("ITM 79.8", "ITM 79.9"))
+    assert _sanitized(here) != _sanitized(here.replace("tqdm/auto.py", "tqdm/std.py"))
