@@ -27,7 +27,7 @@ ablations: setup
 	$(BIN)/python -m dptlib.reproduce --scale toy --only ablations
 
 ## verify: strict nbval on the committed notebooks at the toy scale (every stored output must come out again; hours);
-##         VERIFY=notebooks/0[0-3]*.ipynb checks a part (the core notebooks: about 2 h on 2 cores)
+##         VERIFY=notebooks/0[0-3]*.ipynb checks a part (the core notebooks: 1 h 29 min on 2 cores, measured 2026-12-01)
 VERIFY ?= notebooks/0*.ipynb
 verify: setup
 	DPT_SCALE=toy $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider $(VERIFY)
