@@ -326,17 +326,30 @@ def run_and_collect(name: str, scale: str | None = None, max_variants: int | Non
     return batch, collect(batch, scale, names)
 
 
-def batch_times(scale: str) -> pd.DataFrame:
+def batch_times(scale: str, recorded: str | Path | None = None) -> pd.DataFrame:
     """Per batch file: its variants, how many have finished at ``scale``, the minutes their runs
-    took (from each ``done.json``) and the machine(s) that ran them (from ``metrics.json``)."""
+    took (from each ``done.json``), the machine(s) that ran them (from ``metrics.json``) and the
+    day(s) they finished. A batch with no finished variant here keeps its row of ``recorded`` (the
+    table an earlier run saved, e.g. ``figures/ablation_times.csv``) where it has one, so a machine
+    that re-ran one batch still reports what the others cost when they ran."""
+    earlier = {}
+    if recorded is not None and Path(recorded).exists():
+        earlier = {row["batch"]: row for row in pd.read_csv(recorded, keep_default_na=False).to_dict("records")}
     rows = []
     for path in sorted((repo_root() / "papermill_params" / "ablations").glob("*.yaml")):
         batch = load_batch(path)
         metrics = collect(batch, scale).metrics
+        if not len(metrics) and batch.name in earlier:
+            rows.append({"measured": "earlier run", **earlier[batch.name]})
+            continue
+        days = sorted({time.strftime("%Y-%m-%d", time.localtime((variant_dir(batch, name, scale) / "done.json").stat().st_mtime))
+                       for name in metrics.index})
         rows.append({"batch": batch.name, "variants": len(batch.variants), "finished": len(metrics),
                      "minutes": metrics["seconds"].sum() / 60 if len(metrics) else 0.0,
-                     "machine": ", ".join(sorted(set(metrics["machine"]) - {""})) if len(metrics) else ""})
-    return pd.DataFrame(rows).set_index("batch")
+                     "machine": ", ".join(sorted(set(metrics["machine"]) - {""})) if len(metrics) else "",
+                     "measured": " to ".join(dict.fromkeys([days[0], days[-1]])) if days else ""})
+    columns = ["batch", "variants", "finished", "minutes", "machine", "measured"]
+    return pd.DataFrame(rows)[columns].set_index("batch")
 
 
 def main(argv: list[str] | None = None) -> int:

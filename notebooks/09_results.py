@@ -62,10 +62,12 @@ display(claims.drop(columns="notebook").set_index("claim"))
 # ## What each ablation batch cost
 #
 # The seconds each finished variant's papermill run took (`done.json`), summed per batch: the
-# measured time of `make ablations` at this scale, on this machine.
+# measured time of `make ablations` at this scale, on this machine, with the day(s) it ran. A batch
+# with no finished variant here (run on another day, on a machine whose `runs/` is gone) keeps the
+# row the table had: what it cost when it ran, marked "earlier run".
 
 # %% tags=["nbval-ignore-output"]
-times = ablations.batch_times(params.scale)
+times = ablations.batch_times(params.scale, recorded=config.figures_dir(params.scale) / "ablation_times.csv")
 report.save_table(times, "ablation_times", params.scale, floatfmt=".1f")
 times
 

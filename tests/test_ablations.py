@@ -3,6 +3,7 @@ variant is skipped (same parameters hash), a killed batch resumes, a failing var
 the others. The notebook run itself is stubbed: these tests are about the batch's bookkeeping."""
 
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -185,6 +186,27 @@ def test_the_readme_section_between_markers_is_replaced(tmp_path):
     assert readme.read_text() == "intro\n<!-- claims:begin -->\n| new |\n<!-- claims:end -->\nrest\n"
     with pytest.raises(ValueError, match="expected one"):
         report.replace_between_markers(readme, "times", "x")
+
+
+def test_batch_times_are_measured_here_or_kept_from_the_recorded_table(tmp_path, runs):
+    """09's cost table: a batch with finished variants here is timed from them (dated); one with
+    none keeps the row an earlier run recorded; one never recorded reads 0 finished."""
+    batch = ablations.load_batch(ablations.repo_root() / "papermill_params" / "ablations" / "trainable.yaml")
+
+    def run(notebook, output, parameters, runs_folder):
+        (runs_folder / "smoke").mkdir(parents=True)
+        (runs_folder / "smoke" / "metrics.json").write_text(json.dumps({"machine": "cpu: 2 threads"}))
+
+    assert ablations.run_batch(batch, "smoke", only=["base"], run=run, progress=False) == {"base": "done"}
+    recorded = _write(tmp_path / "ablation_times.csv", "batch,variants,finished,minutes,machine\n"
+                      "trainable,3,3,37.3,cpu: 2 threads\nblocks,12,12,52.9,cpu: 2 threads\n")
+    times = ablations.batch_times("smoke", recorded=recorded)
+    assert list(times.columns) == ["variants", "finished", "minutes", "machine", "measured"]
+    assert times.loc["trainable", "finished"] == 1 and times.loc["trainable", "minutes"] < 1  # measured here, not the recorded 37.3
+    assert times.loc["trainable", "measured"] == time.strftime("%Y-%m-%d")
+    assert times.loc["blocks"].tolist() == [12, 12, 52.9, "cpu: 2 threads", "earlier run"]
+    assert times.loc["mse", "finished"] == 0 and times.loc["mse", "measured"] == ""
+    assert ablations.batch_times("smoke").loc["blocks", "finished"] == 0  # nothing recorded: nothing kept
 
 
 def test_reproduce_runs_one_ablation_batch(monkeypatch):
