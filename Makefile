@@ -28,6 +28,8 @@ ablations: setup
 
 ## verify: strict nbval on the committed notebooks at the toy scale (every stored output must come out again; hours);
 ##         VERIFY=notebooks/0[0-3]*.ipynb checks a part (the core notebooks: 1 h 29 min on 2 cores, measured 2026-12-01)
+##         outputs that come from training come out byte for byte on the CPU kind that made them (another CPU's float
+##         rounding moves them: README)
 ##         a cell may run for hours (on a fresh clone an ablation notebook's first cell runs its whole batch): nbval's 2,000 s is raised to 6 h
 VERIFY ?= notebooks/0*.ipynb
 verify: setup

@@ -92,7 +92,14 @@ ablations.save_batch_figure(generation, discrimination, list(tab8.index), "tab8_
 # last 100 steps (GIoU loss 0.40, 0.42, 0.44, 0.48, 0.47), and was still falling at step 600: the
 # deeper the adapter, the further from converged, so at this budget the table ranks how far each
 # depth gets in 600 steps, not what a converged depth buys (one training run per depth: the
-# intervals hold the test queries' variation, not the training seed's).
+# intervals hold the test queries' variation, not the training seed's). How large the training side
+# is, measured: the same 1-layer variant on another CPU (a Xeon with AVX-512 and AMX, not the one
+# these outputs came from; the code is bit-identical run to run on one CPU) gave ITM 47.2 % and REC
+# 34.6 %, and with AVX2 kernels forced 46.8 % and 43.0 %, against 45.9 % and 40.4 % here: REC spans
+# 8.4 points, as wide as its 95 % test-query interval, from float rounding alone. On that CPU the
+# whole batch kept the 3-5-layer plateau, the lower ITM of 4 and 5 layers and the 1e-3 stall, but 2
+# layers grounded +9.0 [+4.0, +14.0] better than one, so the 2-vs-1 ranking is not settled by one
+# run (README, "make verify").
 #
 # *The diagnosis holds* (the last two rows). The same 2-layer stage 1 at the preset's 1e-3 stays at
 # chance (ITM 19.8 %, REC 5.2 %; matching loss 2.17 over the last 100 steps), at 3e-4 it reaches
