@@ -357,6 +357,15 @@ report.save_table(tab3_differences.rename_axis("method"), "tab3_discrimination_d
 tab3_differences
 
 # %% [markdown]
+# **These tables are one training run.** The code is deterministic on one CPU, but another CPU
+# rounds floats differently, and 3,000 steps amplify it: on a Xeon with AVX-512 and AMX this
+# notebook gave the same ITM (80.4 % against 79.8 % here) but REC P@1 58.9 % against 72.2 %, while
+# the baselines' REC stayed put, so DPT's REC lead over local denoising (+8.0 here) became a deficit
+# (−5.3 [−9.2, −1.3]). REC is still climbing steeply at 3,000 steps (the validation curve above), and
+# where it ends depends on when the adapter leaves the grounding plateau. Read the REC comparisons
+# as unsettled until several training seeds are run (README, "Read the REC numbers below").
+
+# %% [markdown]
 # ## Tab. 10 analogue: the timestep at which the model is asked
 #
 # Larger $t$ means more noise on the image. The paper trains *and* tests an adapter at each
