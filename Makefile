@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lint setup reproduce ablations verify retrain smoke test test-unit test-notebooks bench gpu-check toy-model lab sync clean
+.PHONY: lint setup reproduce ablations verify retrain smoke test test-unit test-notebooks bench bench-float gpu-check toy-model lab sync clean
 
 ## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
 setup: $(STAMP)
@@ -56,6 +56,10 @@ test-notebooks: setup
 ## bench: performance benchmarks (ratios measured in one run; not part of the tests)
 bench: setup
 	$(BIN)/python -m dptlib.timing probe
+
+## bench-float: what pinning the CPU's float path costs, with a checksum per path to compare between CPUs (about 1 min)
+bench-float: setup
+	$(BIN)/python -m dptlib.timing float-paths
 
 ## gpu-check: on a CUDA machine, the device tests + SD-2.1-sized throughput, memory and MFU as JSON (< 8 min); exits 0 without CUDA
 gpu-check: setup

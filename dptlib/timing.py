@@ -1,4 +1,4 @@
-"""Benchmarks (not tests): ``python -m dptlib.timing probe`` and ``python -m dptlib.timing sample``.
+"""Benchmarks (not tests): ``python -m dptlib.timing probe``, ``sample`` and ``float-paths``.
 
 Prints ratios measured in one run, medians of repeated timings, on this machine:
 
@@ -8,7 +8,13 @@ Prints ratios measured in one run, medians of repeated timings, on this machine:
     against DiffusionITM (10 timesteps, normalised) and Diffusion Classifier (500 timesteps per
     candidate, its zero-shot default).
 
-Both at the SD-2.1 U-Net architecture (random weights; 32x32 latents to stay within CPU time) and
+(c) ``float-paths``: what pinning the CPU's float path would cost. The same toy stage-1 steps
+    run in a fresh process per setting (the pins are read when torch loads): the median step time
+    against the default path, and a checksum of the adapter's weights after the steps. Equal
+    checksums on two CPUs mean that setting rounds identically there, which strict ``make verify``
+    of trained numbers needs across CPUs.
+
+(a) and (b) at the SD-2.1 U-Net architecture (random weights; 32x32 latents to stay within CPU time) and
 on the toy model. Where a baseline would take minutes at SD-2.1 size, its time is the measured
 time of one U-Net forward times the number of forwards it needs; the output says so.
 """
@@ -16,7 +22,12 @@ time of one U-Net forward times the number of forwards it needs; the output says
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -137,17 +148,88 @@ def bench_sample(sd21: bool = True, toy: bool = True, batch: int = 2, sd21_laten
               f"{(b + c) / 2:.3f} s per step on average -> {(b + c) / 2 / a:.2f}x plain")
 
 
+# (c) Float paths. MKL_CBWR asks MKL for the same results on every CPU that has the named ISA;
+# ATEN_CPU_CAPABILITY picks torch's own vector kernels; oneDNN (convolutions) is capped by
+# ONEDNN_MAX_CPU_ISA or switched off (DPT_NO_ONEDNN, read by float_step). "portable" pins all
+# three to their CPU-independent paths; "AVX2-pinned" keeps oneDNN, whose blocking follows cache sizes.
+FLOAT_PATHS = {
+    "default": {},
+    "AVX2-pinned": {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "AVX2-pinned, no oneDNN": {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "DPT_NO_ONEDNN": "1"},
+    "portable": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default", "DPT_NO_ONEDNN": "1"},
+}
+
+
+def float_step(steps: int = 12, septuples: int | None = None, seed: int = 0) -> dict:
+    """``steps`` AdamW steps of a toy stage-1 adapter (the toy preset's shape and batch of
+    ``septuples``, probing up1) on fixed random latents and text states. Returns the median step time (s, after one warm-up
+    step) and a sha256 prefix of the adapter's weights after the steps."""
+    from .toy.model import load_toy_pipeline
+    from .train import ProbeConfig
+
+    if os.environ.get("DPT_NO_ONEDNN"):
+        torch.backends.mkldnn.enabled = False
+    preset = ProbeConfig.preset("toy")
+    unet = load_toy_pipeline().unet.eval().requires_grad_(False)
+    septuples = septuples or preset.batch_size
+    generator = torch.Generator().manual_seed(seed)
+    n = 6 * septuples
+    latents = torch.randn(n, 4, 16, 16, generator=generator)
+    t = torch.randint(0, 1000, (n,), generator=generator)
+    hidden = torch.randn(n, 16, unet.config.cross_attention_dim, generator=generator)
+    torch.manual_seed(seed)
+    adapter = DiscriminativeAdapter(preset.adapter, [block_channels(unet, "up1")], hidden.shape[-1])
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=1e-3)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        with torch.no_grad():
+            features = extract_features(unet, latents, t, hidden, ["up1"])
+        out = adapter(features, t)
+        (out.match_embeddings.square().mean() + out.boxes.square().mean()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - start)
+    digest = hashlib.sha256()
+    for name, value in sorted(adapter.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().contiguous().numpy().tobytes())
+    return {"seconds_per_step": statistics.median(times[1:]), "checksum": digest.hexdigest()[:16],
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "onednn": torch.backends.mkldnn.enabled}
+
+
+def bench_float_paths(steps: int = 12) -> list[dict]:
+    """Runs :func:`float_step` under each of :data:`FLOAT_PATHS` in its own process and prints
+    its step time against the default path's and its checksum."""
+    rows = []
+    for name, pins in FLOAT_PATHS.items():
+        env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DPT_NO_ONEDNN")}
+        result = subprocess.run([sys.executable, "-m", "dptlib.timing", "float-step", "--steps", str(steps)],
+                                env={**env, **pins}, capture_output=True, text=True, check=True)
+        rows.append({"float path": name, **json.loads(result.stdout.strip().splitlines()[-1])})
+        ratio = rows[-1]["seconds_per_step"] / rows[0]["seconds_per_step"]
+        print(f"[float path] {name}: {rows[-1]['seconds_per_step']:.3f} s per toy stage-1 step ({ratio:.2f}x default), "
+              f"weights after {steps} steps {rows[-1]['checksum']} ({rows[-1]['cpu_capability']}, oneDNN "
+              f"{'on' if rows[-1]['onednn'] else 'off'}; pins: {' '.join(f'{k}={v}' for k, v in pins.items()) or 'none'})")
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["probe", "sample"])
+    parser.add_argument("what", choices=["probe", "sample", "float-paths", "float-step"])
     parser.add_argument("--no-sd21", action="store_true", help="skip the SD-2.1-sized U-Net")
     parser.add_argument("--septuples", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=12, help="float-paths: stage-1 steps per float path")
     args = parser.parse_args(argv)
-    torch.set_num_threads(int(__import__("os").environ.get("DPT_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("DPT_THREADS", "2")))
     if args.what == "probe":
         bench_probe(sd21=not args.no_sd21, septuples=args.septuples)
-    else:
+    elif args.what == "sample":
         bench_sample(sd21=not args.no_sd21)
+    elif args.what == "float-paths":
+        bench_float_paths(steps=args.steps)
+    else:  # one float path, in this process (float-paths runs it once per setting)
+        print(json.dumps(float_step(steps=args.steps)))
     return 0
 
 
