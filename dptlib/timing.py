@@ -151,7 +151,8 @@ def bench_sample(sd21: bool = True, toy: bool = True, batch: int = 2, sd21_laten
 # (c) Float paths. MKL_CBWR asks MKL for the same results on every CPU that has the named ISA;
 # ATEN_CPU_CAPABILITY picks torch's own vector kernels; oneDNN (convolutions) is capped by
 # ONEDNN_MAX_CPU_ISA or switched off (DPT_NO_ONEDNN, read by float_step). "portable" pins all
-# three to their CPU-independent paths; "AVX2-pinned" keeps oneDNN, whose blocking follows cache sizes.
+# three to their CPU-independent paths; "AVX2-pinned" keeps oneDNN, whose kernels may size their
+# blocking by the CPU's caches.
 FLOAT_PATHS = {
     "default": {},
     "AVX2-pinned": {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
@@ -161,24 +162,22 @@ FLOAT_PATHS = {
 
 
 def float_step(steps: int = 12, septuples: int | None = None, seed: int = 0) -> dict:
-    """``steps`` AdamW steps of a toy stage-1 adapter (the toy preset's shape and batch of
-    ``septuples``, probing up1) on fixed random latents and text states. Returns the median step time (s, after one warm-up
-    step) and a sha256 prefix of the adapter's weights after the steps."""
-    from .toy.model import load_toy_pipeline
+    """``steps`` AdamW steps of a toy stage-1 adapter (the toy preset's shape, probing up1; a batch
+    of ``septuples``, default the preset's) on fixed random latents and text states. Returns the
+    median step time (s, after one warm-up step) and a sha256 prefix of the adapter's weights."""
     from .train import ProbeConfig
 
     if os.environ.get("DPT_NO_ONEDNN"):
         torch.backends.mkldnn.enabled = False
     preset = ProbeConfig.preset("toy")
-    unet = load_toy_pipeline().unet.eval().requires_grad_(False)
-    septuples = septuples or preset.batch_size
+    _, unet, side, text_dim, length = next(_unets(sd21=False, toy=True, sd21_latent=0))
+    n = 6 * (septuples or preset.batch_size)
     generator = torch.Generator().manual_seed(seed)
-    n = 6 * septuples
-    latents = torch.randn(n, 4, 16, 16, generator=generator)
+    latents = torch.randn(n, 4, side, side, generator=generator)
     t = torch.randint(0, 1000, (n,), generator=generator)
-    hidden = torch.randn(n, 16, unet.config.cross_attention_dim, generator=generator)
+    hidden = torch.randn(n, length, text_dim, generator=generator)
     torch.manual_seed(seed)
-    adapter = DiscriminativeAdapter(preset.adapter, [block_channels(unet, "up1")], hidden.shape[-1])
+    adapter = DiscriminativeAdapter(preset.adapter, [block_channels(unet, "up1")], text_dim)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=1e-3)
     times = []
     for _ in range(steps + 1):
