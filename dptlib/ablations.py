@@ -18,6 +18,9 @@ or both (the named variants first, e.g. the untuned base model as a reference ro
 sweep). ``reference`` names the variant the others are compared with (default: the first).
 ``at_scale: {toy: {probe_steps: 3000}}`` adds shared values at one scale only (a batch's toy
 budget; the smoke scale keeps its preset); a variant's own values still win over them.
+``training_seeds: [0, 1, 2]`` repeats every variant that trains (all but the reference) once per
+training seed, as ``<variant>-s<k>`` with ``training_seed: k``, seed-major (every arm of seed 0,
+then of seed 1, ...), so that the arms of one seed share its stage-1 adapter within one session.
 
 Each variant runs into ``runs/<scale>/ablations/<batch>/<variant>/``: the executed notebook, its
 runs folder (the notebook's ``DPT_RUNS_DIR``: checkpoints, metrics) and ``done.json``, which
@@ -26,12 +29,19 @@ hash is skipped, so a killed batch resumes without redoing finished variants (an
 it was killed in keeps its resume states); a changed parameter runs the variant again, afresh.
 A failing variant is reported and the batch goes on; the exit status is non-zero if any failed.
 
+A finished variant's outcomes (``done.json``, ``metrics.json`` and its per-image / per-query
+tables, gzipped; no weights) are also exported to ``results/<scale>/<batch>/<variant>/``, which
+is committed: the notebooks and ``09_results`` read a variant from there when ``runs/`` lacks it,
+so they regenerate in seconds on a fresh clone, and a batch skips what ``results/`` holds.
+(Smoke runs export under ``runs/smoke/results``: a test never writes into ``results/``.)
+
     python -m dptlib.ablations lora_rank [--scale toy] [--variant lora_rank=8] [--list]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import os
@@ -52,6 +62,9 @@ from .checkpoint import atomic_write_text
 from .config import check_parameters, declared_parameters, repo_root, resolve_scale, runs_dir
 
 KERNEL = "dpt"
+OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
+ON_REQUEST = ("seeds",)  # batches run only when named (hours): not part of "every batch"
+METHOD_SUFFIX = {"plain": "", "self-corrected": " + SC", "random direction": " + null"}  # generation methods' labels
 
 
 @dataclass
@@ -77,7 +90,7 @@ def load_batch(path: str | Path) -> Batch:
     checked against the notebook's ``parameters`` cell before anything runs."""
     path = Path(path)
     spec = yaml.safe_load(path.read_text()) or {}
-    allowed = {"notebook", "shared", "sweep", "values", "variants", "reference", "at_scale"}
+    allowed = {"notebook", "shared", "sweep", "values", "variants", "reference", "at_scale", "training_seeds"}
     unknown = sorted(set(spec) - allowed)
     if unknown or "notebook" not in spec:
         raise ValueError(f"{path}: a batch file has 'notebook' and {sorted(allowed - {'notebook'})}; got {sorted(spec)}")
@@ -87,14 +100,16 @@ def load_batch(path: str | Path) -> Batch:
     variants = {str(name): dict(values or {}) for name, values in (spec.get("variants") or {}).items()}
     if "sweep" in spec:
         variants.update({f"{spec['sweep']}={value}": {spec["sweep"]: value} for value in spec["values"]})
+    reference = str(spec.get("reference", next(iter(variants), "")))
+    if reference not in variants:
+        raise ValueError(f"{path}: reference {reference!r} is not a variant; variants: {list(variants)}")
+    if "training_seeds" in spec:
+        variants = with_training_seeds(variants, reference, spec["training_seeds"], path)
     own = variants
     variants = {name: {**shared, **values} for name, values in variants.items()}
     at_scale = {str(scale): dict(values or {}) for scale, values in (spec.get("at_scale") or {}).items()}
     for scale in at_scale:
         resolve_scale(scale)  # an unknown scale is a ValueError naming the known ones
-    reference = str(spec.get("reference", next(iter(variants), "")))
-    if reference not in variants:
-        raise ValueError(f"{path}: reference {reference!r} is not a variant; variants: {list(variants)}")
     batch = Batch(path.stem, spec["notebook"], variants, reference, own, at_scale)
     for scale in [None, *at_scale]:
         for name, parameters in (batch.for_scale(scale) if scale else batch).variants.items():
@@ -103,6 +118,25 @@ def load_batch(path: str | Path) -> Batch:
             except ValueError as error:
                 raise ValueError(f"{path}: variant {name!r}{f' at scale {scale!r}' if scale else ''}: {error}") from None
     return batch
+
+
+def with_training_seeds(variants: dict[str, dict], reference: str, seeds, path) -> dict[str, dict]:
+    """``variants`` with every one but ``reference`` repeated per training seed (``<name>-s<k>``,
+    ``training_seed: k``), seed-major."""
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in seeds):
+        raise ValueError(f"{path}: training_seeds must be a list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: training_seeds repeats a seed: {seeds}")
+    out = {reference: variants[reference]}
+    for k in seeds:
+        out.update({f"{name}-s{k}": {**values, "training_seed": k} for name, values in variants.items() if name != reference})
+    return out
+
+
+def split_seed(variant: str) -> tuple[str, int | None]:
+    """``"dpt-s3"`` -> ``("dpt", 3)``; a variant without a training-seed suffix -> ``(variant, None)``."""
+    arm, sep, k = variant.rpartition("-s")
+    return (arm, int(k)) if sep and arm and k.isdigit() else (variant, None)
 
 
 def run_hash(notebook: str, parameters: dict, scale: str) -> str:
@@ -114,6 +148,52 @@ def run_hash(notebook: str, parameters: dict, scale: str) -> str:
 def finished(folder: Path, digest: str) -> bool:
     done = folder / "done.json"
     return done.exists() and json.loads(done.read_text()).get("hash") == digest
+
+
+def results_dir(scale: str) -> Path:
+    """Where finished variants' outcomes are exported: ``results/<scale>`` (committed), or
+    ``$DPT_RESULTS_DIR/<scale>``; at the smoke scale ``runs/smoke/results``."""
+    if scale == "smoke":
+        return runs_dir(scale) / "results"
+    return Path(os.environ.get("DPT_RESULTS_DIR") or repo_root() / "results") / scale
+
+
+def exported_dir(batch: Batch, name: str, scale: str) -> Path:
+    """``results/<scale>/<batch>/<variant>``: a finished variant's outcomes, without weights."""
+    return results_dir(scale) / batch.name / name.replace("/", "_")
+
+
+def export_outcomes(folder: Path, target: Path, scale: str) -> None:
+    """Copy a finished variant's ``done.json``, ``metrics.json`` and outcome tables (gzipped, with
+    no time stamp, so that the same run gives the same bytes) from ``folder`` into ``target``."""
+    runs = folder / "runs" / scale
+    target.mkdir(parents=True, exist_ok=True)
+    atomic_write_text((runs / "metrics.json").read_text(), target / "metrics.json")
+    for name in OUTCOME_TABLES:
+        if (runs / name).exists():
+            data = gzip.compress((runs / name).read_bytes(), mtime=0)
+            partial = target / f"{name}.gz.partial"
+            partial.write_bytes(data)
+            partial.replace(target / f"{name}.gz")
+    atomic_write_text((folder / "done.json").read_text(), target / "done.json")  # last: its presence means complete
+
+
+def outcomes_dir(batch: Batch, name: str, scale: str, digest: str) -> Path | None:
+    """Where a variant's finished outcomes lie: its run folder (``runs/``, with ``metrics.json``
+    under ``runs/<scale>``), else its exported folder (``results/``); None when neither is finished."""
+    folder = variant_dir(batch, name, scale)
+    if finished(folder, digest):
+        return folder
+    exported = exported_dir(batch, name, scale)
+    return exported if finished(exported, digest) else None
+
+
+def _outcome_file(found: Path, scale: str, name: str) -> Path | None:
+    """A run folder keeps its files under ``runs/<scale>``, an exported one beside ``done.json``, gzipped."""
+    for path in (found / "runs" / scale / name, found / name, found / f"{name}.gz"):
+        if path.exists():
+            return path
+    return None
 
 
 @contextmanager
@@ -180,7 +260,7 @@ def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execu
         parameters = {**batch.variants[name], "scale": scale}
         digest = run_hash(batch.notebook, parameters, scale)
         folder = variant_dir(batch, name, scale)
-        if finished(folder, digest):
+        if outcomes_dir(batch, name, scale, digest) is not None:
             outcome[name] = "skipped"
             continue
         _prepare(folder, digest)
@@ -192,7 +272,10 @@ def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execu
             (folder / "error.txt").write_text(traceback.format_exc())
             continue
         atomic_write_text(json.dumps({"hash": digest, "notebook": batch.notebook, "parameters": parameters,
-                                      "seconds": round(time.time() - start, 1)}, indent=1), folder / "done.json")
+                                      "seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d")},
+                                     indent=1), folder / "done.json")
+        if (folder / "runs" / scale / "metrics.json").exists():
+            export_outcomes(folder, exported_dir(batch, name, scale), scale)
         outcome[name] = "done"
     return outcome
 
@@ -218,22 +301,20 @@ def collect(batch: Batch, scale: str, only: list[str] | None = None) -> Results:
     for name, parameters in batch.variants.items():
         if only and name not in only:
             continue
-        folder = variant_dir(batch, name, scale)
-        done = folder / "done.json"
-        runs = folder / "runs" / scale
-        if not finished(folder, run_hash(batch.notebook, {**parameters, "scale": scale}, scale)):
+        where = outcomes_dir(batch, name, scale, run_hash(batch.notebook, {**parameters, "scale": scale}, scale))
+        if where is None:
             missing.append(name)
             continue
-        found = json.loads((runs / "metrics.json").read_text())
-        row = {"variant": name, **found.get("discrimination", {}), "seconds": json.loads(done.read_text())["seconds"],
+        found = json.loads(_outcome_file(where, scale, "metrics.json").read_text())
+        row = {"variant": name, **found.get("discrimination", {}), "seconds": json.loads((where / "done.json").read_text())["seconds"],
                "machine": found.get("machine", "")}
         for method, cells in found.get("generation", {}).items():
             row[f"Fréchet ({method})"] = cells.get("frechet")
         metrics.append(row)
-        if (runs / "generation_scores.csv").exists():
-            generation.append(pd.read_csv(runs / "generation_scores.csv").assign(variant=name))
-        if (runs / "discrimination_outcomes.csv").exists():
-            discrimination.append(pd.read_csv(runs / "discrimination_outcomes.csv").assign(variant=name))
+        for table, parts in (("generation_scores.csv", generation), ("discrimination_outcomes.csv", discrimination)):
+            path = _outcome_file(where, scale, table)
+            if path is not None:
+                parts.append(pd.read_csv(path).assign(variant=name))
     frame = pd.DataFrame(metrics).set_index("variant") if metrics else pd.DataFrame()
     join = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()  # noqa: E731
     return Results(frame, join(generation), join(discrimination), missing)
@@ -252,8 +333,8 @@ def compare_variants(results: Results, reference: str, discrimination_reference:
     generation = pd.DataFrame()
     if not results.generation.empty:
         images = results.generation.copy()
-        images["method"] = images["variant"] + images["method"].map({"plain": "", "self-corrected": " + SC"})
-        order = [f"{v}{s}" for v in dict.fromkeys(images["variant"]) for s in ("", " + SC") if f"{v}{s}" in set(images["method"])]
+        images["method"] = images["variant"] + images["method"].map(METHOD_SUFFIX)
+        order = [f"{v}{s}" for v in dict.fromkeys(images["variant"]) for s in METHOD_SUFFIX.values() if f"{v}{s}" in set(images["method"])]
         generation = stats.compare_to_baseline(images, metric, reference, cell_cols=("cell",), methods=order)
     discrimination = pd.DataFrame()
     if not results.discrimination.empty:
@@ -294,7 +375,7 @@ def variant_claim(results: Results, claim: str, paper: str, baseline: str, metho
     compares images (a name ending in " + SC" means self-corrected), a task ("ITM overall",
     "REC P@1") compares queries. None where either variant has no results."""
     def label(frame):
-        return frame["variant"] + frame["method"].map({"plain": "", "self-corrected": " + SC"})
+        return frame["variant"] + frame["method"].map(METHOD_SUFFIX)
 
     if cell in set(results.discrimination.get("task", [])):
         frame = results.discrimination.rename(columns={"variant": "method"})
@@ -326,6 +407,13 @@ def run_and_collect(name: str, scale: str | None = None, max_variants: int | Non
     return batch, collect(batch, scale, names)
 
 
+def _finished_day(batch: Batch, name: str, scale: str) -> str:
+    """The day a finished variant finished: recorded in its ``done.json`` (older runs: the file's time)."""
+    digest = run_hash(batch.notebook, {**batch.for_scale(scale).variants[name], "scale": scale}, scale)
+    done = outcomes_dir(batch, name, scale, digest) / "done.json"
+    return json.loads(done.read_text()).get("finished") or time.strftime("%Y-%m-%d", time.localtime(done.stat().st_mtime))
+
+
 def batch_times(scale: str, recorded: str | Path | None = None) -> pd.DataFrame:
     """Per batch file: its variants, how many have finished at ``scale``, the minutes their runs
     took (from each ``done.json``), the machine(s) that ran them (from ``metrics.json``) and the
@@ -342,8 +430,7 @@ def batch_times(scale: str, recorded: str | Path | None = None) -> pd.DataFrame:
         if not len(metrics) and batch.name in earlier:
             rows.append({"measured": "earlier run", **earlier[batch.name]})
             continue
-        days = sorted({time.strftime("%Y-%m-%d", time.localtime((variant_dir(batch, name, scale) / "done.json").stat().st_mtime))
-                       for name in metrics.index})
+        days = sorted({_finished_day(batch, name, scale) for name in metrics.index})
         rows.append({"batch": batch.name, "variants": len(batch.variants), "finished": len(metrics),
                      "minutes": metrics["seconds"].sum() / 60 if len(metrics) else 0.0,
                      "machine": ", ".join(sorted(set(metrics["machine"]) - {""})) if len(metrics) else "",
@@ -361,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scale = resolve_scale(args.scale)
     folder = repo_root() / "papermill_params" / "ablations"
-    paths = [folder / f"{name}.yaml" for name in args.batches] or sorted(folder.glob("*.yaml"))
+    paths = [folder / f"{name}.yaml" for name in args.batches] or [p for p in sorted(folder.glob("*.yaml")) if p.stem not in ON_REQUEST]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise SystemExit(f"no batch file {missing}; batches: {sorted(p.stem for p in folder.glob('*.yaml'))}")

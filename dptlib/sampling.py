@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .backbone import Backbone, encode_text, extract_features, image_generators
+from .backbone import Backbone, encode_text, extract_features, image_generators, image_noise
 from .losses import matching_similarity
 
 
@@ -33,8 +33,9 @@ def generate(
     """Images for ``prompts`` as uint8 (N, H, W, 3); ``pipe_kwargs`` go to the pipeline call.
 
     ``self_correct``: ``dict(adapter=..., blocks=..., eta=..., normalize=True, refresh_every=1,
-    variant="paper")`` turns on self-correction (Eq. 9, :func:`self_correction`) for every batch;
-    None samples plainly.
+    variant="paper", direction="gradient")`` turns on self-correction (Eq. 9, :func:`self_correction`)
+    for every batch; None samples plainly. ``direction="random"`` is its null control: the same
+    unit-RMS step along a random direction fixed per image (drawn from the image's seed and index).
     ``per_prompt``: pipeline arguments with one value per prompt (e.g. Attend-and-Excite's
     ``token_indices``), cut into the same batches as the prompts."""
     if not prompts:
@@ -47,7 +48,8 @@ def generate(
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generate", disable=not progress or len(starts) == 1):
         chunk = prompts[start : start + batch_size]
-        context = self_correction(pipe, prompts=chunk, **self_correct) if self_correct else nullcontext()
+        images = dict(direction_seed=seed, indices=range(start, start + len(chunk)))
+        context = self_correction(pipe, prompts=chunk, **images, **self_correct) if self_correct else nullcontext()
         with context:
             result = pipe(
                 chunk,
@@ -82,11 +84,20 @@ def correction_gradient(unet, adapter, blocks, latents, timesteps, text_hidden, 
 
 
 SC_VARIANTS = ("paper", "official")
+SC_DIRECTIONS = ("gradient", "random")
+NULL_SEED_OFFSET = 7_919  # the random directions' seeds differ from the initial noise's (seed + offset)
+
+
+def random_directions(shape: tuple[int, ...], seed: int, indices) -> torch.Tensor:
+    """(n, *shape) unit-RMS directions, row i drawn from image ``indices[i]``'s own generator
+    (seed ``seed + NULL_SEED_OFFSET``): the same image gets the same direction in any batch."""
+    directions = image_noise(shape, seed + NULL_SEED_OFFSET, list(indices))
+    return directions / directions.pow(2).mean(dim=tuple(range(1, directions.dim())), keepdim=True).sqrt()
 
 
 @contextmanager
 def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, normalize: bool = True, refresh_every: int = 1,
-                    variant: str = "paper"):
+                    variant: str = "paper", direction: str = "gradient", direction_seed: int = 0, indices=None):
     """Within this block, every U-Net call of ``pipe`` first moves the latent it is given,
 
         z_t <- z_t + eta * ds(z_t, y)/dz_t                                  (Eq. 9)
@@ -105,12 +116,24 @@ def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, norma
     of the steps between by the last one (adjacent steps' gradients point much the same way);
     k = 1 is Eq. 9 exactly, k = 2 halves the extra cost.
 
+    ``direction="random"`` is self-correction's null control: every step moves each latent by
+    ``eta`` along one unit-RMS random direction, fixed per image for the whole trajectory
+    (:func:`random_directions` of ``direction_seed`` and the images' ``indices``, default
+    ``range(len(prompts))``): a step of the same size that knows nothing of the text.
+
     ``prompts`` must be the prompts of the pipeline call, one image per prompt.
     """
     if refresh_every < 1:
         raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
     if variant not in SC_VARIANTS:
         raise ValueError(f"unknown self-correction variant {variant!r}; variants: {list(SC_VARIANTS)}")
+    if direction not in SC_DIRECTIONS:
+        raise ValueError(f"unknown self-correction direction {direction!r}; directions: {list(SC_DIRECTIONS)}")
+    if normalize is False and direction == "random":
+        raise ValueError("direction='random' is a unit-RMS step: it needs normalize=True")
+    indices = range(len(prompts)) if indices is None else indices
+    if len(indices) != len(prompts):
+        raise ValueError(f"{len(indices)} image indices for {len(prompts)} prompts")
     unet, scheduler = pipe.unet, pipe.scheduler
     original_forward, original_step = unet.forward, scheduler.step
     adapter = adapter.eval().to(unet.device)  # a checkpoint loads on the CPU
@@ -126,7 +149,10 @@ def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, norma
         z = sample[n:] if guided else sample  # the conditional half
         hidden = encoder_hidden_states[n:] if guided else encoder_hidden_states
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(n)
-        if state["calls"] % refresh_every == 0:
+        if direction == "random":
+            if state["gradient"] is None:  # drawn once: one direction per image for the whole trajectory
+                state["gradient"] = random_directions(tuple(z.shape[1:]), direction_seed, indices).to(z.device, z.dtype)
+        elif state["calls"] % refresh_every == 0:
             state["inside"] = True
             try:
                 state["gradient"] = correction_gradient(unet, adapter, blocks, z, t, hidden, pooled, normalize)

@@ -35,6 +35,13 @@
 #    with the evaluator's CLIP score and the Fréchet distance of its image features to real
 #    renders; sampled plainly and with self-correction (Eq. 9) at η = `eta`.
 #
+# `training_seed` changes what training draws (initialisation, data order, noise and timesteps)
+# and nothing else: the test prompts, generation seeds and test queries come from `seed`, so the
+# images and queries of every training seed stay paired (the `seeds` batch, `make seeds`).
+# `shuffle_pairs` trains both stages on shuffled image-text pairs (the negative control);
+# `null_control` also samples with the random-direction null of self-correction (a unit-RMS step
+# of the same η along a random direction fixed per image).
+#
 # `probe_steps = 0` is the untuned base model (no adapter: generation only), the reference row
 # of the paper's tables. Everything goes to `metrics.json` and per-query / per-image CSVs in the
 # runs folder, which the ablation notebooks compare, paired, across variants.
@@ -65,7 +72,13 @@ generate = True  # False: discrimination only (Tab. 10)
 eta = 0.03  # self-correction strength: the η 03_self_correction chose on validation prompts
 n_real_images = None  # real renders the Fréchet distance compares with
 shared_dir = None  # stage-1 adapters and the exported toy data shared by variants; None: the runs folder
-seed = 0
+seed = 0  # the data, test prompts, generation seeds and test queries
+training_seed = None  # what training draws (init, data order, noise); None: seed
+shuffle_pairs = False  # True: both stages on shuffled image-text pairs (the negative control)
+null_control = False  # True: also sample with the random-direction null of self-correction
+extra_eval_timesteps = []  # more t at which the adapter is asked ITM / REC (Tab. 10 on one adapter), e.g. [0, 999]
+baselines = False  # True: the training-free baselines of Tab. 3 on the same queries (DiffusionITM; local denoising for REC)
+denoising_timesteps = 10  # timesteps the baselines average over
 
 # %%
 import hashlib
@@ -79,7 +92,9 @@ from IPython.display import display
 
 from dptlib import config
 from dptlib.backbone import Backbone, load_backbone, load_pipeline
+from dptlib.baselines import DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes
 from dptlib.checkpoint import atomic_write_text, load_adapter
+from dptlib.data import shuffled_pairs
 from dptlib.inference import DPTScorer
 from dptlib.metrics import frechet_distance, image_features, itm_outcomes, itm_test_set, rec_outcomes
 from dptlib.toy.data import toy_discrimination_data
@@ -95,6 +110,7 @@ run_dir = config.runs_dir(params.scale)
 run_dir.mkdir(parents=True, exist_ok=True)
 shared = Path(params.shared_dir) if params.shared_dir else run_dir
 preset = params.scale if params.scale in ProbeConfig.PRESETS else "toy"
+training_seed = params.seed if params.training_seed is None else params.training_seed
 seconds = {}
 params
 
@@ -110,6 +126,8 @@ world = ToyWorld(ToyWorldConfig(seed=params.seed))
 splits, embed = toy_discrimination_data(shared / "toyworld", {"train": params.n_train_images, "test": params.n_test_images},
                                         seed=params.seed)
 train, test = splits["train"], splits["test"]
+if params.shuffle_pairs:  # the negative control: no image shown with a text it belongs to
+    train = shuffled_pairs(train, training_seed)
 test_prompts, _ = generation_prompts(world.config, params.prompts, 0, seed=params.seed)
 seconds["data"] = time.time() - start
 {"train images": train.n_captioned, "test images": test.n_captioned, "test prompts": {c: len(p) for c, p in test_prompts.items()}}
@@ -125,7 +143,7 @@ def stage1_config() -> ProbeConfig:
     base = ProbeConfig.preset(preset)
     adapter = {**vars(base.adapter), "encoder_layers": params.adapter_layers, "decoder_layers": params.adapter_layers}
     return ProbeConfig.preset(preset, model=params.model, blocks=params.blocks, steps=params.probe_steps, batch_size=params.batch_size,
-                              lr=params.probe_lr, timesteps=tuple(params.train_timesteps), adapter=adapter, seed=params.seed)
+                              lr=params.probe_lr, timesteps=tuple(params.train_timesteps), adapter=adapter, seed=training_seed)
 
 
 backbone = load_backbone(params.model, device=config.device())
@@ -133,6 +151,8 @@ probe_dir = None
 if params.probe_steps > 0:
     probe_config = stage1_config()
     key = {"config": repr(probe_config), "n_train_images": params.n_train_images}
+    if params.shuffle_pairs:  # (a key without it is an unshuffled adapter's: earlier runs' keys stay valid)
+        key["shuffle_pairs"] = True
     probe_dir = shared / "stage1" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     start = time.time()
     if (probe_dir / "adapter.safetensors").exists() and not (probe_dir / "probe.state.safetensors").exists():
@@ -155,7 +175,7 @@ if probe_dir is not None and params.tune_steps > 0:
     tune_config = TuneConfig.preset(preset, model=params.model, steps=params.tune_steps, batch_size=params.batch_size,
                                     lora_rank=params.lora_rank, trainable=params.trainable, objectives=params.objectives,
                                     mse_coef=params.mse_coef, timesteps=tuple(params.train_timesteps), validate_every=0,
-                                    seed=params.seed)
+                                    seed=training_seed)
     start = time.time()
     tune(tune_config, train, probe_dir, run_dir / "tune", backbone=backbone, progress=False)
     seconds["stage 2"] = time.time() - start
@@ -165,18 +185,41 @@ pipe = load_pipeline(params.model, device=config.device(), lora=adapter_dir if a
 
 # %% [markdown]
 # ## Discrimination: ITM and REC on the test split
+#
+# The adapter at `eval_timestep` (tasks "ITM overall", "REC P@1") and at each of
+# `extra_eval_timesteps` ("ITM overall (t = 0)", ...). With `baselines`, the training-free
+# baselines of Tab. 3 answer the same queries ("ITM overall (DiffusionITM)", "REC P@1 (local
+# denoising)"): the queries are fixed by `seed`, so every variant's outcomes pair with theirs.
 
 # %%
+def ask(score_pairs, predict_boxes, suffix: str = "") -> dict[str, np.ndarray]:
+    """Per-query outcomes of one scorer: ITM overall (both directions) and REC P@1, as available."""
+    outcomes = {}
+    if score_pairs is not None:
+        itm = itm_outcomes(score_pairs, itm_test_set(test, n_negatives=3, seed=params.seed))
+        outcomes[f"ITM overall{suffix}"] = np.concatenate([itm["I->T"], itm["T->I"]])
+    if predict_boxes is not None:
+        outcomes[f"REC P@1{suffix}"] = rec_outcomes(predict_boxes, test, rec_items)
+    return outcomes
+
+
 metrics = {"parameters": {k: v for k, v in vars(params).items() if k != "shared_dir"}}
-if adapter_dir is not None:
+rec_items = np.linspace(0, len(test.expressions) - 1, min(len(test.expressions), params.n_rec_expressions)).round().astype(int)
+outcomes = {}
+if adapter_dir is not None or params.baselines:
     start = time.time()
-    adapter, probed, _ = load_adapter(adapter_dir)
     tuned = Backbone(pipe)  # the saved model, loaded back: what is measured is what was written
     test_latents = cache_latents(tuned, test.images)
-    scorer = DPTScorer(tuned, adapter, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed)
-    itm = itm_outcomes(scorer.score_pairs, itm_test_set(test, n_negatives=3, seed=params.seed))
-    rec_items = np.linspace(0, len(test.expressions) - 1, min(len(test.expressions), params.n_rec_expressions)).round().astype(int)
-    outcomes = {"ITM overall": np.concatenate([itm["I->T"], itm["T->I"]]), "REC P@1": rec_outcomes(scorer.predict_boxes, test, rec_items)}
+if adapter_dir is not None:
+    adapter, probed, _ = load_adapter(adapter_dir)
+    for t in [params.eval_timestep, *params.extra_eval_timesteps]:
+        scorer = DPTScorer(tuned, adapter, probed, test, test_latents, timestep=t, seed=params.seed)
+        outcomes.update(ask(scorer.score_pairs, scorer.predict_boxes, "" if t == params.eval_timestep else f" (t = {t})"))
+if params.baselines:
+    classifier = DenoisingScorer(tuned, test, test_latents, evenly_spaced_timesteps(params.denoising_timesteps), seed=params.seed)
+    outcomes.update(ask(classifier.normalized().score_pairs, None, " (DiffusionITM)"))
+    outcomes.update(ask(None, lambda e: local_denoising_boxes(classifier, e), " (local denoising)"))
+if outcomes:
     pd.concat([pd.DataFrame({"task": task, "item": np.arange(len(hits)), "correct": hits.astype(bool)}) for task, hits in outcomes.items()]
               ).to_csv(run_dir / "discrimination_outcomes.csv", index=False)
     metrics["discrimination"] = {task: 100 * float(hits.mean()) for task, hits in outcomes.items()}
@@ -188,8 +231,9 @@ if adapter_dir is not None:
 #
 # Every test prompt once per seed, the same seeds (so the same initial noise) in every variant:
 # the ablation notebooks compare variants image by image. With an adapter, the same prompts are
-# sampled again with self-correction (Eq. 9, the paper's variant, η = `eta`). A variant without
-# stage 2 samples only with self-correction: its plain images would be the base model's.
+# sampled again with self-correction (Eq. 9, the paper's variant, η = `eta`), and with
+# `null_control` along random directions of the same size. A variant without stage 2 samples
+# only with self-correction: its plain images would be the base model's.
 
 # %%
 def generation_metrics(scores: pd.DataFrame, features: dict) -> dict:
@@ -208,6 +252,9 @@ if params.generate:
         methods["plain"] = (pipe, None)
     if adapter_dir is not None:
         methods["self-corrected"] = (pipe, dict(self_correct=dict(adapter=adapter, blocks=probed, eta=params.eta)))
+        if params.null_control:
+            methods["random direction"] = (pipe, dict(self_correct=dict(adapter=adapter, blocks=probed, eta=params.eta,
+                                                                        direction="random")))
 if methods:
     start = time.time()
     scores, features = compare_methods(methods, test_prompts, params.seeds, embed=embed, config=world.config, progress=False,
