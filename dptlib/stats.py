@@ -256,3 +256,196 @@ def verdict(low: float, high: float, expected_sign: int = +1) -> str:
     if low > 0 or high < 0:
         return "holds" if (low > 0) == (expected_sign > 0) else "contradicted"
     return "inconclusive"
+
+
+# --------------------------------------------------------------------------------------------
+# Comparisons over several training runs (training seeds)
+# --------------------------------------------------------------------------------------------
+# One training run is not evidence: two separately trained models differ by their training seed
+# (and by the CPU's float rounding) as well as by what is being compared. When every arm is
+# trained with several seeds, a comparison has two sources of variation, *crossed*: every run
+# answers the same test items (prompts with their generation seeds, or queries). Write the paired
+# difference of run r on cluster c (a prompt's images, or one query) as
+#
+#     d_rc = mu + a_r + b_c + e_rc        (a: the run, b: the test item, e: their interaction + noise)
+#
+# and the estimate is the mean of d over runs and clusters. Its variance is
+#
+#     Var = s2_a / R + s2_b / C + s2_e / (R C),
+#
+# estimated without bias from the cell means M (R x C) by  v_runs / R + v_items / C - v_resid / (R C),
+# with v_runs the variance of the run means, v_items of the cluster means and v_resid the residual
+# mean square of M after both (the classic two-way random-effects estimator). The interval is
+# estimate +- t_df * SE with Welch-Satterthwaite degrees of freedom, which fall towards R - 1 when
+# the runs dominate: with 5 runs a run-dominated interval uses t_4 = 2.78, not 1.96.
+#
+# Why not a percentile bootstrap (Agarwal et al. 2021; Bouthillier et al. 2021 resample runs): with
+# five runs the percentile bootstrap over runs covers about 85 % (its variance is (R-1)/R of the
+# truth and its quantiles are the normal's), and the crossed ("pigeonhole") bootstrap that resamples
+# runs and clusters independently counts the interaction twice, which makes it too wide when runs
+# barely differ. tests/test_stats.py measures both by simulation; ``interval="bootstrap"`` gives the
+# crossed bootstrap's percentile interval for comparison. The share of runs in which the method
+# beats the baseline (Bouthillier et al.'s P(A > B) over paired runs) is reported beside it.
+
+SEED_AGREEMENT = 0.8  # share of runs whose own difference must have the verdict's sign (4 of 5)
+MIN_RUNS = 3  # fewer training runs than this cannot make a verdict "holds"
+SIZE_RATIO = 3.0  # the toy's and the paper's effects "differ in size" beyond this ratio
+
+
+def crossed_cells(values, runs, clusters) -> tuple[np.ndarray, list, list]:
+    """The (R, C) matrix of per-(run, cluster) means of ``values`` (arrays of shape (n,)), with the
+    run and cluster labels in sorted order. Every run must have every cluster (the crossed design)."""
+    frame = pd.DataFrame({"value": np.asarray(values, dtype=float), "run": np.asarray(runs), "cluster": np.asarray(clusters)})
+    cells = frame.groupby(["run", "cluster"], sort=True)["value"].mean().unstack("cluster")
+    if cells.isna().any().any():
+        missing = cells.isna().sum(axis=1)
+        raise ValueError(f"not every run has every cluster (missing per run: {missing[missing > 0].to_dict()}): "
+                         f"runs must answer the same test items")
+    return cells.to_numpy(), list(cells.index), list(cells.columns)
+
+
+def crossed_interval(cells: np.ndarray, confidence: float = CONFIDENCE) -> dict:
+    """Mean of an (R, C) matrix of cell means and its interval under the two-way random-effects
+    model above: ``mean, low, high, se, df, p_value`` (two-sided t-test of mean = 0) and the three
+    variance parts ``v_runs, v_items, v_resid`` (already divided by R, C and R C). One run (R = 1)
+    leaves the run part out (it cannot be estimated); one cluster leaves the item part out."""
+    cells = np.asarray(cells, dtype=float)
+    r, c = cells.shape
+    mean = float(cells.mean())
+    v_runs = cells.mean(axis=1).var(ddof=1) / r if r > 1 else 0.0
+    v_items = cells.mean(axis=0).var(ddof=1) / c if c > 1 else 0.0
+    v_resid = 0.0
+    if r > 1 and c > 1:
+        residual = cells - cells.mean(axis=1, keepdims=True) - cells.mean(axis=0, keepdims=True) + mean
+        v_resid = float((residual**2).sum() / ((r - 1) * (c - 1)) / (r * c))
+    variance = max(v_runs + v_items - v_resid, v_runs, v_items)
+    parts = [(v_runs, r - 1), (v_items, c - 1), (v_resid, (r - 1) * (c - 1))]
+    denominator = sum(v**2 / df for v, df in parts if df > 0 and v > 0)
+    df = variance**2 / denominator if denominator > 0 else math.inf
+    se = math.sqrt(variance)
+    if se == 0:
+        return dict(mean=mean, low=mean, high=mean, se=0.0, df=df, p_value=1.0 if mean == 0 else 0.0,
+                    v_runs=v_runs, v_items=v_items, v_resid=v_resid)
+    q = float(stats.t.ppf(0.5 + confidence / 2, df))
+    p_value = float(2 * stats.t.sf(abs(mean) / se, df))
+    return dict(mean=mean, low=mean - q * se, high=mean + q * se, se=se, df=df, p_value=p_value,
+                v_runs=v_runs, v_items=v_items, v_resid=v_resid)
+
+
+def crossed_bootstrap(cells: np.ndarray, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                      seed: int = SEED) -> tuple[float, float]:
+    """Percentile interval (low, high) of the crossed ("pigeonhole") bootstrap of an (R, C) matrix
+    of cell means: runs and clusters resampled independently, each resample's mean of the chosen
+    cells (with their multiplicities). Kept for comparison: see the section's note."""
+    cells = np.asarray(cells, dtype=float)
+    r, c = cells.shape
+    rng = np.random.default_rng(seed)
+    run_counts = rng.multinomial(r, np.full(r, 1 / r), size=n_resamples)  # (B, R)
+    cluster_counts = rng.multinomial(c, np.full(c, 1 / c), size=n_resamples)  # (B, C)
+    means = np.einsum("br,rc,bc->b", run_counts, cells, cluster_counts) / (r * c)
+    low, high = np.quantile(means, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    return float(low), float(high)
+
+
+def seed_paired_difference(base: pd.DataFrame, own: pd.DataFrame, metric: str, item_cols=("prompt", "seed"),
+                           cluster_col: str | None = "prompt", run_col: str = "run", confidence: float = CONFIDENCE,
+                           interval: str = "t", n_resamples: int = N_RESAMPLES, seed: int = SEED) -> dict:
+    """Paired difference ``own - base`` of ``metric`` over training runs and test items.
+
+    ``base`` and ``own`` have one row per (run, item): columns ``run_col``, ``item_cols`` and
+    ``metric``. Rows pair on (run, item); a baseline that trains nothing (one run, or ``run_col``
+    missing or NaN) pairs with every run of ``own``. Items are grouped into clusters by
+    ``cluster_col`` (a prompt with all its generation seeds; None: each item alone).
+
+    Returns ``difference`` (mean over runs and clusters), ``low``/``high`` (``interval="t"``: the
+    two-way random-effects interval of :func:`crossed_interval`; ``"bootstrap"``: the crossed
+    bootstrap's), ``p_value``, ``se``, ``df``, ``runs`` (labels), ``per_run`` (each run's own mean
+    difference), ``runs_positive`` / ``runs_negative`` (how many per-run differences are > 0 / < 0),
+    ``n_runs``, ``n_clusters``, ``n`` (pairs). A 0/1 metric stays in fractions here.
+    """
+    if interval not in ("t", "bootstrap"):
+        raise ValueError(f"unknown interval {interval!r}; intervals: ['t', 'bootstrap']")
+    item_cols = list(item_cols)
+    base, own = base.copy(), own.copy()
+    for frame in (base, own):
+        if run_col not in frame:
+            frame[run_col] = np.nan
+    if own[run_col].isna().any():
+        raise ValueError(f"every row of the compared method needs its {run_col!r}")
+    if base[run_col].nunique(dropna=False) == 1:  # a baseline with one run: it pairs with every run
+        base = base.drop(columns=run_col).merge(pd.DataFrame({run_col: own[run_col].unique()}), how="cross")
+    for name, frame in (("baseline", base), ("method", own)):
+        if frame.duplicated([run_col, *item_cols]).any():
+            raise ValueError(f"the {name} has duplicate rows for the same {[run_col, *item_cols]}")
+    keep = list(dict.fromkeys([run_col, *item_cols] + ([cluster_col] if cluster_col else [])))
+    pairs = base[keep + [metric]].merge(own[[run_col, *item_cols, metric]].rename(columns={metric: "_own"}),
+                                        on=[run_col, *item_cols], how="inner")
+    if len(pairs) != len(own):
+        raise ValueError(f"the baseline lacks {len(own) - len(pairs)} of the method's (run, item) rows")
+    differences = pairs["_own"].astype(float) - pairs[metric].astype(float)
+    clusters = pairs[cluster_col] if cluster_col else pairs[item_cols].astype(str).agg("|".join, axis=1)
+    cells, runs, _ = crossed_cells(differences, pairs[run_col], clusters)
+    result = crossed_interval(cells, confidence)
+    if interval == "bootstrap":
+        result["low"], result["high"] = crossed_bootstrap(cells, confidence, n_resamples, seed)
+    per_run = cells.mean(axis=1)
+    return dict(difference=result["mean"], low=result["low"], high=result["high"], p_value=result["p_value"], se=result["se"],
+                df=result["df"], runs=runs, per_run=[float(v) for v in per_run], runs_positive=int((per_run > 0).sum()),
+                runs_negative=int((per_run < 0).sum()), n_runs=len(runs), n_clusters=cells.shape[1], n=len(pairs))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (shape (m,)), in their given order:
+    the k-th smallest is multiplied by (m - k + 1), then made non-decreasing, capped at 1."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order]).clip(max=1.0)
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+def seed_verdict(difference: dict, expected_sign: int = +1, p_adjusted: float | None = None, alpha: float = ALPHA,
+                 min_runs: int = MIN_RUNS, agreement: float = SEED_AGREEMENT, selected: bool = False) -> str:
+    """The verdict of a claim that a difference has ``expected_sign``, from
+    :func:`seed_paired_difference`'s result:
+
+    - "holds": the interval excludes 0 on the expected side, the (Holm-adjusted, where given)
+      p-value is below ``alpha``, and at least ``agreement`` of the runs (4 of 5) have a per-run
+      difference of that sign; "contradicted": the same on the other side;
+    - "one run" / "k runs": fewer than ``min_runs`` runs (no verdict either way);
+    - "selected on these images": the setting was chosen on the data that measure it;
+    - "inconclusive": anything else.
+    """
+    if expected_sign not in (+1, -1):
+        raise ValueError("expected_sign must be +1 or -1")
+    if selected:
+        return "selected on these images"
+    n = difference["n_runs"]
+    if n < min_runs:
+        return "one run" if n == 1 else f"{n} runs"
+    p = difference["p_value"] if p_adjusted is None else p_adjusted
+    needed = math.ceil(agreement * n - 1e-9)
+    for sign, name in ((expected_sign, "holds"), (-expected_sign, "contradicted")):
+        side = difference["low"] > 0 if sign > 0 else difference["high"] < 0
+        agree = difference["runs_positive"] if sign > 0 else difference["runs_negative"]
+        if side and p < alpha and agree >= needed:
+            return name
+    return "inconclusive"
+
+
+def size_ratio(toy: float, paper: float) -> float:
+    """|toy| / |paper| (inf when the paper's effect is 0, nan when either is nan)."""
+    if math.isnan(toy) or math.isnan(paper):
+        return math.nan
+    return math.inf if paper == 0 else abs(toy) / abs(paper)
+
+
+def sizes_differ(toy: float, paper: float, ratio: float = SIZE_RATIO) -> bool:
+    """Whether the toy's effect and the paper's differ in size by more than ``ratio`` either way,
+    or in sign."""
+    r = size_ratio(toy, paper)
+    if math.isnan(r):
+        return False
+    return r > ratio or r < 1 / ratio or (toy * paper < 0)
