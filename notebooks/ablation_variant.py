@@ -76,7 +76,8 @@ seed = 0  # the data, test prompts, generation seeds and test queries
 training_seed = None  # what training draws (init, data order, noise); None: seed
 shuffle_pairs = False  # True: both stages on shuffled image-text pairs (the negative control)
 null_control = False  # True: also sample with the random-direction null of self-correction
-extra_eval_timesteps = []  # more t at which the adapter is asked ITM / REC (Tab. 10 on one adapter), e.g. [0, 999]
+stage1_eval = False  # True: also ask the stage-1 adapter (Tab. 3 and 10 are about stage 1), as well as the tuned one
+extra_eval_timesteps = []  # more t at which the stage-1 adapter (with stage1_eval) is asked ITM / REC (Tab. 10), e.g. [0, 999]
 baselines = False  # True: the training-free baselines of Tab. 3 on the same queries (DiffusionITM; local denoising for REC)
 denoising_timesteps = 10  # timesteps the baselines average over
 
@@ -186,8 +187,9 @@ pipe = load_pipeline(params.model, device=config.device(), lora=adapter_dir if a
 # %% [markdown]
 # ## Discrimination: ITM and REC on the test split
 #
-# The adapter at `eval_timestep` (tasks "ITM overall", "REC P@1") and at each of
-# `extra_eval_timesteps` ("ITM overall (t = 0)", ...). With `baselines`, the training-free
+# The adapter at `eval_timestep` (tasks "ITM overall", "REC P@1"); with `stage1_eval` the
+# stage-1 adapter too ("ITM overall (stage 1)", ...), also at each of `extra_eval_timesteps`
+# ("ITM overall (stage 1) (t = 0)", ...). With `baselines`, the training-free
 # baselines of Tab. 3 answer the same queries ("ITM overall (DiffusionITM)", "REC P@1 (local
 # denoising)"): the queries are fixed by `seed`, so every variant's outcomes pair with theirs.
 
@@ -212,9 +214,15 @@ if adapter_dir is not None or params.baselines:
     test_latents = cache_latents(tuned, test.images)
 if adapter_dir is not None:
     adapter, probed, _ = load_adapter(adapter_dir)
+    scorer = DPTScorer(tuned, adapter, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed)
+    outcomes.update(ask(scorer.score_pairs, scorer.predict_boxes))
+if probe_dir is not None and params.stage1_eval:  # the stage-1 adapter on the untuned U-Net
+    stage1_adapter, probed, _ = load_adapter(probe_dir)
+    untuned = load_backbone(params.model, device=config.device())  # (stage 2 put its LoRA into `backbone`)
+    stage1_latents = cache_latents(untuned, test.images)
     for t in [params.eval_timestep, *params.extra_eval_timesteps]:
-        scorer = DPTScorer(tuned, adapter, probed, test, test_latents, timestep=t, seed=params.seed)
-        outcomes.update(ask(scorer.score_pairs, scorer.predict_boxes, "" if t == params.eval_timestep else f" (t = {t})"))
+        scorer = DPTScorer(untuned, stage1_adapter, probed, test, stage1_latents, timestep=t, seed=params.seed)
+        outcomes.update(ask(scorer.score_pairs, scorer.predict_boxes, " (stage 1)" + ("" if t == params.eval_timestep else f" (t = {t})")))
 if params.baselines:
     classifier = DenoisingScorer(tuned, test, test_latents, evenly_spaced_timesteps(params.denoising_timesteps), seed=params.seed)
     outcomes.update(ask(classifier.normalized().score_pairs, None, " (DiffusionITM)"))
