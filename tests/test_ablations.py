@@ -3,6 +3,7 @@ variant is skipped (same parameters hash), a killed batch resumes, a failing var
 the others. The notebook run itself is stubbed: these tests are about the batch's bookkeeping."""
 
 import json
+import shutil
 import time
 
 import pandas as pd
@@ -250,3 +251,59 @@ def test_a_variants_probe_lr_reaches_its_stage_1(tmp_path, runs):
     preset_lr = ProbeConfig.preset("smoke").lr
     assert sorted("lr=0.0003," in k for k in keys) == [False, True]
     assert sum(f"lr={preset_lr}," in k for k in keys) == 1 and preset_lr != 3e-4
+
+
+def test_training_seeds_repeat_every_trained_variant_seed_major(tmp_path):
+    batch = ablations.load_batch(_write(tmp_path / "seeds.yaml", "notebook: ablation_variant\nreference: base\nvariants:\n"
+                                        "  base: {probe_steps: 0}\n  dpt: {}\n  lora: {trainable: lora}\ntraining_seeds: [0, 3]\n"))
+    assert list(batch.variants) == ["base", "dpt-s0", "lora-s0", "dpt-s3", "lora-s3"]
+    assert batch.variants["lora-s3"] == {"trainable": "lora", "training_seed": 3} and batch.variants["base"] == {"probe_steps": 0}
+    assert [ablations.split_seed(name) for name in batch.variants] == [("base", None), ("dpt", 0), ("lora", 0), ("dpt", 3), ("lora", 3)]
+    assert ablations.split_seed("lr-sweep") == ("lr-sweep", None)
+    for bad in ("[]", "[0, 0]", "[-1]", "3", "[a]"):
+        with pytest.raises(ValueError, match="training_seeds"):
+            ablations.load_batch(_write(tmp_path / "seeds.yaml", f"notebook: ablation_variant\nvariants:\n  dpt: {{}}\ntraining_seeds: {bad}\n"))
+
+
+def test_the_seeds_batch_file_names_the_core_arms():
+    batch = ablations.load_batch(ablations.repo_root() / "papermill_params" / "ablations" / "seeds.yaml").for_scale("toy")
+    assert batch.reference == "base" and len(batch.variants) == 1 + 3 * 5
+    assert {ablations.split_seed(name)[0] for name in batch.variants} == {"base", "dpt", "lora", "shuffled"}
+    # every trained arm has the same budget and test sets; only the training seed differs between seeds
+    for k in range(5):
+        assert batch.variants[f"dpt-s{k}"] == {**batch.variants["dpt-s0"], "training_seed": k}
+    assert batch.variants["shuffled-s2"]["probe_steps"] == batch.variants["dpt-s2"]["probe_steps"] == 3000
+
+
+def test_finished_outcomes_are_exported_and_read_back_without_runs(tmp_path, runs, monkeypatch):
+    """A finished variant's outcomes go to the results folder (gzipped, byte-stable); with runs/
+    gone, collect() reads them from there and run_batch() skips the variant."""
+    monkeypatch.setattr(ablations, "results_dir", lambda scale: tmp_path / "results" / scale)
+    batch = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [1, 2]\n"))
+    ablations.run_batch(batch, "smoke", run=_fake_run({1: 0, 2: 1}), progress=False)
+    exported = tmp_path / "results" / "smoke" / "rank" / "lora_rank=2"
+    assert sorted(p.name for p in exported.iterdir()) == ["discrimination_outcomes.csv.gz", "done.json", "generation_scores.csv.gz",
+                                                         "metrics.json"]
+    before = ablations.collect(batch, "smoke")
+    assert before.missing == []
+    first_bytes = (exported / "generation_scores.csv.gz").read_bytes()
+    shutil.rmtree(runs)
+    after = ablations.collect(batch, "smoke")
+    assert after.missing == [] and after.generation.equals(before.generation) and after.discrimination.equals(before.discrimination)
+    assert after.metrics.drop(columns="seconds").equals(before.metrics.drop(columns="seconds"))
+    called = []
+    assert ablations.run_batch(batch, "smoke", run=lambda *a: called.append(a), progress=False) == {"lora_rank=1": "skipped",
+                                                                                                 "lora_rank=2": "skipped"}
+    assert not called and (exported / "generation_scores.csv.gz").read_bytes() == first_bytes
+
+
+def test_a_run_exported_twice_gives_the_same_bytes(tmp_path):
+    folder = tmp_path / "variant"
+    (folder / "runs" / "toy").mkdir(parents=True)
+    (folder / "runs" / "toy" / "metrics.json").write_text("{}")
+    (folder / "runs" / "toy" / "generation_scores.csv").write_text("prompt,correct\na,1\n")
+    (folder / "done.json").write_text(json.dumps({"hash": "x", "seconds": 1}))
+    ablations.export_outcomes(folder, tmp_path / "one", "toy")
+    time.sleep(1.1)
+    ablations.export_outcomes(folder, tmp_path / "two", "toy")
+    assert (tmp_path / "one" / "generation_scores.csv.gz").read_bytes() == (tmp_path / "two" / "generation_scores.csv.gz").read_bytes()

@@ -316,3 +316,37 @@ def test_self_correction_leaves_the_pipeline_as_it_found_it(probed):
         assert vars(pipe.unet)["forward"] is forward and vars(pipe.scheduler)["step"] is step
     finally:
         del pipe.unet.forward, pipe.scheduler.step
+
+
+def test_random_directions_are_unit_rms_and_fixed_per_image():
+    from dptlib.sampling import random_directions
+
+    one = random_directions((4, 8, 8), seed=3, indices=[0, 1, 2])
+    assert one.shape == (3, 4, 8, 8)
+    assert one.pow(2).mean(dim=(1, 2, 3)).sqrt() == pytest.approx(torch.ones(3), abs=1e-5)
+    assert torch.equal(random_directions((4, 8, 8), seed=3, indices=[2]), one[2:])  # an image's direction is its own
+    assert not torch.equal(random_directions((4, 8, 8), seed=4, indices=[0]), one[:1])
+
+
+def test_the_random_direction_null_moves_images_by_the_same_step_independently_of_the_batch(probed):
+    """Self-correction's null control: eta = 0 leaves sampling bit-identical, eta > 0 changes it
+    without any gradient, and an image comes out the same whatever batch it is drawn in."""
+    from dptlib.sampling import generate, self_correction
+
+    root, _ = probed
+    backbone = tiny_backbone()
+    adapter, blocks, _ = load_adapter(root / "probe")
+    prompts = ["a red circle", "two blue squares", "a green triangle"]
+    kwargs = dict(seed=1, num_inference_steps=3, progress=False)
+    null = dict(adapter=adapter, blocks=blocks, direction="random")
+    plain = generate(backbone.pipe, prompts, **kwargs)
+    assert np.array_equal(plain, generate(backbone.pipe, prompts, self_correct={**null, "eta": 0.0}, **kwargs))
+    moved = generate(backbone.pipe, prompts, self_correct={**null, "eta": 0.5}, **kwargs)
+    assert not np.array_equal(plain, moved)
+    by_one = generate(backbone.pipe, prompts, self_correct={**null, "eta": 0.5}, batch_size=1, **kwargs)
+    np.testing.assert_allclose(by_one.astype(int), moved.astype(int), atol=1)  # (batched float sums may differ in the last bit)
+    gradient = generate(backbone.pipe, prompts, self_correct=dict(adapter=adapter, blocks=blocks, eta=0.5), **kwargs)
+    assert not np.array_equal(gradient, moved)
+    with pytest.raises(ValueError, match="direction"):
+        with self_correction(backbone.pipe, adapter, blocks, prompts, eta=0.5, direction="noise"):
+            pass

@@ -1,0 +1,87 @@
+"""dptlib.seed_claims: the core claims over training seeds, from synthetic runs whose effects are known."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dptlib import seed_claims
+from dptlib.seed_claims import Claim, Runs
+
+CELL = "toy-cc (ID)"
+
+
+def generation_runs(effects: dict[int, float], prompts: int = 40, seeds=(0, 1), base_rate: float = 0.4, seed: int = 0) -> Runs:
+    """The base model (one run) and a "dpt" arm per training seed whose images are right with
+    probability base_rate + effects[k], plus its self-corrected and random-direction images."""
+    rng = np.random.default_rng(seed)
+    items = [(f"p{p}", s) for p in range(prompts) for s in seeds]
+    difficulty = {p: rng.normal(0, 0.1) for p in range(prompts)}
+
+    def draw(rate):
+        return [float(rng.random() < np.clip(rate + difficulty[int(p[1:])], 0, 1)) for p, _ in items]
+
+    rows = [pd.DataFrame({"arm": "base", "run": np.nan, "method": "base", "cell": CELL, "prompt": [p for p, _ in items],
+                          "seed": [s for _, s in items], "correct": draw(base_rate)})]
+    for k, effect in effects.items():
+        for method, extra in (("dpt", 0.0), ("dpt + SC", 0.1), ("dpt + null", 0.0)):
+            rows.append(pd.DataFrame({"arm": "dpt", "run": float(k), "method": method, "cell": CELL, "prompt": [p for p, _ in items],
+                                      "seed": [s for _, s in items], "correct": draw(base_rate + effect + extra)}))
+    return Runs(pd.concat(rows, ignore_index=True), pd.DataFrame(), [])
+
+
+def test_a_claim_is_paired_by_seed_and_item_and_judged_over_seeds():
+    runs = generation_runs({k: 0.3 for k in range(5)})
+    claims = [Claim("Tab. 1", "DPT improves", "+5.3", 5.3, "base", "dpt", CELL),
+              Claim("Tab. 4", "SC beats the null", "(not reported)", float("nan"), "dpt + null", "dpt + SC", CELL)]
+    table = seed_claims.claims_table(runs, claims).set_index("claim")
+    row = table.loc["DPT improves"]
+    assert row["verdict"] == "holds" and row["seeds agreeing"] == "5 of 5" and row["n"] == 5 * 80
+    assert len(row["per seed"].split(", ")) == 5 and 20 < row["difference"] < 40
+    assert row["size vs paper"] == "differs > 3x"  # +30 points against the paper's +5.3
+    assert table.loc["SC beats the null", "size vs paper"] == ""
+
+
+def test_seeds_that_disagree_make_a_claim_inconclusive_and_one_run_says_so():
+    runs = generation_runs({0: 0.3, 1: 0.3, 2: -0.3, 3: 0.3, 4: -0.3})
+    claim = [Claim("Tab. 1", "DPT improves", "+5.3", 5.3, "base", "dpt", CELL)]
+    assert seed_claims.claims_table(runs, claim)["verdict"].item() == "inconclusive"
+    one = generation_runs({0: 0.3})
+    assert seed_claims.claims_table(one, claim)["verdict"].item() == "one run"
+
+
+def test_a_control_reads_no_effect_or_effect():
+    runs = generation_runs({k: 0.0 for k in range(5)}, prompts=60)
+    null = Claim("controls", "a random step changes nothing", "(none)", float("nan"), "dpt", "dpt + null", CELL, control=True)
+    sc = Claim("controls", "SC changes nothing", "(none)", float("nan"), "dpt", "dpt + SC", CELL, control=True)
+    table = seed_claims.claims_table(runs, [null, sc]).set_index("claim")
+    assert table.loc["a random step changes nothing", "verdict"] == "no effect"
+    assert table.loc["SC changes nothing", "verdict"] in ("effect", "inconclusive")  # +10 points on 600 pairs
+
+
+def test_holm_is_applied_within_a_family_only():
+    runs = generation_runs({k: 0.05 for k in range(5)})
+    one = Claim("A", "alone", "+1", 1.0, "base", "dpt", CELL)
+    family = [Claim("B", f"copy {i}", "+1", 1.0, "base", "dpt", CELL) for i in range(4)]
+    table = seed_claims.claims_table(runs, [one, *family]).set_index("claim")
+    p_alone, p_copy = table.loc["alone", "p (Holm)"], table.loc["copy 0", "p (Holm)"]
+    to_float = lambda text: 0.0 if text.startswith("<") else float(text)  # noqa: E731
+    assert to_float(p_copy) == pytest.approx(min(1.0, 4 * to_float(p_alone)), abs=4.5e-3)  # p shown to 3 decimals
+
+
+def test_check_reports_moved_verdicts_and_estimates():
+    runs = generation_runs({k: 0.3 for k in range(5)})
+    claims = [Claim("Tab. 1", "DPT improves", "+5.3", 5.3, "base", "dpt", CELL)]
+    committed = seed_claims.claims_table(runs, claims)
+    assert seed_claims.moved_rows(committed, committed).empty
+    moved = committed.assign(verdict="inconclusive", low=committed["high"] + 1, high=committed["high"] + 2)
+    why = seed_claims.moved_rows(moved, committed)["why"].item()
+    assert "verdict inconclusive -> holds" in why and "outside" in why
+    assert seed_claims.moved_rows(committed, committed.iloc[:0])["why"].item() == "only in the committed table"
+
+
+def test_every_core_claim_names_arms_and_cells_the_seeds_batch_makes():
+    arms = {"base", "dpt", "lora", "shuffled"}
+    for claim in seed_claims.core_claims():
+        for side in (claim.baseline, claim.method):
+            assert side.split(" + ")[0] in arms and (" + " not in side or side.split(" + ")[1] in ("SC", "null"))
+        assert claim.expected_sign in (+1, -1)
