@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lint setup reproduce ablations verify retrain smoke test test-unit test-notebooks bench bench-float gpu-check toy-model lab sync clean
+.PHONY: lint setup reproduce ablations seeds check-claims profile verify retrain smoke test test-unit test-notebooks bench bench-float gpu-check toy-model lab sync clean
 
 ## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
 setup: $(STAMP)
@@ -25,6 +25,17 @@ reproduce: setup
 ## ablations: the ablation notebooks (04-08, one papermill run per variant; finished variants are kept) and 09_results
 ablations: setup
 	$(BIN)/python -m dptlib.reproduce --scale toy --only ablations
+
+## seeds: every trained arm of the core claims for training seeds 0-4 (papermill_params/ablations/seeds.yaml; hours on 2 cores,
+##        resumable: finished runs are skipped, and exported to results/toy/seeds/ to be committed); then 09_results
+seeds: setup
+	$(BIN)/python -m dptlib.reproduce --scale toy --ablation seeds
+	$(BIN)/python -m dptlib.reproduce --scale toy --only 09_results
+
+## check-claims: re-derive the seed-aware claims table from the runs present (runs/ or results/) and compare it with
+##               figures/seed_claims.csv: same verdicts, every estimate inside its committed interval
+check-claims: setup
+	$(BIN)/python -m dptlib.seed_claims check --scale toy
 
 ## verify: strict nbval on the committed notebooks at the toy scale (every stored output must come out again; hours);
 ##         VERIFY=notebooks/0[0-3]*.ipynb checks a part (the core notebooks: 1 h 29 min on 2 cores, measured 2026-12-01)

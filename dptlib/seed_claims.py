@@ -211,7 +211,9 @@ def claims_table(runs: Runs, claims: list[Claim] | None = None) -> pd.DataFrame:
             "n": found["n"], "verdict": verdict,
             "difference": round(found["difference"], 3), "low": round(found["low"], 3), "high": round(found["high"], 3),
         })
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    families = {family: i for i, family in enumerate(dict.fromkeys(table["family"]))}
+    return table.sort_values("family", key=lambda f: f.map(families), kind="stable").reset_index(drop=True)
 
 
 def moved_rows(committed: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,10 @@
 # and p-value, the number of paired images or queries, and the verdict: **holds** (the interval
 # lies on the claimed side of 0), **contradicted** (on the other side), **inconclusive** (it
 # contains 0); a control, or a claim of *no* difference, reads **no effect** / **effect**.
+#
+# **These rows are one training run each**: their intervals cover the test items, not the spread
+# between training runs. The second part of this notebook gives the core claims over several
+# training seeds (the `seeds` batch), with the verdicts that need the seeds to agree.
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
@@ -35,7 +39,7 @@ write_readme = True  # at the toy scale, rewrite the README's claims table (betw
 import pandas as pd
 from IPython.display import display
 
-from dptlib import ablations, config, report
+from dptlib import ablations, config, report, seed_claims
 
 params = config.notebook_parameters("09_results", globals())
 SOURCES = {  # claims file -> the notebook that writes it
@@ -59,6 +63,36 @@ claims.groupby("notebook", sort=False)["verdict"].value_counts().unstack(fill_va
 display(claims.drop(columns="notebook").set_index("claim"))
 
 # %% [markdown]
+# ## The core claims over training seeds
+#
+# The `seeds` batch (`make seeds`, `papermill_params/ablations/seeds.yaml`) trains every arm of the
+# core claims once per training seed (0-4): DPT (stage 1 + stage 2, sampled plainly, self-corrected
+# and along random directions of the same step size), LoRA alone, and the shuffled-pairs control,
+# beside the untrained base model and the training-free baselines of Tab. 3. The training seed
+# changes initialisation, data order and noise; test prompts, generation seeds and queries stay
+# fixed, so every comparison is paired by training seed and test item.
+#
+# For a claim, $d_{rc}$ is the paired difference of run $r$ on test cluster $c$ (a prompt with its
+# four generation seeds, or one query). The estimate is the mean over runs and clusters; its 95 %
+# interval adds the between-run variance to the test items' (`dptlib.stats.crossed_interval`:
+# $\widehat{\mathrm{Var}} = v_	ext{runs}/R + v_	ext{items}/C - v_	ext{resid}/RC$, Student's $t$
+# with Satterthwaite's degrees of freedom). The verdict **holds** only when that interval clears 0
+# on the claimed side, the p-value adjusted by Holm's method within the claim's table stays below
+# 0.05, **and** at least 4 of 5 seeds (all of 3) agree in sign; fewer than 3 seeds read
+# **one run** / **k runs**. "size vs paper" flags a toy effect more than 3× larger or smaller than
+# the paper's: the toy world is not COCO, and its effects are not the paper's.
+#
+# The finished runs' outcomes are committed (`results/toy/seeds/`), so this table is rebuilt in
+# seconds anywhere; `make check-claims` compares a re-run's table with the committed one.
+
+# %%
+runs = seed_claims.load_runs(params.scale)
+by_seed = seed_claims.claims_table(runs)
+report.save_table(by_seed, seed_claims.TABLE, params.scale)
+print(f"{len(by_seed)} claims measured; seeds batch variants not finished at scale {params.scale!r}: {len(runs.missing)}")
+by_seed.drop(columns=["difference", "low", "high"]).set_index(["family", "claim"])
+
+# %% [markdown]
 # ## What each ablation batch cost
 #
 # The seconds each finished variant's papermill run took (`done.json`), summed per batch: the
@@ -74,10 +108,14 @@ times
 # %% [markdown]
 # ## The README's table
 #
-# At the toy scale the README's section between `<!-- claims:begin -->` and `<!-- claims:end -->`
-# is this table.
+# At the toy scale the README's sections between `<!-- claims:begin -->` and `<!-- claims:end -->`
+# (one run per arm) and between `<!-- seed_claims:begin -->` and `<!-- seed_claims:end -->` (over
+# training seeds) are these tables.
 
 # %%
 if params.write_readme and params.scale == "toy":
-    report.replace_between_markers(config.repo_root() / "README.md", "claims", report.markdown_table(claims))
-    print("README.md: claims table rewritten")
+    readme = config.repo_root() / "README.md"
+    report.replace_between_markers(readme, "claims", report.markdown_table(claims))
+    shown = by_seed.drop(columns=["difference", "low", "high"])
+    report.replace_between_markers(readme, "seed_claims", report.markdown_table(shown) if len(shown) else "(no seeds run yet)")
+    print("README.md: claims tables rewritten")
