@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 
 from . import report, stats
 from .checkpoint import atomic_write_text
+from .checks import UserInputError, check_names, check_resources, cli_errors, command_line
 from .config import check_parameters, declared_parameters, repo_root, resolve_scale, runs_dir
 
 KERNEL = "dpt"
@@ -253,7 +254,7 @@ def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execu
     batch = batch.for_scale(scale)
     unknown = sorted(set(only or []) - set(batch.variants))
     if unknown:
-        raise ValueError(f"batch {batch.name!r} has no variant(s) {unknown}; variants: {list(batch.variants)}")
+        raise UserInputError(f"batch {batch.name!r} has no variant(s) {unknown}; variants: {list(batch.variants)}")
     outcome = {}
     names = [name for name in batch.variants if not only or name in only]
     for name in tqdm(names, desc=batch.name, disable=not progress):
@@ -440,19 +441,31 @@ def batch_times(scale: str, recorded: str | Path | None = None) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv, debug = command_line(argv)
+    with cli_errors(debug, "dptlib.ablations"):
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("batches", nargs="*", help="batch names (files in papermill_params/ablations); none: all")
+    parser.add_argument("batches", nargs="*", help="batch names (files in papermill_params/ablations); none: all but 'seeds'")
     parser.add_argument("--scale", default=None)
     parser.add_argument("--variant", nargs="*", default=None, help="run only these variants")
     parser.add_argument("--list", action="store_true", help="list the variants and whether they are done")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a bad input instead of one line")
     args = parser.parse_args(argv)
     scale = resolve_scale(args.scale)
     folder = repo_root() / "papermill_params" / "ablations"
+    check_names("batch", args.batches, sorted(p.stem for p in folder.glob("*.yaml")), plural="batches")
     paths = [folder / f"{name}.yaml" for name in args.batches] or [p for p in sorted(folder.glob("*.yaml")) if p.stem not in ON_REQUEST]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise SystemExit(f"no batch file {missing}; batches: {sorted(p.stem for p in folder.glob('*.yaml'))}")
     batches = [load_batch(p) for p in paths]  # every file checked before anything runs
+    if args.variant is not None:
+        if not args.variant:
+            raise UserInputError("--variant names the variants to run: give at least one")
+        check_names("variant", args.variant, [name for batch in batches for name in batch.for_scale(scale).variants])
+    for batch in batches:
+        for parameters in batch.for_scale(scale).variants.values():
+            check_resources(check_parameters(batch.notebook, {**parameters, "scale": scale}).__dict__)
     failed = 0
     for batch in batches:
         if args.list:
@@ -461,7 +474,10 @@ def main(argv: list[str] | None = None) -> int:
                 done = finished(variant_dir(batch, name, scale), digest)
                 print(f"{batch.name:16s} {name:24s} {'done' if done else 'to run'}")
             continue
-        for name, result in run_batch(batch, scale, args.variant).items():
+        only = [v for v in args.variant if v in batch.variants] if args.variant else None
+        if args.variant and not only:
+            continue  # the variants asked for belong to another of the batches named
+        for name, result in run_batch(batch, scale, only).items():
             print(f"[{batch.name}] {name}: {result}", flush=True)
             failed += result.startswith("failed")
     return 1 if failed else 0

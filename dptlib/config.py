@@ -194,7 +194,9 @@ def check_parameters(notebook: str, params: dict) -> types.SimpleNamespace:
     then the scale's preset for every value still ``None``.
 
     Raises ``ValueError`` for an unknown notebook, an unknown parameter (naming the allowed ones),
-    a value whose type differs from the declared value's (or the presets'), or an unknown scale.
+    a value whose type differs from the declared value's (or the presets'), an unknown scale, or
+    a value outside its allowed ones (:func:`dptlib.checks.check_values`: choices, U-Net blocks,
+    ranges).
     """
     declared = declared_parameters(notebook)
     unknown = sorted(set(params) - set(declared))
@@ -212,15 +214,23 @@ def check_parameters(notebook: str, params: dict) -> types.SimpleNamespace:
     for name, value in preset.items():
         if values.get(name) is None:
             values[name] = value
+    from .checks import check_values
+
+    check_values(notebook, values)
     return types.SimpleNamespace(**values)
 
 
 def notebook_parameters(notebook: str, namespace: dict, **params) -> types.SimpleNamespace:
     """The call a notebook makes right after its ``parameters`` cell, with ``globals()``: the
-    values its parameters now hold (papermill's included), checked by :func:`check_parameters`;
+    values its parameters now hold (papermill's included), checked by :func:`check_parameters`
+    and :func:`dptlib.checks.check_resources` (the model, data and evaluator exist here);
     ``params`` override them."""
+    from .checks import check_resources
+
     declared = declared_parameters(notebook)
     missing = sorted(set(declared) - set(namespace))
     if missing:
         raise ValueError(f"notebook {notebook!r}: its parameters cell declares {missing}, which the namespace lacks")
-    return check_parameters(notebook, {**{name: namespace[name] for name in declared}, **params})
+    values = check_parameters(notebook, {**{name: namespace[name] for name in declared}, **params})
+    check_resources(vars(values))
+    return values

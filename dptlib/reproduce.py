@@ -15,6 +15,10 @@ readers see the results without running anything.
     python -m dptlib.reproduce --scale paper-sd21 --params papermill_params/paper --only 01_probing
     python -m dptlib.reproduce --ablation blocks [--variant up1]   # one ablation batch (dptlib.ablations)
 
+Every run is checked before the first kernel starts (names, types and values of the parameters,
+the model / data / evaluator they name, a notebook run before the one whose runs it reads); a bad
+input is one line on stderr and exit status 2 (``--debug``: the traceback).
+
 ``CORE`` are the notebooks of ``make reproduce`` (the paper's main tables), ``ABLATIONS`` those of
 ``make ablations`` (each runs its batches, then draws its table; ``09_results`` gathers the claims).
 
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import yaml
 
+from .checks import check_names, check_prerequisites, check_resources, cli_errors, command_line
 from .config import check_parameters, repo_root, resolve_scale, runs_dir
 
 KERNEL = "dpt"
@@ -51,10 +56,13 @@ def load_runs(params_dir: Path) -> list[tuple[Path, str, dict]]:
     return runs
 
 
-def validate_run(notebook: str, parameters: dict) -> None:
+def validate_run(notebook: str, parameters: dict, resources: bool = False) -> None:
     """Raise ValueError if ``parameters`` do not fit the notebook's ``parameters`` cell (names,
-    types) and config (scale)."""
-    check_parameters(notebook, parameters)
+    types, values) and config (scale); with ``resources``, FileNotFoundError if the model, data
+    or evaluator they name is not on this machine."""
+    values = check_parameters(notebook, parameters)
+    if resources:
+        check_resources(vars(values))
 
 
 def write_back(executed: Path, target: Path) -> None:
@@ -88,6 +96,12 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv, debug = command_line(argv)
+    with cli_errors(debug, "dptlib.reproduce"):
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default=None, help="smoke | toy (default: $DPT_SCALE or toy)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these notebooks (or 'core' / 'ablations')")
@@ -99,24 +113,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write-back", action="store_true", help="leave notebooks/*.ipynb untouched")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                         help="override a parameter of the runs (VALUE read as YAML), e.g. --set retrain=true")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a bad input instead of one line")
     args = parser.parse_args(argv)
     if args.ablation is not None:
         from . import ablations
 
         return ablations.main([*args.ablation, *(["--scale", args.scale] if args.scale else []),
-                               *(["--variant", *args.variant] if args.variant else [])])
+                               *(["--variant", *args.variant] if args.variant is not None else []), *(["--debug"] if args.debug else [])])
+    if args.variant is not None:
+        raise ValueError("--variant names variants of an ablation batch: give --ablation BATCH with it")
     overrides = parse_overrides(args.set)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     scale = resolve_scale(args.scale)
     root = repo_root()
+    if not (root / args.params).is_dir():
+        raise FileNotFoundError(f"--params {args.params}: no such folder of run files")
     runs = load_runs(root / args.params)
-    if args.only:
+    if args.only is not None:
         groups = {"core": CORE, "ablations": ABLATIONS}
+        check_names("notebook", [item for item in args.only if item not in groups], [r[1] for r in runs])
+        if not args.only:
+            raise ValueError(f"--only names notebooks to run; notebooks: {[r[1] for r in runs]} (or 'core', 'ablations')")
         only = {name for item in args.only for name in groups.get(item, (item,))}
         runs = [r for r in runs if r[1] in only]
     runs = [(path, notebook, {**parameters, **overrides}) for path, notebook, parameters in runs]
     for _, notebook, parameters in runs:  # check everything before spending time on any run
-        validate_run(notebook, parameters)
+        try:
+            validate_run(notebook, parameters, resources=True)
+        except ValueError as error:
+            raise type(error)(f"{notebook}: {error}") from error
+        check_prerequisites(notebook, scale, [r[1] for r in runs])
 
     import papermill
 

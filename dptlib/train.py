@@ -460,7 +460,19 @@ def tune(config: TuneConfig, data: DiscriminationData, probe_dir: str | Path, ou
 def main(argv=None) -> int:
     """``python -m dptlib.train probe ...`` or ``accelerate launch -m dptlib.train probe ...``:
     stage 1 on a data manifest (:func:`dptlib.data.read_manifest`) with an OpenCLIP evaluator
-    mining the hard negatives. (The toy world runs through the notebooks.)"""
+    mining the hard negatives. (The toy world runs through the notebooks.) A bad input (an unknown
+    block, a missing model, manifest, file or checkpoint, a step count below 1) is one line on
+    stderr and exit status 2, before anything loads; ``--debug`` shows its traceback."""
+    from .checks import cli_errors, command_line
+
+    argv, debug = command_line(argv)
+    with cli_errors(debug, "dptlib.train"):
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
+    from .checks import UserInputError, check_blocks, check_resources
+
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("stage", choices=["probe"])
     parser.add_argument("--scale", default="paper-sd21", choices=sorted(ProbeConfig.PRESETS))
@@ -474,9 +486,15 @@ def main(argv=None) -> int:
     parser.add_argument("--grad-accumulation", type=int, default=None)
     parser.add_argument("--n-train-images", type=int, default=None, help="default: every image of the train split")
     parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a bad input instead of one line")
     args = parser.parse_args(argv)
+    for name in ("steps", "batch_size", "grad_accumulation", "n_train_images", "image_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserInputError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be >= 1")
     config = ProbeConfig.preset(args.scale, model=args.model, blocks=args.blocks, steps=args.steps, batch_size=args.batch_size,
                                 grad_accumulation=args.grad_accumulation)
+    check_resources({"model": config.model, "data": args.data, "evaluator": args.evaluator})
+    check_blocks("--blocks", config.blocks, config.model)
     # every process reads and mines the same split (deterministic), then trains on its share of each step
     train = manifest_splits(args.data, open_clip_embedder(args.evaluator), {"train": args.n_train_images},
                             image_size=args.image_size)["train"]

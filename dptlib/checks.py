@@ -1,0 +1,191 @@
+"""Checks of what a user asks for, made before any work starts: each failure is one ``ValueError``
+(or ``FileNotFoundError``) whose message names the bad value and the allowed ones.
+
+- :func:`check_values`: the values of a notebook's parameters that a type check cannot catch:
+  choices (``objectives``, ``trainable``, ...), U-Net block names (read from the model's U-Net
+  config, no weights loaded), ranges (steps, seeds, eta).
+- :func:`check_resources`: what the parameters point at exists on this machine: the model (the
+  toy model, a diffusers folder, or a hub id in the local Hugging Face cache: runs are offline),
+  the data manifest and every file it names, the evaluator's checkpoint.
+- :func:`check_prerequisites`: a notebook that reads another's runs (02 reads 01's) finds them.
+- :func:`cli_errors`: what the command-line entry points do with these errors: one line on
+  stderr, exit status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+# the allowed values of the parameters that take one of a few names (train.py and the notebooks
+# refuse others too; tests/test_checks.py keeps these lists equal to theirs)
+CHOICES = {
+    "objectives": ("both", "matching", "grounding", "none"),
+    "trainable": ("adapter+lora", "lora"),
+    "lora_targets": ("cross-attention", "all-attention"),
+    "selection": ("clip", "oracle"),
+}
+NON_NEGATIVE = ("steps", "probe_steps", "tune_steps", "comparison_steps", "control_steps", "ablation_steps", "eta", "mse_coef",
+                "lora_rank", "n_train_images", "n_val_images", "n_test_images", "n_rec_expressions", "prompts_per_cell")
+POSITIVE = ("batch_size", "num_inference_steps", "adapter_layers", "denoising_timesteps", "refresh_every")
+BLOCK_PARAMETERS = ("blocks", "candidate_blocks")
+PAPER_BLOCKS = ("bottom1", "bottom2", "bottom3", "middle")  # names of the paper's Tab. 6 that resolve_blocks also reads
+
+
+class UserInputError(ValueError):
+    """A bad value given by the user (a ``ValueError``, so callers that catch those still do)."""
+
+
+def _unet_config(model: str) -> dict | None:
+    """The U-Net's config.json of ``model`` ("toy", a diffusers folder, or a cached hub id), or None."""
+    from .config import resolve_model
+
+    folder = Path(resolve_model(model))
+    if (folder / "unet" / "config.json").is_file():
+        return json.loads((folder / "unet" / "config.json").read_text())
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(str(model), "unet/config.json")
+    except Exception:  # not a valid repo id either
+        return None
+    return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None
+
+
+def unet_blocks(model: str) -> list[str] | None:
+    """The probe-able block names of ``model``'s U-Net (down0.., mid, up0..) from its config, or
+    None when the model is not on this machine."""
+    config = _unet_config(model)
+    if config is None:
+        return None
+    return [f"down{i}" for i in range(len(config["down_block_types"]))] + ["mid"] + [
+        f"up{i}" for i in range(len(config["up_block_types"]))]
+
+
+def check_blocks(name: str, value, model: str) -> None:
+    """``value``: a block ("up1"), several joined by "+" ("mid+up1"), "all", or a list of those."""
+    known = unet_blocks(model)
+    if known is None or value is None:
+        return  # an absent model is check_resources' to report
+    values = value if isinstance(value, list) else [value]
+    for entry in values:
+        if entry == "all":
+            continue
+        unknown = [b for b in str(entry).split("+") if b.strip() not in known and b.strip() not in PAPER_BLOCKS]
+        if unknown:
+            raise UserInputError(f"{name}={value!r}: unknown U-Net block(s) {unknown}; blocks of model {model!r}: {known} "
+                                 f"(join several with '+', or 'all')")
+
+
+def check_values(notebook: str, values: dict) -> None:
+    """The checks of this module's docstring on a notebook's full parameter values."""
+    for name, allowed in CHOICES.items():
+        if name in values and values[name] is not None and values[name] not in allowed:
+            raise UserInputError(f"{name}={values[name]!r} for notebook {notebook!r}; allowed: {list(allowed)}")
+    for name in NON_NEGATIVE:
+        value = values.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise UserInputError(f"{name}={value!r} for notebook {notebook!r}: must be >= 0")
+    for name in POSITIVE:
+        value = values.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 1:
+            raise UserInputError(f"{name}={value!r} for notebook {notebook!r}: must be >= 1")
+    for name in ("seeds", "sweep_seeds", "etas", "timesteps"):
+        value = values.get(name)
+        if isinstance(value, list) and not value:
+            raise UserInputError(f"{name}=[] for notebook {notebook!r}: give at least one value")
+    for name in ("timesteps", "diagnostic_timesteps", "extra_eval_timesteps", "train_timesteps"):
+        bad = [t for t in values.get(name) or [] if not 0 <= t <= 1000]
+        if bad:
+            raise UserInputError(f"{name}={values[name]!r} for notebook {notebook!r}: timesteps lie in [0, 1000]")
+    if isinstance(values.get("eval_timestep"), int) and not 0 <= values["eval_timestep"] < 1000:
+        raise UserInputError(f"eval_timestep={values['eval_timestep']!r} for notebook {notebook!r}: must lie in [0, 999]")
+    for name in BLOCK_PARAMETERS:
+        if name in values:
+            check_blocks(name, values[name], values.get("model") or "toy")
+    if "batch" in values and notebook.startswith("0") and "ablation" in notebook:
+        from .config import repo_root
+
+        folder = repo_root() / "papermill_params" / "ablations"
+        for name in ("batch", "trainable_batch"):
+            if name in values and not (folder / f"{values[name]}.yaml").is_file():
+                raise UserInputError(f"{name}={values[name]!r}: no batch file {folder / (str(values[name]) + '.yaml')}; "
+                                     f"batches: {sorted(p.stem for p in folder.glob('*.yaml'))}")
+
+
+def check_resources(values: dict) -> None:
+    """The model, data manifest and evaluator named by a notebook's values exist here."""
+    model = values.get("model")
+    if model not in (None, "toy") and _unet_config(model) is None:
+        raise FileNotFoundError(f"model={model!r}: not 'toy', not a diffusers folder (with unet/config.json), and not in the local "
+                                f"Hugging Face cache (runs are offline: download it first, e.g. `huggingface-cli download {model}`)")
+    data = values.get("data")
+    if data not in (None, "toy"):
+        from .data import read_manifest
+
+        read_manifest(data)  # names the manifest's missing keys or files
+    evaluator = values.get("evaluator")
+    if evaluator not in (None, "toy"):
+        kind, _, rest = str(evaluator).partition(":")
+        architecture, _, checkpoint = rest.partition(":")
+        if kind != "open_clip" or not architecture or not checkpoint:
+            raise UserInputError(f"evaluator={evaluator!r}: an evaluator is 'toy' or 'open_clip:<architecture>:<checkpoint>'")
+        looks_like_path = "/" in checkpoint or checkpoint.endswith((".bin", ".pt", ".pth", ".safetensors"))
+        if looks_like_path and not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"evaluator={evaluator!r}: no checkpoint file {checkpoint}")
+
+
+# notebook -> (the notebook whose runs it reads, files under runs/<scale>/ that must exist)
+PREREQUISITES = {
+    "02_tuning": ("01_probing", ("probe/adapter.safetensors", "probe-shuffled/adapter.safetensors")),
+    "03_self_correction": ("02_tuning", ("tune/best/adapter.safetensors", "tune-shuffled/best/adapter.safetensors",
+                                         "generation_scores.json")),
+}
+
+
+def check_prerequisites(notebook: str, scale: str, planned: list[str] = ()) -> None:
+    """Raise when ``notebook`` reads runs another notebook makes, and that one has not run at
+    ``scale`` and is not ``planned`` to run before it (in the same call)."""
+    from .config import runs_dir
+
+    if notebook not in PREREQUISITES:
+        return
+    needed, files = PREREQUISITES[notebook]
+    planned = list(planned)
+    earlier = planned[: planned.index(notebook)] if notebook in planned else planned
+    if needed in earlier:
+        return
+    missing = [f for f in files if not (runs_dir(scale) / f).exists()]
+    if missing:
+        raise UserInputError(f"{notebook} reads the runs of {needed}, which has not run at scale {scale!r} here "
+                             f"(no {runs_dir(scale) / missing[0]}): run `python -m dptlib.reproduce --scale {scale} --only {needed}` "
+                             f"first, or both together")
+
+
+def check_names(kind: str, names, allowed, plural: str | None = None) -> None:
+    """Every one of ``names`` is one of ``allowed`` (else one error naming them all)."""
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise UserInputError(f"unknown {kind}(s) {unknown}; {plural or kind + 's'}: {list(allowed)}")
+
+
+def command_line(argv: list[str] | None) -> tuple[list[str], bool]:
+    """``argv`` (default ``sys.argv[1:]``) as a list, and whether it asks for ``--debug``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return argv, "--debug" in argv
+
+
+@contextmanager
+def cli_errors(debug: bool = False, program: str = "dptlib"):
+    """Turn the user's errors raised inside into one line on stderr and ``SystemExit(2)``;
+    ``debug`` lets them through with their traceback."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as error:
+        if debug:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"{program}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,142 @@
+"""Bad input to the command lines (dptlib.reproduce, dptlib.ablations, dptlib.train) and to the
+notebooks' parameters: one line naming the bad value and the allowed ones, exit status 2, and
+nothing started (papermill, training) before the error."""
+
+import pytest
+
+from dptlib import ablations, checks, reproduce, train
+from dptlib.train import LORA_TARGETS, TuneConfig
+
+
+class Started(Exception):
+    """Raised by the stand-ins of papermill and of training: work began."""
+
+
+@pytest.fixture(autouse=True)
+def nothing_runs(monkeypatch, tmp_path):
+    import papermill
+
+    def started(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(papermill, "execute_notebook", started)
+    monkeypatch.setattr(train, "probe", started)
+    monkeypatch.setattr(train, "manifest_splits", started)
+    monkeypatch.setattr(train, "open_clip_embedder", started)
+    monkeypatch.setenv("DPT_RUNS_DIR", str(tmp_path / "runs"))  # no earlier runs: prerequisites are missing
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    """A manifest whose files exist (empty: only their presence is checked before a run)."""
+    for name in ("captions.json", "refexp.json"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "images").mkdir()
+    path = tmp_path / "manifest.yaml"
+    path.write_text("train: {captions: captions.json, refexp: refexp.json, images: images}\n")
+    return path
+
+
+def error_line(capsys, main, argv) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+REPRODUCE = [
+    (["--only", "99_nothing"], ["'99_nothing'", "01_probing"]),
+    (["--only", "core", "99_nothing"], ["'99_nothing'", "notebooks:"]),
+    (["--only"], ["--only", "core"]),
+    (["--scale", "huge"], ["'huge'", "paper-sd21"]),
+    (["--set", "foo=1", "--only", "00_toy_world"], ["'foo'", "n_oracle_scenes"]),
+    (["--set", "steps=many", "--only", "01_probing"], ["'steps'", "'many'", "int"]),
+    (["--set", "steps", "--only", "01_probing"], ["NAME=VALUE", "'steps'"]),
+    (["--set", "blocks=up9", "--only", "01_probing"], ["'up9'", "up1", "mid"]),
+    (["--set", "candidate_blocks=[mid, up7]", "--only", "01_probing"], ["'up7'", "down0"]),
+    (["--set", "objectives=all", "--only", "02_tuning"], ["'all'", "grounding"]),
+    (["--set", "lora_targets=everything", "--only", "02_tuning"], ["'everything'", "cross-attention"]),
+    (["--set", "selection=best", "--only", "02_tuning"], ["'best'", "oracle"]),
+    (["--set", "seeds=[]", "--only", "02_tuning"], ["seeds=[]", "at least one"]),
+    (["--set", "num_inference_steps=0", "--only", "02_tuning"], ["num_inference_steps=0", ">= 1"]),
+    (["--set", "eta=-1", "--only", "03_self_correction"], ["eta=-1", ">= 0"]),
+    (["--set", "eval_timestep=1000", "--only", "01_probing"], ["eval_timestep=1000", "[0, 999]"]),
+    (["--set", "model=/nowhere/sd", "--only", "01_probing"], ["'/nowhere/sd'", "Hugging Face cache"]),
+    (["--set", "data=/nowhere/manifest.yaml", "--only", "01_probing"], ["/nowhere/manifest.yaml", "captions"]),
+    (["--set", "evaluator=clip", "--only", "01_probing"], ["'clip'", "open_clip:<architecture>:<checkpoint>"]),
+    (["--set", "evaluator=open_clip:ViT-B-32:/nowhere/clip.bin", "--only", "01_probing"], ["/nowhere/clip.bin"]),
+    (["--only", "02_tuning", "--scale", "smoke"], ["01_probing", "--only 01_probing"]),
+    (["--only", "03_self_correction", "--scale", "smoke"], ["02_tuning", "--only 02_tuning"]),
+    (["--variant", "x"], ["--variant", "--ablation"]),
+    (["--params", "nowhere"], ["nowhere"]),
+    (["--ablation", "nothing"], ["'nothing'", "lora_rank", "seeds"]),
+    (["--ablation", "seeds", "--variant", "dpt-s9"], ["'dpt-s9'", "dpt-s4"]),
+    (["--ablation", "seeds", "--scale", "huge"], ["'huge'", "toy"]),
+    (["--ablation", "blocks", "--variant"], ["--variant", "at least one"]),
+]
+
+
+@pytest.mark.parametrize("argv, named", REPRODUCE, ids=[" ".join(a) for a, _ in REPRODUCE])
+def test_reproduce_refuses_bad_input_in_one_line(capsys, argv, named):
+    line = error_line(capsys, reproduce.main, argv)
+    for text in named:
+        assert text in line, line
+
+
+def test_a_manifest_naming_missing_files_is_refused(capsys, manifest):
+    manifest.write_text(manifest.read_text().replace("images}", "images}\ntest: {captions: gone.json, refexp: refexp.json, "
+                                                                       "images: images}"))
+    line = error_line(capsys, reproduce.main, ["--set", f"data={manifest}", "--only", "01_probing"])
+    assert "gone.json" in line and "'test'" in line
+
+
+def test_good_input_reaches_papermill_and_a_prerequisite_may_run_first(manifest):
+    with pytest.raises(Started):  # both checked, then the first run starts
+        reproduce.main(["--scale", "smoke", "--only", "01_probing", "02_tuning"])
+    with pytest.raises(Started):
+        reproduce.main(["--scale", "smoke", "--only", "01_probing", "--set", f"data={manifest}"])
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(ValueError, match="'up9'"):
+        reproduce.main(["--set", "blocks=up9", "--only", "01_probing", "--debug"])
+
+
+TRAIN = [
+    (["--blocks", "up9"], ["'up9'", "mid"]),
+    (["--steps", "0"], ["--steps=0", ">= 1"]),
+    (["--evaluator", "open_clip:ViT-B-32:/nowhere/clip.bin"], ["/nowhere/clip.bin"]),
+    (["--data", "/nowhere/manifest.yaml"], ["/nowhere/manifest.yaml"]),
+    (["--model", "/nowhere/sd"], ["'/nowhere/sd'"]),
+]
+
+
+@pytest.mark.parametrize("extra, named", TRAIN, ids=[" ".join(a) for a, _ in TRAIN])
+def test_train_refuses_bad_input_before_loading_anything(capsys, manifest, tmp_path, extra, named):
+    argv = ["probe", "--scale", "smoke", "--model", "toy", "--data", str(manifest), "--evaluator", "open_clip:ViT-B-32:laion2b_s34b_b79k",
+            "--out", str(tmp_path / "out"), *extra]
+    line = error_line(capsys, train.main, argv)
+    for text in named:
+        assert text in line, line
+
+
+def test_train_with_good_input_goes_on_to_read_the_data(manifest, tmp_path):
+    with pytest.raises(Started):
+        train.main(["probe", "--scale", "smoke", "--model", "toy", "--data", str(manifest), "--evaluator", "open_clip:ViT-B-32:x",
+                    "--out", str(tmp_path / "out"), "--blocks", "mid+up1"])
+
+
+def test_ablations_alone_refuse_an_unknown_batch(capsys):
+    line = error_line(capsys, ablations.main, ["nothing", "--list"])
+    assert "'nothing'" in line and "adapter_layers" in line
+
+
+def test_the_choices_are_the_trainers_own():
+    assert list(checks.CHOICES["lora_targets"]) == list(LORA_TARGETS)
+    for name in ("objectives", "trainable", "lora_targets"):
+        for value in checks.CHOICES[name]:
+            TuneConfig(**{name: value, **({"mse_coef": 1.0} if value == "none" else {})})
+        with pytest.raises(ValueError):
+            TuneConfig(**{name: "nothing"})
