@@ -89,6 +89,34 @@ def machine() -> str:
     return f"cpu: {torch.get_num_threads()} threads"
 
 
+def float_environment() -> dict[str, str]:
+    """What decides the rounding of a run's floats, recorded beside its numbers so that a result
+    that moves on another machine explains itself: the device, torch's CPU kernel capability, the
+    CPU model, the MKL and oneDNN versions, the thread count and the library versions. Results
+    come out byte for byte again only where all of these match."""
+    import platform
+    import re
+
+    import diffusers
+    import numpy
+    import torch
+
+    build = torch.__config__.show()
+    mkl = re.search(r"Math Kernel Library Version ([\w.\-]+)", build)
+    onednn = re.search(r"MKL-DNN (v[\d.]+)", build)
+    cpu = platform.processor() or platform.machine()
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        cpu = f"{info['model name']} (family {info['cpu family']}, model {info['model']})"
+    except (OSError, KeyError, ValueError):
+        pass
+    return {"device": machine(), "cpu": cpu, "torch cpu capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl": mkl.group(1) if mkl else "none", "onednn": (onednn.group(1) if onednn else "none") + (
+                "" if torch.backends.mkldnn.enabled else " (off)"),
+            "torch": torch.__version__, "diffusers": diffusers.__version__, "numpy": numpy.__version__}
+
+
 def set_threads(default: int | None = None) -> int:
     """Set torch's CPU threads from ``$DPT_THREADS`` (or ``default``); returns the count used.
 

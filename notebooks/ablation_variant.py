@@ -282,6 +282,7 @@ if methods:
 # %%
 metrics["seconds"] = {part: round(s, 1) for part, s in seconds.items()}
 metrics["machine"] = config.machine()
+metrics["float environment"] = config.float_environment()  # what decides the rounding of these numbers
 metrics["stage1"] = None if probe_dir is None else probe_dir.name
 atomic_write_text(json.dumps(metrics, indent=1), run_dir / "metrics.json")
 metrics["seconds"]
