@@ -68,6 +68,11 @@ test-notebooks: setup
 bench: setup
 	$(BIN)/python -m dptlib.timing probe
 
+## profile: where the toy runs' seconds go: unit costs measured here, one seeds-batch arm estimated and as measured,
+##          the core notebooks' sections (from runs/toy/notebooks, if make reproduce ran)
+profile: setup
+	$(BIN)/python -m dptlib.timing profile
+
 ## bench-float: what pinning the CPU's float path costs, with a checksum per path to compare between CPUs (about 1 min)
 bench-float: setup
 	$(BIN)/python -m dptlib.timing float-paths

@@ -1,4 +1,5 @@
-"""Benchmarks (not tests): ``python -m dptlib.timing probe``, ``sample`` and ``float-paths``.
+"""Benchmarks (not tests): ``python -m dptlib.timing probe``, ``sample``, ``float-paths`` and
+``profile`` (where a toy run's seconds go: :mod:`dptlib.profiling`).
 
 Prints ratios measured in one run, medians of repeated timings, on this machine:
 
@@ -215,7 +216,9 @@ def bench_float_paths(steps: int = 12) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["probe", "sample", "float-paths", "float-step"])
+    parser.add_argument("what", choices=["probe", "sample", "float-paths", "float-step", "profile"])
+    parser.add_argument("--scale", default="toy", help="profile: the scale whose finished runs are read")
+    parser.add_argument("--no-measure", action="store_true", help="profile: only read what finished runs recorded")
     parser.add_argument("--no-sd21", action="store_true", help="skip the SD-2.1-sized U-Net")
     parser.add_argument("--septuples", type=int, default=2)
     parser.add_argument("--steps", type=int, default=12, help="float-paths: stage-1 steps per float path")
@@ -225,6 +228,10 @@ def main(argv=None) -> int:
         bench_probe(sd21=not args.no_sd21, septuples=args.septuples)
     elif args.what == "sample":
         bench_sample(sd21=not args.no_sd21)
+    elif args.what == "profile":
+        from .profiling import profile
+
+        profile(args.scale, measure=not args.no_measure)
     elif args.what == "float-paths":
         bench_float_paths(steps=args.steps)
     else:  # one float path, in this process (float-paths runs it once per setting)
