@@ -21,6 +21,8 @@ budget; the smoke scale keeps its preset); a variant's own values still win over
 ``training_seeds: [0, 1, 2]`` repeats every variant that trains (all but the reference) once per
 training seed, as ``<variant>-s<k>`` with ``training_seed: k``, seed-major (every arm of seed 0,
 then of seed 1, ...), so that the arms of one seed share its stage-1 adapter within one session.
+A variant that sets its own ``training_seed`` is kept as it is, after the repeated ones (an arm
+run later, or for fewer seeds).
 
 Each variant runs into ``runs/<scale>/ablations/<batch>/<variant>/``: the executed notebook, its
 runs folder (the notebook's ``DPT_RUNS_DIR``: checkpoints, metrics) and ``done.json``, which
@@ -128,9 +130,11 @@ def with_training_seeds(variants: dict[str, dict], reference: str, seeds, path) 
         raise ValueError(f"{path}: training_seeds must be a list of integers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: training_seeds repeats a seed: {seeds}")
+    repeated = {name: values for name, values in variants.items() if name != reference and "training_seed" not in values}
     out = {reference: variants[reference]}
     for k in seeds:
-        out.update({f"{name}-s{k}": {**values, "training_seed": k} for name, values in variants.items() if name != reference})
+        out.update({f"{name}-s{k}": {**values, "training_seed": k} for name, values in repeated.items()})
+    out.update({name: values for name, values in variants.items() if name != reference and name not in repeated})
     return out
 
 

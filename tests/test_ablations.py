@@ -260,6 +260,11 @@ def test_training_seeds_repeat_every_trained_variant_seed_major(tmp_path):
     assert batch.variants["lora-s3"] == {"trainable": "lora", "training_seed": 3} and batch.variants["base"] == {"probe_steps": 0}
     assert [ablations.split_seed(name) for name in batch.variants] == [("base", None), ("dpt", 0), ("lora", 0), ("dpt", 3), ("lora", 3)]
     assert ablations.split_seed("lr-sweep") == ("lr-sweep", None)
+    # a variant with its own training seed is kept as it is, after the repeated ones
+    late = ablations.load_batch(_write(tmp_path / "seeds.yaml", "notebook: ablation_variant\nreference: base\nvariants:\n"
+                                       "  base: {probe_steps: 0}\n  dpt: {}\n  ctl-s1: {shuffle_pairs: true, training_seed: 1}\n"
+                                       "training_seeds: [0, 1]\n"))
+    assert list(late.variants) == ["base", "dpt-s0", "dpt-s1", "ctl-s1"]
     for bad in ("[]", "[0, 0]", "[-1]", "3", "[a]"):
         with pytest.raises(ValueError, match="training_seeds"):
             ablations.load_batch(_write(tmp_path / "seeds.yaml", f"notebook: ablation_variant\nvariants:\n  dpt: {{}}\ntraining_seeds: {bad}\n"))
