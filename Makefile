@@ -61,7 +61,7 @@ test-unit: setup
 	DPT_SCALE=smoke $(BIN)/python -m pytest tests
 
 test-notebooks: setup
-	rm -rf runs/smoke/ablations  # the smoke batches run afresh: a finished variant would be skipped
+	rm -rf runs/smoke/ablations runs/smoke/results  # the smoke batches run afresh: a finished variant would be skipped
 	DPT_SCALE=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 ## bench: performance benchmarks (ratios measured in one run; not part of the tests)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -13,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 
 from .config import figures_dir
-from .stats import format_difference, format_interval, verdict
+from .stats import format_difference, format_interval, sizes_differ, verdict
 
 
 def set_theme() -> None:
@@ -175,3 +176,34 @@ def interval_plot(comparison: pd.DataFrame, x: str, col: str, hue: str | None = 
     if hue:
         grid.add_legend()
     return grid
+
+
+ONE_RUN_COLUMNS = ["claim", "paper", "toy (difference, 95 % interval)", "n", "on test items", "family size", "size vs paper", "verdict"]
+
+
+def _leading_number(text: str) -> float:
+    """The signed number a cell starts with ("+6.3 (38.5 vs 32.2)" -> 6.3), nan if none."""
+    found = re.match(r"\s*([+-]\d+(?:\.\d+)?)", str(text))
+    return float(found.group(1)) if found else float("nan")
+
+
+def one_run_verdicts(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claims of single training runs (:func:`claim_row`'s table, gathered by 09_results) as
+    verdicts that say what one run can: the old verdict, from intervals over test items alone,
+    moves to "on test items"; the verdict reads "one run" (no claim holds on one training run:
+    the seeds batch's table gives verdicts), or "selected on these images" where the setting was
+    chosen on the images that measure it (Fig. 4b's eta). "family size": the claims of the same
+    table (what a multiple-comparison adjustment would divide by); "size vs paper": the toy's
+    difference more than 3x the paper's or under a third of it ("differs > 3x"), from the two
+    cells' leading numbers."""
+    out = claims.rename(columns={"verdict": "on test items"}).copy()
+    family = out["claim"].str.split(":").str[0].str.strip()
+    if "notebook" in out:  # a table's claims are those one notebook tests
+        family = out["notebook"] + " / " + family
+    out["family size"] = family.map(family.value_counts()).astype(int)
+    toy, paper = out["toy (difference, 95 % interval)"].map(_leading_number), out["paper"].map(_leading_number)
+    out["size vs paper"] = [("differs > 3x" if sizes_differ(t, p) else "within 3x") if not (np.isnan(t) or np.isnan(p)) else ""
+                            for t, p in zip(toy, paper)]
+    selected = out["claim"].str.startswith("Fig. 4b")
+    out["verdict"] = np.where(selected, "selected on these images", "one run")
+    return out[ONE_RUN_COLUMNS + [c for c in out.columns if c not in ONE_RUN_COLUMNS]]

@@ -23,13 +23,17 @@
 # and says which are missing (an ablation not yet run at this scale).
 #
 # A row: the claim, the paper's number, the toy world's paired difference with its 95 % interval
-# and p-value, the number of paired images or queries, and the verdict: **holds** (the interval
-# lies on the claimed side of 0), **contradicted** (on the other side), **inconclusive** (it
-# contains 0); a control, or a claim of *no* difference, reads **no effect** / **effect**.
+# and p-value, the number of paired images or queries, and what that interval says **on test
+# items**: *holds* (it lies on the claimed side of 0), *contradicted* (on the other side),
+# *inconclusive* (it contains 0); a control, or a claim of *no* difference, *no effect* / *effect*.
 #
 # **These rows are one training run each**: their intervals cover the test items, not the spread
-# between training runs. The second part of this notebook gives the core claims over several
-# training seeds (the `seeds` batch), with the verdicts that need the seeds to agree.
+# between training runs, so their **verdict** reads *one run*, never *holds* (Fig. 4b's η, chosen
+# on the images that report it, reads *selected on these images*). "family size" is how many
+# claims the row's table tests (a multiple-comparison adjustment would divide by it); "size vs
+# paper" flags a toy difference more than 3× the paper's or under a third of it. The second part
+# of this notebook gives the core claims over several training seeds (the `seeds` batch), with
+# verdicts that need the seeds to agree.
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
@@ -54,10 +58,12 @@ for name, notebook in SOURCES.items():
         found.append(pd.read_csv(path).assign(notebook=notebook))
     else:
         missing.append(notebook)
-claims = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["claim", "notebook"])
+claims = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["claim", "paper", "toy (difference, 95 % interval)",
+                                                                                  "n", "verdict", "notebook"])
+claims = report.one_run_verdicts(claims)
 report.save_table(claims, "results_claims", params.scale)
 print(f"{len(claims)} claims from {len(found)} notebooks; not yet run at scale {params.scale!r}: {missing or 'none'}")
-claims.groupby("notebook", sort=False)["verdict"].value_counts().unstack(fill_value=0)
+claims.groupby("notebook", sort=False)["on test items"].value_counts().unstack(fill_value=0)
 
 # %%
 display(claims.drop(columns="notebook").set_index("claim"))

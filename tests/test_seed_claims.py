@@ -85,3 +85,19 @@ def test_every_core_claim_names_arms_and_cells_the_seeds_batch_makes():
         for side in (claim.baseline, claim.method):
             assert side.split(" + ")[0] in arms and (" + " not in side or side.split(" + ")[1] in ("SC", "null"))
         assert claim.expected_sign in (+1, -1)
+
+
+def test_single_run_claims_read_one_run_and_a_selected_setting_says_so():
+    from dptlib import report
+
+    claims = pd.DataFrame({
+        "claim": ["Tab. 3: DPT beats X", "Tab. 3: DPT beats Y", "Tab. 10: noise hurts", "Fig. 4b: SC helps at eta 0.03", "control: nothing"],
+        "paper": ["+6.3 (38.5 vs 32.2)", "+25.0 (48.8 vs 23.8)", "-8.2 (31.5 vs 39.7)", "helps for eta in (0.05, 1)", "(no effect expected)"],
+        "toy (difference, 95 % interval)": ["+4.1 [+0.8, +7.4] (p = 0.02)", "+8.0 [+4.4, +11.5] (p < 0.001)", "-55.3 [-58.6, -51.9] (p < 0.001)",
+                                            "+22.7 [+12.5, +32.8] (p < 0.001)", "-7.7 [-12.3, -2.8] (p < 0.001)"],
+        "n": [1000, 1000, 1000, 128, 600], "verdict": ["holds", "holds", "holds", "holds", "effect"], "notebook": "03"})
+    table = report.one_run_verdicts(claims)
+    assert list(table["verdict"]) == ["one run", "one run", "one run", "selected on these images", "one run"]
+    assert list(table["on test items"]) == ["holds", "holds", "holds", "holds", "effect"]
+    assert list(table["family size"]) == [2, 2, 1, 1, 1]
+    assert list(table["size vs paper"]) == ["within 3x", "differs > 3x", "differs > 3x", "", ""]
