@@ -60,6 +60,10 @@ params = config.notebook_parameters("00_toy_world", globals())
 report.set_theme()
 params
 
+# %% tags=["nbval-ignore-output"]
+# What decides the rounding of this run's numbers: trained numbers come out again byte for byte only where it matches
+config.float_environment()
+
 # %% [markdown]
 # ## Scenes and captions
 #

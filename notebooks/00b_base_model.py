@@ -75,6 +75,10 @@ config.set_threads()
 report.set_theme()
 params
 
+# %% tags=["nbval-ignore-output"]
+# What decides the rounding of this run's numbers: trained numbers come out again byte for byte only where it matches
+config.float_environment()
+
 # %% [markdown]
 # ## Train (or load) the model
 #

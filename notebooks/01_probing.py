@@ -82,6 +82,10 @@ run_dir = config.runs_dir(params.scale)
 preset = params.scale if params.scale in ProbeConfig.PRESETS else "toy"
 params
 
+# %% tags=["nbval-ignore-output"]
+# What decides the rounding of this run's numbers: trained numbers come out again byte for byte only where it matches
+config.float_environment()
+
 # %% [markdown]
 # ## Data: ITM septuples and referring expressions (App. B.1), with negatives that are false
 #

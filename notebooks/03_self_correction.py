@@ -78,6 +78,10 @@ if recorded != {"prompts": stage2.prompts, "seeds": stage2.seeds, **sampler}:
     raise ValueError(f"{run_dir / 'generation_scores.csv'} was made with other settings ({recorded}): run 02_tuning again")
 params
 
+# %% tags=["nbval-ignore-output"]
+# What decides the rounding of this run's numbers: trained numbers come out again byte for byte only where it matches
+config.float_environment()
+
 # %% [markdown]
 # ## The tuned models and their adapters
 #
