@@ -18,7 +18,6 @@ Three views, each printed as a table:
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,16 +27,7 @@ import pandas as pd
 import torch
 
 from .config import runs_dir
-
-
-def _median(fn, repeats: int = 3) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from .timing import _median_time as _median
 
 
 def unit_costs(n_train: int = 160, n_test: int = 40, prompts: int = 16, steps: int = 15, repeats: int = 3) -> pd.DataFrame:
