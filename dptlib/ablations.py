@@ -170,17 +170,21 @@ def exported_dir(batch: Batch, name: str, scale: str) -> Path:
 
 def export_outcomes(folder: Path, target: Path, scale: str) -> None:
     """Copy a finished variant's ``done.json``, ``metrics.json`` and outcome tables (gzipped, with
-    no time stamp, so that the same run gives the same bytes) from ``folder`` into ``target``."""
+    no time stamp, so that the same run gives the same bytes) from ``folder`` into ``target``,
+    replacing what ``target`` held: the files are written into a fresh folder beside it, which
+    then takes its place (a killed export leaves the old folder or none, never a mix)."""
     runs = folder / "runs" / scale
-    target.mkdir(parents=True, exist_ok=True)
-    atomic_write_text((runs / "metrics.json").read_text(), target / "metrics.json")
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    (partial / "metrics.json").write_text((runs / "metrics.json").read_text())
     for name in OUTCOME_TABLES:
         if (runs / name).exists():
-            data = gzip.compress((runs / name).read_bytes(), mtime=0)
-            partial = target / f"{name}.gz.partial"
-            partial.write_bytes(data)
-            partial.replace(target / f"{name}.gz")
-    atomic_write_text((folder / "done.json").read_text(), target / "done.json")  # last: its presence means complete
+            (partial / f"{name}.gz").write_bytes(gzip.compress((runs / name).read_bytes(), mtime=0))
+    (partial / "done.json").write_text((folder / "done.json").read_text())
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
 
 
 def outcomes_dir(batch: Batch, name: str, scale: str, digest: str) -> Path | None:
@@ -266,6 +270,9 @@ def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execu
         digest = run_hash(batch.notebook, parameters, scale)
         folder = variant_dir(batch, name, scale)
         if outcomes_dir(batch, name, scale, digest) is not None:
+            exported = exported_dir(batch, name, scale)
+            if finished(folder, digest) and not finished(exported, digest) and (folder / "runs" / scale / "metrics.json").exists():
+                export_outcomes(folder, exported, scale)  # finished before its export (killed between, or an older run)
             outcome[name] = "skipped"
             continue
         _prepare(folder, digest)
@@ -446,11 +453,11 @@ def batch_times(scale: str, recorded: str | Path | None = None) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     argv, debug = command_line(argv)
-    with cli_errors(debug, "dptlib.ablations"):
-        return _main(argv)
+    with cli_errors(debug, "dptlib.ablations") as state:
+        return _main(argv, state)
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], state) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("batches", nargs="*", help="batch names (files in papermill_params/ablations); none: all but 'seeds'")
     parser.add_argument("--scale", default=None)
@@ -471,11 +478,12 @@ def _main(argv: list[str]) -> int:
         for parameters in batch.for_scale(scale).variants.values():
             check_resources(check_parameters(batch.notebook, {**parameters, "scale": scale}).__dict__)
     failed = 0
+    state.working = True  # what fails from here on is not the user's input: its traceback shows
     for batch in batches:
         if args.list:
             for name, parameters in batch.for_scale(scale).variants.items():
                 digest = run_hash(batch.notebook, {**parameters, "scale": scale}, scale)
-                done = finished(variant_dir(batch, name, scale), digest)
+                done = outcomes_dir(batch, name, scale, digest) is not None
                 print(f"{batch.name:16s} {name:24s} {'done' if done else 'to run'}")
             continue
         only = [v for v in args.variant if v in batch.variants] if args.variant else None

@@ -18,6 +18,7 @@ import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 # the allowed values of the parameters that take one of a few names (train.py and the notebooks
 # refuse others too; tests/test_checks.py keeps these lists equal to theirs)
@@ -96,10 +97,10 @@ def check_values(notebook: str, values: dict) -> None:
         value = values.get(name)
         if isinstance(value, list) and not value:
             raise UserInputError(f"{name}=[] for notebook {notebook!r}: give at least one value")
-    for name in ("timesteps", "diagnostic_timesteps", "extra_eval_timesteps", "train_timesteps"):
-        bad = [t for t in values.get(name) or [] if not 0 <= t <= 1000]
+    for name, high in (("timesteps", 999), ("diagnostic_timesteps", 999), ("extra_eval_timesteps", 999), ("train_timesteps", 1000)):
+        bad = [t for t in values.get(name) or [] if not 0 <= t <= high]
         if bad:
-            raise UserInputError(f"{name}={values[name]!r} for notebook {notebook!r}: timesteps lie in [0, 1000]")
+            raise UserInputError(f"{name}={values[name]!r} for notebook {notebook!r}: must lie in [0, {high}]")
     if isinstance(values.get("eval_timestep"), int) and not 0 <= values["eval_timestep"] < 1000:
         raise UserInputError(f"eval_timestep={values['eval_timestep']!r} for notebook {notebook!r}: must lie in [0, 999]")
     for name in BLOCK_PARAMETERS:
@@ -180,11 +181,14 @@ def command_line(argv: list[str] | None) -> tuple[list[str], bool]:
 @contextmanager
 def cli_errors(debug: bool = False, program: str = "dptlib"):
     """Turn the user's errors raised inside into one line on stderr and ``SystemExit(2)``;
-    ``debug`` lets them through with their traceback."""
+    ``debug`` lets them through with their traceback. Yields a state whose ``working`` the caller
+    sets once its checks are done and work starts: an error after that is not the user's input,
+    and keeps its traceback."""
+    state = SimpleNamespace(working=False)
     try:
-        yield
+        yield state
     except (ValueError, FileNotFoundError) as error:
-        if debug:
+        if debug or state.working:
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"{program}: error: {message}", file=sys.stderr)

@@ -97,11 +97,11 @@ def parse_overrides(items: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv, debug = command_line(argv)
-    with cli_errors(debug, "dptlib.reproduce"):
-        return _main(argv)
+    with cli_errors(debug, "dptlib.reproduce") as state:
+        return _main(argv, state)
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], state) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default=None, help="smoke | toy (default: $DPT_SCALE or toy)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these notebooks (or 'core' / 'ablations')")
@@ -118,6 +118,7 @@ def _main(argv: list[str]) -> int:
     if args.ablation is not None:
         from . import ablations
 
+        state.working = True  # the batch runner checks its own input (one line, exit 2)
         return ablations.main([*args.ablation, *(["--scale", args.scale] if args.scale else []),
                                *(["--variant", *args.variant] if args.variant is not None else []), *(["--debug"] if args.debug else [])])
     if args.variant is not None:
@@ -146,6 +147,7 @@ def _main(argv: list[str]) -> int:
 
     import papermill
 
+    state.working = True  # every run checked: what fails from here on keeps its traceback
     out_dir = runs_dir(scale) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, notebook, parameters in runs:

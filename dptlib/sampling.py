@@ -119,7 +119,10 @@ def self_correction(pipe, adapter, blocks, prompts: list[str], eta: float, norma
     ``direction="random"`` is self-correction's null control: every step moves each latent by
     ``eta`` along one unit-RMS random direction, fixed per image for the whole trajectory
     (:func:`random_directions` of ``direction_seed`` and the images' ``indices``, default
-    ``range(len(prompts))``): a step of the same size that knows nothing of the text.
+    ``range(len(prompts))``): a step of the same size that knows nothing of the text. Each step
+    matches the gradient step's size; the whole path does not have to: the fixed direction adds
+    up in a straight line, the gradient's only as far as adjacent steps' gradients agree, so the
+    null moves an image at least as far as self-correction does.
 
     ``prompts`` must be the prompts of the pipeline call, one image per prompt.
     """

@@ -184,10 +184,11 @@ def claims_table(runs: Runs, claims: list[Claim] | None = None) -> pd.DataFrame:
     sign, the Holm-adjusted p within the claim's family, whether the toy's effect differs from
     the paper's by more than 3x, pairs, verdict; ``difference``, ``low``, ``high`` as numbers
     (what ``check`` compares)."""
-    measured = [(claim, found) for claim in (claims or core_claims()) if (found := measure(claim, runs)) is not None]
-    adjusted = {}
-    for family in dict.fromkeys(c.family for c, _ in measured):
-        members = [(i, f) for i, (c, f) in enumerate(measured) if c.family == family]
+    claims = core_claims() if claims is None else claims
+    measured = [(claim, found) for claim in claims if (found := measure(claim, runs)) is not None]
+    adjusted = {i: f["p_value"] for i, (c, f) in enumerate(measured) if c.control}  # a control is not adjusted: a failing one must show
+    for family in dict.fromkeys(c.family for c, _ in measured if not c.control):
+        members = [(i, f) for i, (c, f) in enumerate(measured) if c.family == family and not c.control]
         for (i, _), p in zip(members, stats.holm([f["p_value"] for _, f in members])):
             adjusted[i] = p
     rows = []

@@ -283,7 +283,7 @@ def verdict(low: float, high: float, expected_sign: int = +1) -> str:
 # five runs the percentile bootstrap over runs covers about 85 % (its variance is (R-1)/R of the
 # truth and its quantiles are the normal's), and the crossed ("pigeonhole") bootstrap that resamples
 # runs and clusters independently counts the interaction twice, which makes it too wide when runs
-# barely differ. tests/test_stats.py measures both by simulation; ``interval="bootstrap"`` gives the
+# barely differ. tests/test_stats_seeds.py measures both by simulation; ``interval="bootstrap"`` gives the
 # crossed bootstrap's percentile interval for comparison. The share of runs in which the method
 # beats the baseline (Bouthillier et al.'s P(A > B) over paired runs) is reported beside it.
 
@@ -318,7 +318,7 @@ def crossed_interval(cells: np.ndarray, confidence: float = CONFIDENCE) -> dict:
     if r > 1 and c > 1:
         residual = cells - cells.mean(axis=1, keepdims=True) - cells.mean(axis=0, keepdims=True) + mean
         v_resid = float((residual**2).sum() / ((r - 1) * (c - 1)) / (r * c))
-    variance = max(v_runs + v_items - v_resid, v_runs, v_items)
+    variance = max(v_runs + v_items - v_resid, v_runs, v_items, v_resid)  # never below any one part
     parts = [(v_runs, r - 1), (v_items, c - 1), (v_resid, (r - 1) * (c - 1))]
     denominator = sum(v**2 / df for v, df in parts if df > 0 and v > 0)
     df = variance**2 / denominator if denominator > 0 else math.inf
@@ -353,8 +353,8 @@ def seed_paired_difference(base: pd.DataFrame, own: pd.DataFrame, metric: str, i
     """Paired difference ``own - base`` of ``metric`` over training runs and test items.
 
     ``base`` and ``own`` have one row per (run, item): columns ``run_col``, ``item_cols`` and
-    ``metric``. Rows pair on (run, item); a baseline that trains nothing (one run, or ``run_col``
-    missing or NaN) pairs with every run of ``own``. Items are grouped into clusters by
+    ``metric``. Rows pair on (run, item); a baseline that trains nothing (``run_col`` missing or
+    NaN) pairs with every run of ``own``. Items are grouped into clusters by
     ``cluster_col`` (a prompt with all its generation seeds; None: each item alone).
 
     Returns ``difference`` (mean over runs and clusters), ``low``/``high`` (``interval="t"``: the
@@ -372,7 +372,7 @@ def seed_paired_difference(base: pd.DataFrame, own: pd.DataFrame, metric: str, i
             frame[run_col] = np.nan
     if own[run_col].isna().any():
         raise ValueError(f"every row of the compared method needs its {run_col!r}")
-    if base[run_col].nunique(dropna=False) == 1:  # a baseline with one run: it pairs with every run
+    if base[run_col].isna().all():  # a baseline that trains nothing: it pairs with every run
         base = base.drop(columns=run_col).merge(pd.DataFrame({run_col: own[run_col].unique()}), how="cross")
     for name, frame in (("baseline", base), ("method", own)):
         if frame.duplicated([run_col, *item_cols]).any():

@@ -466,11 +466,11 @@ def main(argv=None) -> int:
     from .checks import cli_errors, command_line
 
     argv, debug = command_line(argv)
-    with cli_errors(debug, "dptlib.train"):
-        return _main(argv)
+    with cli_errors(debug, "dptlib.train") as state:
+        return _main(argv, state)
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], state) -> int:
     from .checks import UserInputError, check_blocks, check_resources
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -495,6 +495,7 @@ def _main(argv: list[str]) -> int:
                                 grad_accumulation=args.grad_accumulation)
     check_resources({"model": config.model, "data": args.data, "evaluator": args.evaluator})
     check_blocks("--blocks", config.blocks, config.model)
+    state.working = True  # the input is checked: what fails from here on keeps its traceback
     # every process reads and mines the same split (deterministic), then trains on its share of each step
     train = manifest_splits(args.data, open_clip_embedder(args.evaluator), {"train": args.n_train_images},
                             image_size=args.image_size)["train"]

@@ -85,7 +85,7 @@ display(claims.drop(columns="notebook").set_index("claim"))
 # For a claim, $d_{rc}$ is the paired difference of run $r$ on test cluster $c$ (a prompt with its
 # four generation seeds, or one query). The estimate is the mean over runs and clusters; its 95 %
 # interval adds the between-run variance to the test items' (`dptlib.stats.crossed_interval`:
-# $\widehat{\mathrm{Var}} = v_	ext{runs}/R + v_	ext{items}/C - v_	ext{resid}/RC$, Student's $t$
+# $\widehat{\mathrm{Var}} = v_\text{runs}/R + v_\text{items}/C - v_\text{resid}/RC$, Student's $t$
 # with Satterthwaite's degrees of freedom). The verdict **holds** only when that interval clears 0
 # on the claimed side, the p-value adjusted by Holm's method within the claim's table stays below
 # 0.05, **and** at least 4 of 5 seeds (all of 3) agree in sign; fewer than 3 seeds read

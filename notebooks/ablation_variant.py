@@ -217,11 +217,11 @@ if adapter_dir is not None:
     scorer = DPTScorer(tuned, adapter, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed)
     outcomes.update(ask(scorer.score_pairs, scorer.predict_boxes))
 if probe_dir is not None and params.stage1_eval:  # the stage-1 adapter on the untuned U-Net
-    stage1_adapter, probed, _ = load_adapter(probe_dir)
+    stage1_adapter, stage1_blocks, _ = load_adapter(probe_dir)
     untuned = load_backbone(params.model, device=config.device())  # (stage 2 put its LoRA into `backbone`)
     stage1_latents = cache_latents(untuned, test.images)
     for t in [params.eval_timestep, *params.extra_eval_timesteps]:
-        scorer = DPTScorer(untuned, stage1_adapter, probed, test, stage1_latents, timestep=t, seed=params.seed)
+        scorer = DPTScorer(untuned, stage1_adapter, stage1_blocks, test, stage1_latents, timestep=t, seed=params.seed)
         outcomes.update(ask(scorer.score_pairs, scorer.predict_boxes, " (stage 1)" + ("" if t == params.eval_timestep else f" (t = {t})")))
 if params.baselines:
     classifier = DenoisingScorer(tuned, test, test_latents, evenly_spaced_timesteps(params.denoising_timesteps), seed=params.seed)

@@ -312,3 +312,27 @@ def test_a_run_exported_twice_gives_the_same_bytes(tmp_path):
     time.sleep(1.1)
     ablations.export_outcomes(folder, tmp_path / "two", "toy")
     assert (tmp_path / "one" / "generation_scores.csv.gz").read_bytes() == (tmp_path / "two" / "generation_scores.csv.gz").read_bytes()
+
+
+def test_a_variant_finished_before_its_export_is_exported_when_skipped(tmp_path, runs, monkeypatch):
+    monkeypatch.setattr(ablations, "results_dir", lambda scale: tmp_path / "results" / scale)
+    batch = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [1]\n"))
+    ablations.run_batch(batch, "smoke", run=_fake_run({1: 1}), progress=False)
+    exported = tmp_path / "results" / "smoke" / "rank" / "lora_rank=1"
+    shutil.rmtree(exported)  # as if killed between finishing and exporting
+    assert ablations.run_batch(batch, "smoke", run=_fake_run({1: 1}), progress=False) == {"lora_rank=1": "skipped"}
+    assert (exported / "done.json").exists() and (exported / "generation_scores.csv.gz").exists()
+
+
+def test_a_re_export_leaves_no_table_of_the_earlier_run(tmp_path):
+    folder = tmp_path / "variant"
+    (folder / "runs" / "toy").mkdir(parents=True)
+    (folder / "runs" / "toy" / "metrics.json").write_text("{}")
+    (folder / "runs" / "toy" / "generation_scores.csv").write_text("prompt,correct\na,1\n")
+    (folder / "done.json").write_text(json.dumps({"hash": "old", "seconds": 1}))
+    ablations.export_outcomes(folder, tmp_path / "out", "toy")
+    (folder / "runs" / "toy" / "generation_scores.csv").unlink()  # the new run writes no generation table
+    (folder / "done.json").write_text(json.dumps({"hash": "new", "seconds": 1}))
+    ablations.export_outcomes(folder, tmp_path / "out", "toy")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["done.json", "metrics.json"]
+    assert not (tmp_path / "out.partial").exists()

@@ -140,3 +140,15 @@ def test_the_choices_are_the_trainers_own():
             TuneConfig(**{name: value, **({"mse_coef": 1.0} if value == "none" else {})})
         with pytest.raises(ValueError):
             TuneConfig(**{name: "nothing"})
+
+
+def test_an_error_after_the_checks_keeps_its_traceback(monkeypatch):
+    """Only bad input is one line: a ValueError raised by the work itself is not the user's."""
+    import papermill
+
+    def fails(*args, **kwargs):
+        raise ValueError("a bug inside a notebook run")
+
+    monkeypatch.setattr(papermill, "execute_notebook", fails)
+    with pytest.raises(ValueError, match="a bug inside"):
+        reproduce.main(["--scale", "smoke", "--only", "00_toy_world"])

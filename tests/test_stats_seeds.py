@@ -151,3 +151,16 @@ def test_holm_by_hand():
                                                 (2.0, 5.0, False)])
 def test_sizes_differ(toy, paper, differ):
     assert stats.sizes_differ(toy, paper) is differ
+
+
+def test_equal_margins_with_differing_cells_do_not_give_a_zero_width_interval():
+    cells = np.array([[1.0, -1.0], [-1.0, 1.0]])  # every run mean and cluster mean is 0, the cells are not
+    got = stats.crossed_interval(cells)
+    assert got["se"] > 0 and got["low"] < 0 < got["high"]
+
+
+def test_a_trained_baseline_of_one_labelled_run_pairs_only_with_that_run():
+    base = runs_frame({0: [0] * 6})
+    own = runs_frame({0: [1] * 6, 1: [1] * 6})
+    with pytest.raises(ValueError, match="lacks"):
+        stats.seed_paired_difference(base, own, "score")
