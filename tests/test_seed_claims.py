@@ -101,3 +101,29 @@ def test_single_run_claims_read_one_run_and_a_selected_setting_says_so():
     assert list(table["on test items"]) == ["holds", "holds", "holds", "holds", "effect"]
     assert list(table["family size"]) == [2, 2, 1, 1, 1]
     assert list(table["size vs paper"]) == ["within 3x", "differs > 3x", "differs > 3x", "", ""]
+
+
+def test_the_seeds_batch_at_the_smoke_scale_gives_every_core_claim_over_three_seeds(tmp_path, monkeypatch):
+    """The real worker notebook: the base model and three dpt seeds, then the claims table built
+    from their exported outcomes. Each seed trains another adapter (the training seed reaches
+    training) while the test items stay paired; every dpt claim is measured over 3 runs."""
+    pytest.importorskip("papermill")
+    from dptlib import ablations
+
+    monkeypatch.setenv("DPT_RUNS_DIR", str(tmp_path / "runs"))
+    batch = ablations.load_batch(ablations.repo_root() / "papermill_params" / "ablations" / "seeds.yaml")
+    chosen = ["base", "dpt-s0", "dpt-s1", "dpt-s2"]
+    assert set(ablations.run_batch(batch, "smoke", only=chosen, progress=False).values()) == {"done"}
+    stage1 = sorted((ablations.shared_dir("smoke") / "stage1").iterdir())
+    assert len(stage1) == 3  # one stage-1 adapter per training seed
+    runs = seed_claims.load_runs("smoke")
+    assert sorted(set(runs.generation["method"])) == ["base", "dpt", "dpt + SC", "dpt + null"]
+    table = seed_claims.claims_table(runs).set_index("claim")
+    dpt_claims = [c.claim for c in seed_claims.core_claims() if "lora" not in (c.baseline + c.method) and "shuffled" not in c.method]
+    assert set(dpt_claims) <= set(table.index)
+    assert all(text.endswith("of 3") for text in table.loc[dpt_claims, "seeds agreeing"])
+    for name in ("ITM overall (stage 1) (t = 999)", "REC P@1 (local denoising)"):  # the tasks the claims read were written
+        assert name in set(runs.discrimination["task"])
+    # the same images and queries in every seed: each seed's generation rows match the base model's items
+    items = runs.generation.groupby("method")[["prompt", "seed"]].apply(lambda f: sorted(map(tuple, f.values)))
+    assert items["dpt"] == sorted(items["base"] * 3)
