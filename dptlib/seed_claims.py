@@ -217,6 +217,25 @@ def claims_table(runs: Runs, claims: list[Claim] | None = None) -> pd.DataFrame:
     return table.sort_values("family", key=lambda f: f.map(families), kind="stable").reset_index(drop=True)
 
 
+def arm_table(runs: Runs) -> pd.DataFrame:
+    """Each arm's score per cell (generation: exact-match %, per prompt cell) and task
+    (discrimination: accuracy %), as "mean (lowest-highest seed)" over its runs, with the number
+    of runs; an arm that trains nothing has one run. Rows: arm and sampling; columns: cells, tasks."""
+    parts = []
+    for frame, column, row in ((runs.generation, "cell", "method"), (runs.discrimination, "task", "arm")):
+        if frame.empty:
+            continue
+        per_run = frame.assign(run=frame["run"].fillna(-1)).groupby([row, column, "run"])["correct"].mean().mul(100)
+        summary = per_run.groupby(level=[0, 1]).agg(["mean", "min", "max", "count"])
+        text = summary.apply(lambda r: f"{r['mean']:.1f}" + (f" ({r['min']:.1f}-{r['max']:.1f})" if r["count"] > 1 else ""), axis=1)
+        table = text.unstack(column)
+        table.insert(0, "runs", summary["count"].groupby(level=0).max())
+        parts.append(table.rename_axis("arm"))
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts).groupby(level=0, sort=False).first().fillna("")
+
+
 def moved_rows(committed: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
     """The claims whose verdict changed, or whose point estimate left the committed interval, or
     that one table has and the other lacks: columns claim, committed, now, why."""

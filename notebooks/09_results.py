@@ -103,6 +103,17 @@ print(f"{len(by_seed)} claims measured; seeds batch variants not finished at sca
 by_seed.drop(columns=["difference", "low", "high"]).set_index(["family", "claim"])
 
 # %% [markdown]
+# What each arm scores, over its seeds: generation as the oracle's exact-match rate per prompt
+# cell, discrimination as accuracy per task ("ITM overall (stage 1)": the stage-1 adapter; the
+# base model's rows are Tab. 3's baselines), each the mean over seeds with the lowest and highest
+# seed's value in brackets.
+
+# %%
+arms = seed_claims.arm_table(runs)
+report.save_table(arms, "seed_arms", params.scale)
+arms
+
+# %% [markdown]
 # ## What each ablation batch cost
 #
 # The seconds each finished variant's papermill run took (`done.json`), summed per batch: the

@@ -127,3 +127,14 @@ def test_the_seeds_batch_at_the_smoke_scale_gives_every_core_claim_over_three_se
     # the same images and queries in every seed: each seed's generation rows match the base model's items
     items = runs.generation.groupby("method")[["prompt", "seed"]].apply(lambda f: sorted(map(tuple, f.values)))
     assert items["dpt"] == sorted(items["base"] * 3)
+
+
+def test_the_arm_table_gives_each_arms_mean_and_its_seed_range():
+    runs = generation_runs({0: 0.1, 1: 0.2, 2: 0.0})
+    queries = pd.DataFrame({"arm": ["dpt"] * 4 + ["base"] * 2, "run": [0.0, 0.0, 1.0, 1.0, np.nan, np.nan], "task": "ITM overall",
+                            "item": [0, 1, 0, 1, 0, 1], "correct": [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]})
+    table = seed_claims.arm_table(Runs(runs.generation, queries, []))
+    assert table.loc["dpt", "ITM overall"] == "75.0 (50.0-100.0)" and table.loc["base", "ITM overall"] == "50.0"
+    assert table.loc["dpt + SC", "runs"] == 3 and table.loc["base", "runs"] == 1
+    per_run = runs.generation[runs.generation["method"] == "dpt"].groupby("run")["correct"].mean() * 100
+    assert table.loc["dpt", CELL] == f"{per_run.mean():.1f} ({per_run.min():.1f}-{per_run.max():.1f})"
