@@ -110,7 +110,7 @@ by_seed.drop(columns=["difference", "low", "high"]).set_index(["family", "claim"
 
 # %%
 arms = seed_claims.arm_table(runs)
-report.save_table(arms, "seed_arms", params.scale)
+report.save_table(arms, "seed_arms", params.scale, floatfmt=".1f")
 arms
 
 # %% [markdown]
