@@ -302,12 +302,18 @@ def test_finished_outcomes_are_exported_and_read_back_without_runs(tmp_path, run
     assert not called and (exported / "generation_scores.csv.gz").read_bytes() == first_bytes
 
 
-def test_a_run_exported_twice_gives_the_same_bytes(tmp_path):
+def _finished_variant(tmp_path, digest):
+    """A variant folder as a finished toy run leaves it: metrics, one outcome table, done.json."""
     folder = tmp_path / "variant"
     (folder / "runs" / "toy").mkdir(parents=True)
     (folder / "runs" / "toy" / "metrics.json").write_text("{}")
     (folder / "runs" / "toy" / "generation_scores.csv").write_text("prompt,correct\na,1\n")
-    (folder / "done.json").write_text(json.dumps({"hash": "x", "seconds": 1}))
+    (folder / "done.json").write_text(json.dumps({"hash": digest, "seconds": 1}))
+    return folder
+
+
+def test_a_run_exported_twice_gives_the_same_bytes(tmp_path):
+    folder = _finished_variant(tmp_path, "x")
     ablations.export_outcomes(folder, tmp_path / "one", "toy")
     time.sleep(1.1)
     ablations.export_outcomes(folder, tmp_path / "two", "toy")
@@ -325,11 +331,7 @@ def test_a_variant_finished_before_its_export_is_exported_when_skipped(tmp_path,
 
 
 def test_a_re_export_leaves_no_table_of_the_earlier_run(tmp_path):
-    folder = tmp_path / "variant"
-    (folder / "runs" / "toy").mkdir(parents=True)
-    (folder / "runs" / "toy" / "metrics.json").write_text("{}")
-    (folder / "runs" / "toy" / "generation_scores.csv").write_text("prompt,correct\na,1\n")
-    (folder / "done.json").write_text(json.dumps({"hash": "old", "seconds": 1}))
+    folder = _finished_variant(tmp_path, "old")
     ablations.export_outcomes(folder, tmp_path / "out", "toy")
     (folder / "runs" / "toy" / "generation_scores.csv").unlink()  # the new run writes no generation table
     (folder / "done.json").write_text(json.dumps({"hash": "new", "seconds": 1}))
