@@ -129,14 +129,14 @@ times
 # %% [markdown]
 # ## The README's table
 #
-# At the toy scale the README's sections between `<!-- claims:begin -->` and `<!-- claims:end -->`
-# (one run per arm) and between `<!-- seed_claims:begin -->` and `<!-- seed_claims:end -->` (over
-# training seeds) are these tables.
+# At the toy scale the section of `docs/results.md` between `<!-- claims:begin -->` and
+# `<!-- claims:end -->` (one run per arm) and the README's between `<!-- seed_claims:begin -->` and
+# `<!-- seed_claims:end -->` (over training seeds) are these tables.
 
 # %%
 if params.write_readme and params.scale == "toy":
     readme = config.repo_root() / "README.md"
-    report.replace_between_markers(readme, "claims", report.markdown_table(claims))
+    report.replace_between_markers(config.repo_root() / "docs" / "results.md", "claims", report.markdown_table(claims))
     shown = by_seed.drop(columns=["difference", "low", "high"])
     report.replace_between_markers(readme, "seed_claims", report.markdown_table(shown) if len(shown) else "(no seeds run yet)")
-    print("README.md: claims tables rewritten")
+    print("docs/results.md and README.md: claims tables rewritten")
