@@ -130,7 +130,10 @@ def run_identity(config, unet: torch.nn.Module, data: DiscriminationData) -> dic
     digest = hashlib.sha256()
     for n, p in (frozen[0], frozen[-1]):
         digest.update(n.encode() + p.detach().float().cpu().numpy().tobytes())
-    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+    # a decaying schedule is laid out over `steps`: a run of another length is another run
+    resumable = RESUMABLE_CHANGES if getattr(config, "lr_schedule", "constant") == "constant" else \
+        tuple(c for c in RESUMABLE_CHANGES if c != "steps")
+    settings = {k: v for k, v in asdict(config).items() if k not in resumable}
     return json.loads(json.dumps({"config": settings, "images": len(data.images), "data": fingerprint(data),
                                   "base_model": digest.hexdigest()}))
 
