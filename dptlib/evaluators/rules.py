@@ -111,7 +111,8 @@ def position_score(relation: str | None, box1, box2, iou_threshold: float = 0.1,
     return 1.0 if iou < iou_threshold else iou_threshold / iou
 
 
-def spatial_score(first: str, last: str, relation: str | None, detections: Sequence[Detection]) -> float:
+def spatial_score(first: str, last: str, relation: str | None, detections: Sequence[Detection],
+                  distance_threshold: float = 150.0) -> float:
     """One image's spatial score: ``first`` and ``last`` are the prompt's first and last nouns,
     ``detections`` the detector's boxes above its confidence threshold. Each noun takes its
     best-scoring box; both found: 0.25 s1 + 0.25 s2 + 0.5 pos; one found: 0.25 s; a total
@@ -123,7 +124,7 @@ def spatial_score(first: str, last: str, relation: str | None, detections: Seque
 
     a, b = best(first), best(last)
     if a and b:
-        score = 0.25 * a.score + 0.25 * b.score + 0.5 * position_score(relation, a.box, b.box)
+        score = 0.25 * a.score + 0.25 * b.score + 0.5 * position_score(relation, a.box, b.box, distance_threshold=distance_threshold)
     elif a or b:
         score = 0.25 * (a or b).score
     else:
