@@ -79,3 +79,53 @@ def test_binding_is_the_product_over_chunks_and_keeps_the_pairing(tiny_vqa):
     assert BlipVqaBinding(vqa).summarize(table) == {"B-VQA": pytest.approx(np.mean(by_hand))}
     with pytest.raises(ValueError, match="2 images for 3 items"):
         BlipVqaBinding(vqa).score(pictures[:2], items)
+
+
+def test_free_answers_are_deterministic_and_unaffected_by_batching(tiny_vqa):
+    questions = ["a red car?", "a dog?", "a big blue bench and a cat?"]
+    together = BlipVqa(*tiny_vqa, batch_size=3).answer(images(3), questions, max_new_tokens=3)
+    alone = BlipVqa(*tiny_vqa, batch_size=1).answer(images(3), questions, max_new_tokens=3)
+    assert together == alone and all(isinstance(a, str) for a in together)
+
+
+def test_sbert_embedder_is_masked_mean_pooling(tiny_vqa):
+    from transformers import BertConfig, BertModel
+
+    from dptlib.evaluators.tifa import sbert_embedder
+
+    tokenizer = tiny_vqa[1].tokenizer
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=20)).eval()
+    embed = sbert_embedder(encoder, tokenizer)
+    together = embed(["a red car", "a dog"])
+    inputs = tokenizer(["a dog"], return_tensors="pt")
+    with torch.no_grad():
+        by_hand = torch.nn.functional.normalize(encoder(**inputs)[0].mean(1), dim=-1).numpy()  # no padding: a plain mean
+    np.testing.assert_allclose(together[1:], by_hand, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1, rtol=1e-6)
+
+
+def test_tifa_maps_answers_to_choices_and_scores_per_caption(tiny_vqa, monkeypatch):
+    from dptlib.evaluators.tifa import Tifa
+
+    vqa = BlipVqa(*tiny_vqa)
+    free = {"is there a car?": "yes", "what color is the car?": "reddish", "is there a dog?": "no"}
+    monkeypatch.setattr(vqa, "answer", lambda images, questions, **kw: [free[q] for q in questions])
+    questions = pd.DataFrame([
+        {"id": "c1", "question": "is there a car?", "choices": ["yes", "no"], "answer": "yes", "element_type": "object"},
+        {"id": "c1", "question": "what color is the car?", "choices": ["red", "blue"], "answer": "red", "element_type": "color"},
+        {"id": "c2", "question": "is there a dog?", "choices": ["yes", "no"], "answer": "yes", "element_type": "object"},
+    ])
+    vectors = {"reddish": [1.0, 0.1], "red": [1.0, 0.0], "blue": [0.0, 1.0]}
+    embed = lambda texts: np.array([vectors[t] for t in texts])  # noqa: E731
+    tifa = Tifa(vqa, embed, questions)
+    items = pd.DataFrame({"caption_id": ["c1", "c2"], "seed": [0, 0]})
+    asked = tifa.question_table(images(2), items)
+    assert asked["choice"].tolist() == ["yes", "red", "no"] and asked["correct"].tolist() == [True, True, False]
+    table = tifa.score(images(2), items)
+    assert table["TIFA"].tolist() == [1.0, 0.0] and table["grader"].iloc[0] == "blip-vqa (not the paper's VQA)"
+    assert tifa.summarize(table) == {"TIFA": 0.5}
+    assert Tifa.by_type(asked)["accuracy_by_type"] == {"color": 1.0, "object": 0.5}
+    with pytest.raises(ValueError, match="no TIFA questions for caption id 'c9'"):
+        tifa.question_table(images(1), pd.DataFrame({"caption_id": ["c9"]}))

@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dptlib"
 # the paper's method and its general machinery; the toy world (dptlib/toy) may import these, not the reverse
 METHOD_MODULES = ("adapter", "backbone", "baselines", "checkpoint", "checks", "config", "data", "feature_probe", "inference", "losses",
                   "metrics", "prompt_sets", "sampling", "stats", "train", "evaluators/rules",
-                  "evaluators/vqa", "evaluators/blip2", "evaluators/clip", "evaluators/detection")
+                  "evaluators/vqa", "evaluators/blip2", "evaluators/clip", "evaluators/detection",
+                  "evaluators/tifa")
 
 
 def imported_modules(path: Path) -> set[str]:

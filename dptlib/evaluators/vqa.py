@@ -62,26 +62,50 @@ class BlipVqa:
     @torch.no_grad()
     def yes_no(self, images: Sequence[np.ndarray], questions: Sequence[str]) -> np.ndarray:
         """(n, 2): p(yes), p(no) for each (image (H, W, 3) uint8, question) pair."""
-        if len(images) != len(questions):
-            raise ValueError(f"{len(images)} images for {len(questions)} questions")
-        lengths = [len(ids) for ids in self.processor.tokenizer(list(questions))["input_ids"]]
         answers = np.zeros((len(questions), 2), dtype=np.float32)
-        for length in sorted(set(lengths)):  # equal lengths: no padding (see the module docstring)
-            same = [i for i, n in enumerate(lengths) if n == length]
-            for k in range(0, len(same), self.batch_size):
-                chunk = same[k : k + self.batch_size]
-                answers[chunk] = self._batch([images[i] for i in chunk], [questions[i] for i in chunk])
+        for chunk in self._buckets(images, questions):
+            answers[chunk] = self._batch([images[i] for i in chunk], [questions[i] for i in chunk])
         return answers
 
     @torch.no_grad()
-    def _batch(self, images, questions) -> np.ndarray:
+    def answer(self, images: Sequence[np.ndarray], questions: Sequence[str], max_new_tokens: int = 10) -> list[str]:
+        """Free-form answers (greedy decoding), for TIFA."""
+        answers = [""] * len(questions)
+        tokenizer = self.processor.tokenizer
+        for chunk in self._buckets(images, questions):
+            pixels, text = self._inputs([images[i] for i in chunk], [questions[i] for i in chunk])
+            ids = self.model.generate(input_ids=text["input_ids"], pixel_values=pixels, attention_mask=text["attention_mask"],
+                                      interpolate_pos_encoding=True, max_new_tokens=max_new_tokens)
+            for i, text_ids in zip(chunk, ids):
+                answers[i] = tokenizer.decode(text_ids, skip_special_tokens=True).strip()
+        return answers
+
+    def _buckets(self, images, questions) -> list[list[int]]:
+        """Indices of the questions in batches of equal token length (see the module docstring)."""
+        if len(images) != len(questions):
+            raise ValueError(f"{len(images)} images for {len(questions)} questions")
+        lengths = [len(ids) for ids in self.processor.tokenizer(list(questions))["input_ids"]]
+        batches = []
+        for length in sorted(set(lengths)):
+            same = [i for i, n in enumerate(lengths) if n == length]
+            batches += [same[k : k + self.batch_size] for k in range(0, len(same), self.batch_size)]
+        return batches
+
+    def _inputs(self, images, questions):
         device = self.model.device
         size = {"height": self.image_size, "width": self.image_size}
         pixels = self.processor.image_processor(list(images), size=size, return_tensors="pt")["pixel_values"].to(device)
         text = self.processor.tokenizer(list(questions), padding=True, return_tensors="pt").to(device)
-        ids = text["input_ids"].clone()
         if self.enc_id is not None:
-            ids[:, 0] = self.enc_id
+            text["input_ids"] = text["input_ids"].clone()
+            text["input_ids"][:, 0] = self.enc_id
+        return pixels, text
+
+    @torch.no_grad()
+    def _batch(self, images, questions) -> np.ndarray:
+        device = self.model.device
+        pixels, text = self._inputs(images, questions)
+        ids = text["input_ids"]
         image_tokens = self.model.vision_model(pixel_values=pixels, interpolate_pos_encoding=True)[0]
         image_mask = torch.ones(image_tokens.shape[:-1], dtype=torch.long, device=device)
         question = self.model.text_encoder(input_ids=ids, attention_mask=text["attention_mask"], encoder_hidden_states=image_tokens,
