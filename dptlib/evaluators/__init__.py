@@ -10,6 +10,7 @@ method; the table keeps them, adds its score columns and ``grader``, the model t
 - ``clip``: the paper's CLIP (100 * cos) and T2I-CompBench's non-spatial CLIP (raw cosine);
 - ``blip2``: BLIP-M and BLIP-C;
 - ``vqa``: BLIP VQA yes / no and T2I-CompBench's B-VQA.
+- ``compbench``: T2I-CompBench's 3-in-1 from the three scorers above;
 - ``tifa``: TIFA v1.0 with BLIP VQA standing in for mPLUG, SBERT mapping to the choices;
 - ``detection``: an open-vocabulary detector standing in for GLIP (CC-500) and UniDet
   (T2I-CompBench spatial), labelled "(stand-in)" in its columns.
