@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dptlib"
 METHOD_MODULES = ("adapter", "backbone", "baselines", "checkpoint", "checks", "config", "data", "feature_probe", "inference", "losses",
                   "metrics", "prompt_sets", "sampling", "stats", "train", "evaluators/rules",
                   "evaluators/vqa", "evaluators/blip2", "evaluators/clip", "evaluators/detection",
-                  "evaluators/tifa", "evaluators/compbench")
+                  "evaluators/tifa", "evaluators/compbench", "evaluators/inception")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -12,6 +12,7 @@ method; the table keeps them, adds its score columns and ``grader``, the model t
 - ``vqa``: BLIP VQA yes / no and T2I-CompBench's B-VQA.
 - ``compbench``: T2I-CompBench's 3-in-1 from the three scorers above;
 - ``tifa``: TIFA v1.0 with BLIP VQA standing in for mPLUG, SBERT mapping to the choices;
+- ``inception``: IS and FID (torchmetrics), set metrics with their sizes;
 - ``detection``: an open-vocabulary detector standing in for GLIP (CC-500) and UniDet
   (T2I-CompBench spatial), labelled "(stand-in)" in its columns.
 """
