@@ -152,6 +152,26 @@ def curves(scale: str = "toy") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def save(scale: str = "toy") -> pd.DataFrame:
+    """figures/stage1_convergence.{csv,md,png}: the finished runs' table and their curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    from . import report
+
+    finished = table(scale)
+    if finished.empty:
+        return finished
+    report.save_table(finished, "stage1_convergence", scale, floatfmt=".1f")
+    grid = sns.relplot(data=curves(scale), x="step", y="value", hue="arm", units="training seed", estimator=None, col="metric",
+                       kind="line", marker="o", height=2.8, aspect=1.3)
+    grid.set(ylabel="validation (%)")
+    report.save_figure(grid.figure, "stage1_convergence", scale)
+    return finished
+
+
 def main(argv=None) -> int:
     from .checks import check_names, cli_errors
 
@@ -174,7 +194,7 @@ def main(argv=None) -> int:
                 record = run_arm(arm, k, args.scale, progress=not os.environ.get("CI"))
                 print(f"{arm}-s{k}: {record['validation'][-1]} in {record['seconds'] / 60:.1f} min; converged {record['converged']}")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table(args.scale).to_string(index=False))
+        print(save(args.scale).to_string(index=False))
     return 0
 
 
