@@ -179,6 +179,9 @@ def load_adapter(out_dir: str | Path) -> tuple[DiscriminativeAdapter, list[str],
     """(adapter, probed blocks, saved config) from a folder written by :func:`save_adapter`."""
     out_dir = Path(out_dir)
     meta = json.loads((out_dir / "config.json").read_text())
+    if meta.get("architecture", "paper") != "paper":
+        raise ValueError(f"{out_dir} holds an {meta['architecture']!r} adapter: load it with "
+                         f"dptlib.official_checkpoint.load_official_adapter")
     adapter = DiscriminativeAdapter(AdapterConfig(**meta["adapter"]), meta["in_channels"], meta["text_dim"])
     adapter.load_state_dict(load_file(out_dir / "adapter.safetensors"))
     return adapter.eval(), meta["blocks"], meta

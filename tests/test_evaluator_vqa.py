@@ -68,7 +68,8 @@ def test_binding_is_the_product_over_chunks_and_keeps_the_pairing(tiny_vqa):
                           "prompt": ["a red car and a green bench", "a red car and a green bench", "a big dog"]})
     pictures = images(3)
     table = BlipVqaBinding(vqa).score(pictures, items)
-    assert list(table[["prompt_id", "seed", "method"]].itertuples(index=False)) == list(items[["prompt_id", "seed", "method"]].itertuples(index=False))
+    pairing = ["prompt_id", "seed", "method"]
+    pd.testing.assert_frame_equal(table[pairing], items[pairing])
     assert table["chunks"].tolist() == [2, 2, 1]
     by_hand = []
     for picture, prompt in zip(pictures, items["prompt"]):
