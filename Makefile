@@ -32,6 +32,14 @@ seeds: setup
 	$(BIN)/python -m dptlib.reproduce --scale toy --ablation seeds
 	$(BIN)/python -m dptlib.reproduce --scale toy --only 09_results
 
+## convergence: stage 1 under shorter learning-rate schedules, validation ITM / REC at every fifth of the steps
+##              (dptlib.convergence; ARMS=, SEEDS= choose; each run ~10-25 min on 2 cores, resumable by arm); then its table
+##              and figure (figures/stage1_convergence.*)
+ARMS ?= cosine-1500 cosine-1000 cosine-1500-lr2e-3
+SEEDS ?= 0
+convergence: setup
+	$(BIN)/python -m dptlib.convergence --scale toy --arms $(ARMS) --seeds $(SEEDS)
+
 ## check-claims: re-derive the seed-aware claims table from the runs present (runs/ or results/) and compare it with
 ##               figures/seed_claims.csv: same verdicts, every estimate inside its committed interval
 check-claims: setup

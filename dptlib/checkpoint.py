@@ -130,7 +130,10 @@ def run_identity(config, unet: torch.nn.Module, data: DiscriminationData) -> dic
     digest = hashlib.sha256()
     for n, p in (frozen[0], frozen[-1]):
         digest.update(n.encode() + p.detach().float().cpu().numpy().tobytes())
-    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+    # a decaying schedule is laid out over `steps`: a run of another length is another run
+    resumable = RESUMABLE_CHANGES if getattr(config, "lr_schedule", "constant") == "constant" else \
+        tuple(c for c in RESUMABLE_CHANGES if c != "steps")
+    settings = {k: v for k, v in asdict(config).items() if k not in resumable}
     return json.loads(json.dumps({"config": settings, "images": len(data.images), "data": fingerprint(data),
                                   "base_model": digest.hexdigest()}))
 
@@ -176,6 +179,9 @@ def load_adapter(out_dir: str | Path) -> tuple[DiscriminativeAdapter, list[str],
     """(adapter, probed blocks, saved config) from a folder written by :func:`save_adapter`."""
     out_dir = Path(out_dir)
     meta = json.loads((out_dir / "config.json").read_text())
+    if meta.get("architecture", "paper") != "paper":
+        raise ValueError(f"{out_dir} holds an {meta['architecture']!r} adapter: load it with "
+                         f"dptlib.official_checkpoint.load_official_adapter")
     adapter = DiscriminativeAdapter(AdapterConfig(**meta["adapter"]), meta["in_channels"], meta["text_dim"])
     adapter.load_state_dict(load_file(out_dir / "adapter.safetensors"))
     return adapter.eval(), meta["blocks"], meta

@@ -54,6 +54,7 @@ from .data import DiscriminationData, Septuple, manifest_splits, open_clip_embed
 from .losses import grounding_loss, matching_loss, matching_similarity
 
 PAIRS_PER_SEPTUPLE = 6
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 @dataclass
@@ -67,6 +68,10 @@ class ProbeConfig:
     batch_size: int = 32  # septuples per optimizer step, over all processes and accumulation steps
     grad_accumulation: int = 1
     lr: float = 1e-4
+    # the learning rate over steps (diffusers.optimization): "constant" (the paper gives no schedule),
+    # "cosine" (to 0 at the last step) or "linear" (likewise), after `warmup_steps` of linear warm-up
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 0.1
@@ -88,6 +93,12 @@ class ProbeConfig:
         "paper-sd14": dict(model="CompVis/stable-diffusion-v1-4", steps=60000, batch_size=220),
         "paper-sd21": dict(model="stabilityai/stable-diffusion-2-1", steps=60000, batch_size=220),
     }
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"warmup_steps must be in 0..steps ({self.steps}); got {self.warmup_steps}")
 
     @classmethod
     def preset(cls, scale: str, **overrides) -> ProbeConfig:
@@ -228,6 +239,18 @@ class DPTModel(torch.nn.Module):
         return {k: v for k, v in self.state_dict().items() if k.startswith("adapter.") or "lora_" in k}
 
 
+def lr_scheduler(optimizer: torch.optim.Optimizer, config, start: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """diffusers' schedule ``config.lr_schedule`` with ``config.warmup_steps`` of warm-up over
+    ``config.steps``, positioned at step ``start`` (a resumed run): the learning rate of step k
+    depends on k alone, so a killed run resumes on the same schedule."""
+    from diffusers.optimization import get_scheduler
+
+    name = "constant_with_warmup" if config.lr_schedule == "constant" and config.warmup_steps else config.lr_schedule
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", config.lr)
+    return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.steps, last_epoch=start - 1)
+
+
 def _fit(*, config, data: DiscriminationData, out_dir: Path, backbone: Backbone, adapter: DiscriminativeAdapter, blocks: list[str],
          parameters: list, name: str, accelerator, progress: bool = True, on_gradients=None, objectives: str = "both",
          mse_coef: float = 0.0, validate=None, validate_every: int = 0, keep_state: bool = False) -> tuple[DPTModel, list, list]:
@@ -252,6 +275,7 @@ def _fit(*, config, data: DiscriminationData, out_dir: Path, backbone: Backbone,
                              f"delete it to train afresh, or pick another out_dir")
         log, validation = extra.get("log", []), extra.get("validation", [])
     model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = lr_scheduler(optimizer, config, start)
     latents = cache_latents(backbone, data.images)
     per_process = config.batch_size // (accelerator.num_processes * config.grad_accumulation)
     if per_process < 1:
@@ -264,6 +288,7 @@ def _fit(*, config, data: DiscriminationData, out_dir: Path, backbone: Backbone,
                disable=not progress or not accelerator.is_main_process, mininterval=5)
     t0 = time.time()
     for step in bar:
+        step_lr = scheduler.get_last_lr()[0]  # the learning rate of this step
         for micro in range(config.grad_accumulation):
             # the global batch of this step depends on (seed, step) only; each process takes its share
             rng = np.random.default_rng([config.seed, step, micro])
@@ -280,8 +305,11 @@ def _fit(*, config, data: DiscriminationData, out_dir: Path, backbone: Backbone,
                     accelerator.clip_grad_norm_(parameters, config.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            if accelerator.sync_gradients:
+                scheduler.step()
         if step % config.log_every == 0 or step == config.steps - 1:
-            entry = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}, "seconds": time.time() - t0}
+            entry = {"step": step, **{k: float(v.detach()) for k, v in losses.items()}, "lr": step_lr,
+                     "seconds": time.time() - t0}
             log.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}")
         if validate is not None and validate_every and ((step + 1) % validate_every == 0 or step + 1 == config.steps):
@@ -326,7 +354,8 @@ def _on_device(backbone: Backbone | None, config: ProbeConfig, device: torch.dev
 
 
 def probe(config: ProbeConfig, data: DiscriminationData, out_dir: str | Path, backbone: Backbone | None = None,
-          accelerator=None, progress: bool = True, on_gradients=None, keep_state: bool = False) -> dict:
+          accelerator=None, progress: bool = True, on_gradients=None, keep_state: bool = False, validate=None,
+          validate_every: int = 0) -> dict:
     """Stage 1: train the adapter on a frozen U-Net; returns the training log.
 
     ``data`` needs mined hard negatives. Writes ``out_dir/adapter.safetensors`` (+ ``config.json``)
@@ -334,22 +363,24 @@ def probe(config: ProbeConfig, data: DiscriminationData, out_dir: str | Path, ba
     ``on_gradients(step, adapter)``, if given, sees the synchronised gradients before each update.
     ``keep_state=True`` keeps the resume state of the finished run: a later call with more
     ``steps`` (and otherwise the same settings) continues it instead of starting again.
+    ``validate(step, model) -> {name: value}``, if given, scores the adapter at step 0 and every
+    ``validate_every`` steps (the returned "validation" list; `dptlib.convergence`).
     """
     out_dir = Path(out_dir)
     accelerator = accelerator or _accelerator(config)
     backbone = _on_device(backbone, config, accelerator.device)
     torch.manual_seed(config.seed)
     adapter, blocks = build_adapter(config, backbone)
-    model, log, _ = _fit(config=config, data=data, out_dir=out_dir, backbone=backbone, adapter=adapter, blocks=blocks,
-                         parameters=list(adapter.parameters()), name="probe", accelerator=accelerator, progress=progress,
-                         on_gradients=on_gradients, keep_state=keep_state)
+    model, log, validation = _fit(config=config, data=data, out_dir=out_dir, backbone=backbone, adapter=adapter, blocks=blocks,
+                                  parameters=list(adapter.parameters()), name="probe", accelerator=accelerator, progress=progress,
+                                  on_gradients=on_gradients, keep_state=keep_state, validate=validate, validate_every=validate_every)
     if accelerator.is_main_process:
         save_adapter(model.adapter, config, blocks, out_dir)
         (out_dir / "log.json").write_text(json.dumps(log))
         if not keep_state:
             _finished(out_dir, "probe")
     accelerator.wait_for_everyone()
-    return {"log": log, "blocks": blocks}
+    return {"log": log, "blocks": blocks, "validation": validation}
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,6 +414,7 @@ class TuneConfig(ProbeConfig):
     }
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.lora_targets not in LORA_TARGETS:
             raise ValueError(f"lora_targets must be one of {list(LORA_TARGETS)}")
         if self.trainable not in ("adapter+lora", "lora"):

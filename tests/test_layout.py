@@ -10,7 +10,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "dptlib"
 # the paper's method and its general machinery; the toy world (dptlib/toy) may import these, not the reverse
 METHOD_MODULES = ("adapter", "backbone", "baselines", "checkpoint", "checks", "config", "data", "feature_probe", "inference", "losses",
-                  "metrics", "prompt_sets", "sampling", "stats", "train")
+                  "metrics", "prompt_sets", "sampling", "stats", "train", "official_transformer", "official_adapter",
+                  "official_checkpoint", "convert_official", "evaluators/rules",
+                  "evaluators/vqa", "evaluators/blip2", "evaluators/clip", "evaluators/detection",
+                  "evaluators/tifa", "evaluators/compbench", "evaluators/inception")
 
 
 def imported_modules(path: Path) -> set[str]:

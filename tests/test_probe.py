@@ -282,3 +282,90 @@ def test_a_state_ahead_of_the_run_is_not_reused(setting, tmp_path, monkeypatch):
         shorter = probe(ProbeConfig.preset("smoke", steps=2), data, tmp_path / "ahead", backbone=backbone, progress=False)["log"]
     assert steps == [0, 1]
     assert [e["loss"] for e in shorter] == pytest.approx([e["loss"] for e in straight], rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Learning-rate schedules (dptlib.convergence tests shorter stage-1 runs with them)
+# --------------------------------------------------------------------------------------------
+def _lrs(config, steps):
+    from dptlib.train import lr_scheduler
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = lr_scheduler(optimizer, config)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_schedules_give_the_hand_computed_learning_rates():
+    import math
+
+    lr, steps, warmup = 1e-3, 10, 2
+    constant = _lrs(ProbeConfig.preset("smoke", steps=steps, lr=lr), steps)
+    assert constant == [lr] * steps  # exactly the configured rate: the default changes nothing
+    cosine = _lrs(ProbeConfig.preset("smoke", steps=steps, lr=lr, lr_schedule="cosine", warmup_steps=warmup), steps)
+    expected = [lr * k / warmup if k < warmup else lr * 0.5 * (1 + math.cos(math.pi * (k - warmup) / (steps - warmup)))
+                for k in range(steps)]
+    assert cosine == pytest.approx(expected, rel=1e-12)
+    linear = _lrs(ProbeConfig.preset("smoke", steps=steps, lr=lr, lr_schedule="linear"), steps)
+    assert linear == pytest.approx([lr * (steps - k) / steps for k in range(steps)], rel=1e-12)
+    warm = _lrs(ProbeConfig.preset("smoke", steps=steps, lr=lr, warmup_steps=warmup), steps)
+    assert warm == pytest.approx([0.0, lr / 2] + [lr] * (steps - 2), rel=1e-12)
+
+
+def test_a_scheduler_built_at_a_resumed_step_is_on_schedule():
+    from dptlib.train import lr_scheduler
+
+    config = ProbeConfig.preset("smoke", steps=10, lr=1e-3, lr_schedule="cosine", warmup_steps=2)
+    straight = _lrs(config, 10)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    lr_scheduler(optimizer, config, start=6)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(straight[6], rel=1e-12)
+
+
+@pytest.mark.parametrize("bad, message", [(dict(lr_schedule="step"), "lr_schedule must be one of constant, cosine, linear"),
+                                          (dict(warmup_steps=9), "warmup_steps must be in 0..steps")])
+def test_bad_schedules_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        ProbeConfig.preset("smoke", steps=4, **bad)
+
+
+def test_killed_cosine_probe_resumes_on_its_schedule(setting, tmp_path, monkeypatch):
+    backbone, data = setting
+    config = ProbeConfig.preset("smoke", steps=4, checkpoint_every=2, lr_schedule="cosine", warmup_steps=1)
+    straight = probe(config, data, tmp_path / "straight", backbone=backbone, progress=False)["log"]
+    assert [e["lr"] for e in straight] == pytest.approx([0.0, config.lr, config.lr * 0.75, config.lr * 0.25], rel=1e-12)
+    _killed_after_step_two(monkeypatch, lambda: probe(config, data, tmp_path / "killed", backbone=backbone, progress=False))
+    resumed = probe(config, data, tmp_path / "killed", backbone=backbone, progress=False)["log"]
+    assert [e["lr"] for e in resumed] == [e["lr"] for e in straight]
+    a, _, _ = load_adapter(tmp_path / "straight")
+    b, _, _ = load_adapter(tmp_path / "killed")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_decaying_schedule_is_not_continued_to_another_length(setting, tmp_path, monkeypatch):
+    """A constant-rate state may be continued to more steps (keep_state); a cosine one may not:
+    its rates were laid out over its own length."""
+    backbone, data = setting
+    short = ProbeConfig.preset("smoke", steps=2, lr_schedule="cosine")
+    probe(short, data, tmp_path, backbone=backbone, progress=False, keep_state=True)
+    with pytest.raises(ValueError, match="differs in steps"):
+        probe(ProbeConfig.preset("smoke", steps=4, lr_schedule="cosine"), data, tmp_path, backbone=backbone, progress=False)
+
+
+def test_probe_reports_validation_at_the_steps_asked(setting, tmp_path):
+    backbone, data = setting
+    seen = []
+
+    def validate(step, model):
+        seen.append(step)
+        assert not model.training
+        return {"score": float(step)}
+
+    out = probe(ProbeConfig.preset("smoke", steps=4), data, tmp_path, backbone=backbone, progress=False, validate=validate,
+                validate_every=2)
+    assert seen == [0, 2, 4] and [v["step"] for v in out["validation"]] == [0, 2, 4]

@@ -1,0 +1,107 @@
+"""Detection-based evaluators: a tiny random Grounding DINO (built here) and hand-made detections."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dptlib.evaluators.detection import GroundedDetector, GroundedObjects, SpatialScore, rule_first_and_last_noun
+from dptlib.evaluators.rules import Detection
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "dog", "cat", "red", "car", "blue", "bench", "person"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dino():
+    from transformers import (
+        BertConfig,
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    backbone = SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=2, image_size=128,
+                          out_features=["stage2", "stage3", "stage4"], out_indices=[2, 3, 4])
+    text = BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                      max_position_embeddings=64)
+    config = GroundingDinoConfig(backbone_config=backbone, text_config=text, d_model=32, encoder_layers=1, decoder_layers=2,
+                                 encoder_ffn_dim=37, decoder_ffn_dim=37, encoder_attention_heads=2, decoder_attention_heads=2,
+                                 num_queries=10, use_timm_backbone=False, max_text_len=32, num_feature_levels=3, encoder_n_points=2,
+                                 decoder_n_points=2)
+    torch.manual_seed(0)
+    processor = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128}),
+                                       tokenizer=BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}, do_lower_case=True))
+    return GroundingDinoForObjectDetection(config), processor
+
+
+def images(n, side=128):
+    return [np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8) for i in range(n)]
+
+
+def test_caption_and_label_mapping():
+    assert GroundedDetector.caption(["Red car", "bench"]) == "red car. bench."
+    assert GroundedDetector.label_of("red car", ["car", "red car", "bench"]) == "red car"  # the longest contained
+    assert GroundedDetector.label_of("a blue car", ["red car", "bench"]) is None
+    assert GroundedDetector.label_of("bench [SEP]", ["red car", "bench"]) == "bench"
+
+
+def test_the_tiny_detector_returns_asked_labels_above_threshold(tiny_dino):
+    detector = GroundedDetector(*tiny_dino, box_threshold=0.2, text_threshold=0.0, name="tiny-dino")
+    found = detector.detect(images(2), [["dog", "cat"], ["red car"]])
+    assert len(found) == 2
+    for detections, asked in zip(found, [["dog", "cat"], ["red car"]]):
+        for d in detections:
+            assert d.label in asked and d.score >= 0.2
+            assert -1e-3 <= d.box[0] <= d.box[2] <= 128 + 1e-3 and -1e-3 <= d.box[1] <= d.box[3] <= 128 + 1e-3
+    assert found == detector.detect(images(2), [["dog", "cat"], ["red car"]])  # deterministic
+
+
+class FakeDetector:
+    """Fixed detections per image, as a detector would return them (for hand-computed scores)."""
+
+    box_threshold, name = 0.5, "fake"
+
+    def __init__(self, per_image):
+        self.per_image, self.asked = per_image, []
+
+    def detect(self, images, labels):
+        self.asked.append([list(x) for x in labels])
+        return self.per_image[: len(images)]
+
+
+def test_grounded_objects_is_the_share_with_every_object_found():
+    detector = FakeDetector([[Detection("red car", 0.7, (0, 0, 1, 1)), Detection("blue bench", 0.6, (0, 0, 1, 1))],
+                             [Detection("red car", 0.9, (0, 0, 1, 1)), Detection("blue bench", 0.4, (0, 0, 1, 1))]])
+    items = pd.DataFrame({"prompt_id": [4, 4], "seed": [0, 1], "prompt": ["a red car and a blue bench"] * 2,
+                          "objects": [("red car", "blue bench")] * 2})
+    evaluator = GroundedObjects(detector)
+    table = evaluator.score(images(2), items)
+    assert table["GLIP (stand-in)"].tolist() == [True, False]
+    assert evaluator.summarize(table) == {"GLIP (stand-in)": 50.0}
+    assert table[["prompt_id", "seed"]].values.tolist() == [[4, 0], [4, 1]]
+
+
+def test_spatial_score_scales_the_distance_to_the_image():
+    # 128 px images: the benchmark's 150 px near-threshold becomes 40 px
+    detector = FakeDetector([[Detection("person", 0.8, (0, 0, 10, 10)), Detection("cat", 0.8, (100, 100, 110, 110))]])
+    table = SpatialScore(detector).score(images(1), pd.DataFrame({"prompt": ["a woman near a cat"]}))
+    assert detector.asked == [[["person", "cat"]]]  # woman is asked for as person
+    # |dx| = |dy| = 100 > 40: pos = 40 / 100; 0.25 * 0.8 * 2 + 0.5 * 0.4 = 0.6
+    assert table["spatial (stand-in)"].tolist() == pytest.approx([0.6])
+
+
+@pytest.mark.parametrize("prompt, nouns", [("a red dog on the left of a cat", ("dog", "cat")),
+                                           ("A bird next to a blue car.", ("bird", "car")), ("a dog and a cat", ("a", "cat"))])
+def test_rule_first_and_last_noun(prompt, nouns):
+    assert rule_first_and_last_noun(prompt) == nouns
+
+
+def test_spatial_on_the_tiny_detector_keeps_the_pairing(tiny_dino):
+    detector = GroundedDetector(*tiny_dino, box_threshold=0.2, text_threshold=0.0)
+    items = pd.DataFrame({"prompt_id": [1, 2], "method": ["base", "dpt"], "prompt": ["a dog on the left of a cat", "a car near a bench"]})
+    table = SpatialScore(detector).score(images(2), items)
+    pd.testing.assert_frame_equal(table[items.columns], items)
+    assert ((table["spatial (stand-in)"] >= 0) & (table["spatial (stand-in)"] <= 1)).all()
