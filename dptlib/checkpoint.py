@@ -134,6 +134,10 @@ def run_identity(config, unet: torch.nn.Module, data: DiscriminationData) -> dic
     resumable = RESUMABLE_CHANGES if getattr(config, "lr_schedule", "constant") == "constant" else \
         tuple(c for c in RESUMABLE_CHANGES if c != "steps")
     settings = {k: v for k, v in asdict(config).items() if k not in resumable}
+    # the schedule's fields at their defaults are left out, so runs from before they existed resume
+    for key, default in (("lr_schedule", "constant"), ("warmup_steps", 0)):
+        if settings.get(key, default) == default:
+            settings.pop(key, None)
     return json.loads(json.dumps({"config": settings, "images": len(data.images), "data": fingerprint(data),
                                   "base_model": digest.hexdigest()}))
 

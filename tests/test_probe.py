@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.checkpoint import load_adapter
+from dptlib.checkpoint import load_adapter, run_identity
 from dptlib.data import prepare_discrimination_data, sample_septuple
 from dptlib.inference import DPTScorer
 from dptlib.metrics import itm_accuracy, itm_test_set, rec_precision
@@ -369,3 +369,13 @@ def test_probe_reports_validation_at_the_steps_asked(setting, tmp_path):
     out = probe(ProbeConfig.preset("smoke", steps=4), data, tmp_path, backbone=backbone, progress=False, validate=validate,
                 validate_every=2)
     assert seen == [0, 2, 4] and [v["step"] for v in out["validation"]] == [0, 2, 4]
+
+
+def test_the_schedule_enters_a_run_identity_only_when_it_is_not_the_default(setting):
+    """Resume states written before the schedule existed keep their identity (constant, no warm-up);
+    a cosine run's identity names its schedule and its length."""
+    backbone, data = setting
+    plain = run_identity(ProbeConfig.preset("smoke", steps=4), backbone.unet, data)["config"]
+    cosine = run_identity(ProbeConfig.preset("smoke", steps=4, lr_schedule="cosine", warmup_steps=1), backbone.unet, data)["config"]
+    assert "lr_schedule" not in plain and "warmup_steps" not in plain and "steps" not in plain
+    assert cosine["lr_schedule"] == "cosine" and cosine["warmup_steps"] == 1 and cosine["steps"] == 4
