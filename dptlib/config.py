@@ -183,8 +183,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         "04_ablation_blocks", "05_ablation_lora_rank", "06_ablation_adapter_layers", "07_ablation_timesteps", "08_ablation_mse")},
     "09_results": {"smoke": dict(), "toy": dict()},
     "03_self_correction": {
-        "smoke": dict(etas=[0.0, 0.1], sweep_seeds=[0], ablation_steps=2, n_train_images=24),
-        "toy": dict(etas=[0.0, 0.03, 0.1, 0.3, 1.0], sweep_seeds=[0, 1], ablation_steps=300, n_train_images=4000),
+        "smoke": dict(etas=[0.0, 0.1], sweep_seeds=[0]),
+        "toy": dict(etas=[0.0, 0.03, 0.1, 0.3, 1.0], sweep_seeds=[0, 1]),
     },
 }
 

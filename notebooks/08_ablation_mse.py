@@ -15,16 +15,18 @@
 # ---
 
 # %% [markdown]
-# # 08 · Ablation: the denoising objective (Tab. 5, Tab. 9)
+# # 08 · Ablation: the stage-2 objectives (Tab. 4, Tab. 5, Tab. 9)
 #
-# **The paper's questions.** Stable Diffusion is trained with the denoising (MSE) loss alone.
+# **The paper's questions.** Which of DPT's two objectives does stage 2 need: global matching
+# (GM, Eq. 3-4), local grounding (LG, Eq. 5-7), or both (Tab. 4)? Stable Diffusion is trained with the denoising (MSE) loss alone.
 # Does DPT's discriminative objective do something that more denoising on the same data would
 # not (Tab. 5: base, MSE, DPT, both)? And with both, how much weight should the MSE term get
 # (Tab. 9)?
 #
 # **The paper's findings.** MSE helps in-distribution but "may not be helpful and even harmful"
 # out of distribution; DPT improves alignment in both; the two together do not conflict
-# (App. A.1, A.7). The paper's numbers (SD-2.1, App. Tab. 5 and 9):
+# (App. A.1, A.7). In Tab. 4 each objective alone helps (LG more than GM) and both help most.
+# The paper's numbers (SD-2.1, Tab. 4, App. Tab. 5 and 9):
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
@@ -40,6 +42,8 @@ from dptlib import ablations, config, report
 
 params = config.notebook_parameters("08_ablation_mse", globals())
 report.set_theme()
+display(pd.DataFrame({"COCO-NSS1K BLIP-M": [73.32, 74.80, 79.20, 78.58]}, index=["SD-2.1", "GM", "LG", "GM + LG (DPT)"])
+        .rename_axis("paper, Tab. 4"))
 display(pd.DataFrame({"COCO-NSS1K BLIP-ITM (ID)": [73.32, 75.90, 78.58, 79.23], "CC-500 BLIP-ITM (OOD)": [85.45, 84.65, 90.72, 90.41]},
                      index=["SD-2.1", "MSE", "DPT", "MSE + DPT"]).rename_axis("paper, Tab. 5"))
 pd.DataFrame({"COCO-NSS1K BLIP-ITM": [78.58, 77.78, 79.08, 78.81, 77.51, 79.23], "CC-500 BLIP-ITM": [90.72, 90.12, 89.85, 89.65, 88.78, 90.41]},
@@ -53,7 +57,8 @@ config.float_environment()
 # ## The batch
 #
 # One run of `ablation_variant` per variant (`papermill_params/ablations/mse.yaml`): the base
-# model; "MSE only" (LoRA tuned on the denoising loss alone, `objectives="none"`); and DPT with
+# model; "MSE only" (LoRA tuned on the denoising loss alone, `objectives="none"`); GM and LG
+# (stage 2 with one objective, `objectives="matching"` / `"grounding"`); and DPT with
 # the MSE term at each coefficient (0 is DPT alone, 1 is "MSE + DPT" of Tab. 5). All DPT variants
 # tune from the same stage-1 adapter. The MSE term needs the U-Net's full forward (not the early
 # exit), so these variants cost more per step. Finished variants are read back, not run again.
@@ -63,24 +68,42 @@ spec, results = ablations.run_and_collect(params.batch, params.scale, params.max
 results.metrics.round(1)
 
 # %% [markdown]
-# ## Tab. 5 and Tab. 9 analogues
+# ## Tab. 4, Tab. 5 and Tab. 9 analogues
 #
 # Mean with its 95 % interval per cell; then the paired difference to the base model
-# (generation) and to DPT alone (discrimination). Tab. 5's rows are `base`, `MSE only`,
-# `mse_coef=0.0` (DPT) and `mse_coef=1.0` (MSE + DPT); Tab. 9 is the `mse_coef` rows.
+# (generation) and to DPT alone (discrimination). Tab. 4's rows are `base`, `GM`, `LG` and
+# `mse_coef=0.0` (GM + LG, DPT), each also self-corrected (+ SC); Tab. 5's are `base`,
+# `MSE only`, `mse_coef=0.0` (DPT) and `mse_coef=1.0` (MSE + DPT); Tab. 9 is the `mse_coef` rows.
 
 # %%
 generation, discrimination = ablations.compare_variants(results, spec.reference, discrimination_reference="mse_coef=0.0")
-tab9, tab9_differences = report.save_variant_tables(generation, discrimination, "tab9_mse", "variant", params.scale)
-tab5 = tab9.loc[[r for r in ("base", "MSE only", "mse_coef=0.0", "mse_coef=1.0") if r in tab9.index]]
+means, differences = (report.variant_table(generation, discrimination, differences=d) for d in (False, True))
+
+
+def rows(table, variants, sc=True):
+    """The rows of ``variants`` (and their self-corrected twins) that ``table`` has."""
+    return table.loc[[r for v in variants for r in ([v, f"{v} + SC"] if sc else [v]) if r in table.index]]
+
+
+objective_rows = ["base", "GM", "LG", "mse_coef=0.0"]
+mse_rows = ["base", "MSE only", *[v for v in dict.fromkeys(results.metrics.index) if str(v).startswith("mse_coef=")]]
+tab4 = rows(means, objective_rows).rename(index=lambda r: r.replace("mse_coef=0.0", "GM + LG (DPT)"))
+report.save_table(tab4.rename_axis("objective"), "tab4_objectives", params.scale)
+report.save_table(rows(differences, objective_rows).rename(index=lambda r: r.replace("mse_coef=0.0", "GM + LG (DPT)"))
+                  .rename_axis("objective"), "tab4_objectives_differences", params.scale)
+tab9, tab9_differences = rows(means, mse_rows), rows(differences, mse_rows)
+report.save_table(tab9.rename_axis("variant"), "tab9_mse", params.scale)
+report.save_table(tab9_differences.rename_axis("variant"), "tab9_mse_differences", params.scale)
+tab5 = rows(tab9, ["base", "MSE only", "mse_coef=0.0", "mse_coef=1.0"], sc=False)
 report.save_table(tab5.rename_axis("objective"), "tab5_mse", params.scale)
+display(tab4)
 tab9
 
 # %%
 tab9_differences
 
 # %% tags=["nbval-ignore-output"]
-ablations.save_batch_figure(generation, discrimination, list(tab9.index), "tab9_mse", params.scale)
+ablations.save_batch_figure(generation, discrimination, list(means.index), "tab9_mse", params.scale)
 
 # %% [markdown]
 # **What the toy run found.** All eight variants ran at the toy scale (37 min; 4.0 min for DPT
@@ -109,6 +132,9 @@ ablations.save_batch_figure(generation, discrimination, list(tab9.index), "tab9_
 
 # %%
 claims = [
+    *[ablations.variant_claim(results, f"Tab. 4: {label} alone improves on the base model, {cell}", paper, "base", label, cell)
+      for label, paper in (("GM", "+1.5 BLIP-M on COCO-NSS1K (73.3 vs 74.8)"), ("LG", "+5.9 BLIP-M on COCO-NSS1K (73.3 vs 79.2)"))
+      for cell in ("toy-cc (ID)", "toy-nss (ID)")],
     ablations.variant_claim(results, "Tab. 5: DPT improves on the base model out of distribution, toy-cc (OOD)",
                             "+5.3 BLIP-ITM on CC-500 (85.5 vs 90.7)", "base", "mse_coef=0.0", "toy-cc (OOD)"),
     ablations.variant_claim(results, "Tab. 5: MSE alone does not help out of distribution, toy-cc (OOD)",

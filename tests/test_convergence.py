@@ -25,8 +25,9 @@ def test_converged_reads_the_last_fifth():
 def test_every_arm_is_a_valid_stage1_config():
     from dptlib.train import ProbeConfig
 
-    for name, settings in convergence.ARMS.items():
-        config = ProbeConfig.preset("toy", **settings)
+    for name in convergence.ARMS:
+        config = convergence.probe_config(name, "toy")
+        assert isinstance(config, ProbeConfig) and config.blocks == "up1"
         assert config.steps % 5 == 0, name  # 80 % of the steps is a validation step
         assert convergence.checkpoints(config.steps)[-2] == 0.8 * config.steps
 
@@ -49,3 +50,12 @@ def test_a_smoke_arm_writes_its_curve_and_is_skipped_after(tmp_path, monkeypatch
     assert saved["validation"] == record["validation"] and "converged" in saved
     assert convergence.main(["--scale", "smoke", "--arms", "cosine-1000"]) == 0
     assert "cosine-1000-s0: done, skipped" in capsys.readouterr().out
+
+
+def test_an_arm_changes_only_the_adapter_entries_it_names():
+    from dptlib.train import ProbeConfig
+
+    preset = ProbeConfig.preset("toy").adapter
+    changed = convergence.probe_config("cosine-1500-lr2e-3-q16", "toy").adapter
+    assert changed.num_queries == 16 and preset.num_queries == 40
+    assert (changed.d_model, changed.num_matching_queries, changed.max_side) == (preset.d_model, preset.num_matching_queries, preset.max_side)
