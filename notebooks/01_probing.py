@@ -185,44 +185,47 @@ if toy_data:  # the probes' labels (colour, shape, size, count, referent) come f
 #
 # The paper probes the middle block (App. B.3); the authors' release samples with `up1`
 # (`official-code-notes`: diffusers' `up_blocks[1]`, the first up block with cross-attention,
-# which the paper's Tab. 6 calls up2; it is our `up1` too). The linear probes above say where the object attributes and the
-# expression's referent are; a short stage-1 run per candidate block, scored on the
-# *validation* split, says which the adapter learns from. The candidate that ranks first on
-# the mean of ITM and REC becomes the probed block (unless `blocks` is given), and its run is
-# continued to the full length below. Maps larger than 8×8 are resized to 8×8 before the
-# adapter (the side the toy's `up1` attention runs at; 64 tokens).
+# which the paper's Tab. 6 calls up2; it is our `up1` too). The linear probes above say where the
+# object attributes and the expression's referent are. Which block the *adapter* learns from is
+# Tab. 6's question, answered by the blocks batch (`04_ablation_blocks`: every block probed and
+# tuned on the same data): at the toy scale `up1` leads ITM there, so the toy preset gives
+# `blocks="up1"`. With `blocks=None` this notebook runs a short stage-1 run per candidate block,
+# scores each on the *validation* split and probes the one that ranks first on the mean of ITM
+# and REC. Maps larger than 8×8 are resized to 8×8 before the adapter (the side the toy's `up1`
+# attention runs at; 64 tokens).
 
 # %% tags=["nbval-ignore-output"]
 def septuple_config(block, steps):
     return ProbeConfig.preset(preset, model=params.model, blocks=block, steps=steps, batch_size=params.batch_size, seed=params.seed)
 
 
-def validation_scores(folder, data, latents, test_set, rec_expressions):
-    adapter, probed, _ = load_adapter(folder)
-    scorer = DPTScorer(backbone, adapter, probed, data, latents, timestep=params.eval_timestep, seed=params.seed)
-    itm = itm_outcomes(scorer.score_pairs, test_set)
-    return {"ITM overall": 100 * np.concatenate(list(itm.values())).mean(),
-            "REC P@1": 100 * rec_outcomes(scorer.predict_boxes, data, rec_expressions).mean()}
-
-
 val_latents = cache_latents(backbone, val.images)
 val_itm = itm_test_set(val, n_negatives=3, seed=params.seed)
 val_rec = np.linspace(0, len(val.expressions) - 1, min(len(val.expressions), params.n_rec_expressions)).round().astype(int).tolist()
+
+
+def validation_scores(adapter, probed):
+    """ITM overall and REC P@1 (%) of an adapter on the validation split, at `eval_timestep`."""
+    scorer = DPTScorer(backbone, adapter, probed, val, val_latents, timestep=params.eval_timestep, seed=params.seed)
+    itm = itm_outcomes(scorer.score_pairs, val_itm)
+    return {"ITM overall": 100 * np.concatenate(list(itm.values())).mean(),
+            "REC P@1": 100 * rec_outcomes(scorer.predict_boxes, val, val_rec).mean()}
+
+
 comparison = {}
-for block in params.candidate_blocks:
+for block in [] if params.blocks else params.candidate_blocks:
     shutil.rmtree(run_dir / f"probe-{block}", ignore_errors=True)  # the comparison times the training: always afresh
     start = time.time()
-    probe(septuple_config(block, params.comparison_steps), train, run_dir / f"probe-{block}", backbone=backbone, progress=False,
-          keep_state=True)
-    comparison[block] = {**validation_scores(run_dir / f"probe-{block}", val, val_latents, val_itm, val_rec),
-                         "seconds": time.time() - start}
-comparison = pd.DataFrame(comparison).T.rename_axis("block")
-comparison["mean"] = comparison[["ITM overall", "REC P@1"]].mean(axis=1)
+    probe(septuple_config(block, params.comparison_steps), train, run_dir / f"probe-{block}", backbone=backbone, progress=False)
+    comparison[block] = {**validation_scores(*load_adapter(run_dir / f"probe-{block}")[:2]), "seconds": time.time() - start}
+if comparison:
+    comparison = pd.DataFrame(comparison).T.rename_axis("block")
+    comparison["mean"] = comparison[["ITM overall", "REC P@1"]].mean(axis=1)
+    report.save_table(comparison, "probe_block_comparison", params.scale, floatfmt=".1f")
+    display(comparison.round(1))
 chosen = params.blocks or str(comparison["mean"].idxmax())
-report.save_table(comparison, "probe_block_comparison", params.scale, floatfmt=".1f")
-print(f"probed block: {chosen} ({'given' if params.blocks else 'chosen on validation data'}; "
+print(f"probed block: {chosen} ({'given: 04_ablation_blocks compares the blocks' if params.blocks else 'chosen on validation data'}; "
       f"paper name {dict((v, k) for k, v in PAPER_BLOCK_NAMES.items()).get(chosen, chosen)})")
-comparison.round(1)
 
 # %% [markdown]
 # ## Probing
@@ -247,26 +250,23 @@ comparison.round(1)
 
 # %%
 start = time.time()
-curve = [{"step": params.comparison_steps, **comparison.loc[chosen, ["ITM overall", "REC P@1"]]}]
-chunk = params.comparison_steps
-for steps in [*range(2 * chunk, params.steps, chunk), params.steps] if params.steps > chunk else []:
-    probe(septuple_config(chosen, steps), train, run_dir / f"probe-{chosen}", backbone=backbone, progress=False,
-          keep_state=steps < params.steps)
-    curve.append({"step": steps, **validation_scores(run_dir / f"probe-{chosen}", val, val_latents, val_itm, val_rec)})
 probe_dir = run_dir / "probe"
-shutil.rmtree(probe_dir, ignore_errors=True)
-shutil.copytree(run_dir / f"probe-{chosen}", probe_dir, ignore=shutil.ignore_patterns("*.state.safetensors"))
-print(f"{params.steps} steps of {chosen} ({time.time() - start:.0f} s here, the first {params.comparison_steps} in the comparison)")
-pd.DataFrame(curve).set_index("step").round(1)
+stage1 = septuple_config(chosen, params.steps)
+run = probe(stage1, train, probe_dir, backbone=backbone, progress=False, validate=lambda step, model: validation_scores(model.adapter, model.blocks),
+            validate_every=max(1, params.steps // 5))
+curve = pd.DataFrame(run["validation"]).set_index("step")
+print(f"{params.steps} steps of {chosen} in {time.time() - start:.0f} s (validation included; learning rate {stage1.lr:g}, "
+      f"{stage1.lr_schedule} schedule, {stage1.warmup_steps} warm-up steps)")
+curve.round(1)
 
 # %% [markdown]
 # Training losses (a rolling mean over 10 logged steps) and the validation scores after every
-# `comparison_steps` steps: where they still rise, more steps would still help.
+# fifth of the steps: where they still rise, more steps would still help.
 
 # %%
 log = pd.DataFrame(json.loads((probe_dir / "log.json").read_text())).set_index("step")[["matching", "grounding"]]
 losses = log.rolling(10, min_periods=1).mean().reset_index().melt(id_vars="step", var_name="curve")
-scores = pd.DataFrame(curve).melt(id_vars="step", var_name="curve")
+scores = curve.reset_index().melt(id_vars="step", var_name="curve")
 panels = pd.concat([losses.assign(panel="training loss"), scores.assign(panel="validation (%)")])
 grid = sns.relplot(data=panels, x="step", y="value", hue="curve", col="panel", kind="line", marker="o", height=2.6,
                    facet_kws={"sharey": False})
