@@ -42,7 +42,7 @@ ARMS: dict[str, dict] = {
     "constant-1500": dict(steps=1500),
     # DETR-family advice for a slow grounding start: fewer object queries (16, of which 8 match;
     # toy scenes hold at most 3 objects), so each query meets a referred box more often
-    "cosine-1500-lr2e-3-q16": dict(steps=1500, lr=2e-3, lr_schedule="cosine", warmup_steps=100, adapter=dict(num_queries=16)),
+    "cosine-1500-q16": dict(steps=1500, lr_schedule="cosine", warmup_steps=100, adapter=dict(num_queries=16)),
 }
 TOLERANCE = 1.0  # points: the "changes < 1 point over its last fifth"
 METRICS = ("ITM overall", "REC P@1")

@@ -56,6 +56,6 @@ def test_an_arm_changes_only_the_adapter_entries_it_names():
     from dptlib.train import ProbeConfig
 
     preset = ProbeConfig.preset("toy").adapter
-    changed = convergence.probe_config("cosine-1500-lr2e-3-q16", "toy").adapter
+    changed = convergence.probe_config("cosine-1500-q16", "toy").adapter
     assert changed.num_queries == 16 and preset.num_queries == 40
     assert (changed.d_model, changed.num_matching_queries, changed.max_side) == (preset.d_model, preset.num_matching_queries, preset.max_side)
