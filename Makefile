@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lint setup reproduce ablations seeds check-claims profile verify retrain smoke test test-unit test-notebooks bench bench-float gpu-check toy-model lab sync clean
+.PHONY: lint setup reproduce ablations seeds check-claims profile verify retrain smoke exercises test test-unit test-notebooks bench bench-float gpu-check toy-model lab sync clean
 
 ## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
 setup: $(STAMP)
@@ -52,7 +52,7 @@ check-claims: setup
 ##         a cell may run for hours (on a fresh clone an ablation notebook's first cell runs its whole batch): nbval's 2,000 s is raised to 6 h
 VERIFY ?= notebooks/0*.ipynb
 verify: setup
-	DPT_SCALE=toy $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 21600 -p no:cacheprovider $(VERIFY)
+	DPT_SCALE=toy TQDM_DISABLE=1 $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-cell-timeout 21600 -p no:cacheprovider $(VERIFY)
 
 ## smoke: the same runs at the smoke scale (minutes; figures go to runs/smoke/figures)
 smoke: setup
@@ -100,6 +100,10 @@ toy-model: setup
 ## lab: JupyterLab on the notebooks with the dpt kernel
 lab: setup
 	$(BIN)/jupyter lab notebooks
+
+## exercises: notebooks/exercises/ from the solution notebooks (cells tagged solution dropped, code after '# solution' cut)
+exercises: setup
+	$(BIN)/python -m dptlib.exercises
 
 ## sync: re-pair notebooks/*.py and notebooks/*.ipynb after editing either
 sync: setup

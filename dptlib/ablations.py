@@ -230,7 +230,7 @@ def execute(notebook: str, output: Path, parameters: dict, runs: Path) -> None:
 
     if "shared_dir" in declared_parameters(notebook) and "shared_dir" not in parameters:
         parameters = {**parameters, "shared_dir": str(shared_dir(parameters["scale"]))}
-    with _environment(DPT_RUNS_DIR=str(runs), HF_HUB_OFFLINE="1"):
+    with _environment(DPT_RUNS_DIR=str(runs), HF_HUB_OFFLINE="1", TQDM_DISABLE="1"):
         papermill.execute_notebook(str(repo_root() / "notebooks" / f"{notebook}.ipynb"), str(output), parameters=parameters,
                                    kernel_name=KERNEL, cwd=str(repo_root() / "notebooks"), progress_bar=False)
 

@@ -125,6 +125,7 @@ def _main(argv: list[str], state) -> int:
         raise ValueError("--variant names variants of an ablation batch: give --ablation BATCH with it")
     overrides = parse_overrides(args.set)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the kernels inherit it: no progress bars in the written-back outputs
     scale = resolve_scale(args.scale)
     root = repo_root()
     if not (root / args.params).is_dir():

@@ -46,12 +46,13 @@ n_benchmark_prompts = None
 export_scenes = None
 
 # %%
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 
-from dptlib import config, report
+from dptlib import config, report, teaching
 from dptlib.data import read_coco_captions, read_refexp
 from dptlib.toy.prompts import TOY_BENCHMARKS, toy_benchmark
 from dptlib.toy.world import ToyWorld, ToyWorldConfig, corrupt, export_world, oracle_accuracy, parse_image, score
@@ -177,6 +178,34 @@ oracle_table
 
 # %%
 assert oracle_table.loc[(0.0, 0.0), "scenes read exactly"] == 1.0
+
+# %% [markdown]
+# ### Exercise: a negative that is false
+#
+# `01_probing` teaches the adapter to tell a caption from its *hard negative*, a minimal edit of
+# it, and a negative teaches something only if it is false of the image. Write
+# `swap_colours(spec)`: the same prompt spec with the colours of its two objects swapped
+# (`dataclasses.replace(x, colour=...)` makes a changed copy of a frozen dataclass such as an
+# `ObjectSpec`). The check tries it on every two-colour caption of 50 test scenes that the oracle
+# scores correct, and asks the oracle how many swapped captions are still true of their scene.
+# Which are they, and why?
+
+# %%
+def swap_colours(spec):
+    """The PromptSpec of a two-object prompt with the two objects' colours swapped."""
+    # solution
+    a, b = spec.objects
+    return dataclasses.replace(spec, objects=(dataclasses.replace(a, colour=b.colour), dataclasses.replace(b, colour=a.colour)))
+
+
+# %%
+teaching.check_swap_colours(swap_colours, world, world.scenes("test", 50))
+
+# %% [markdown] tags=["solution"]
+# *Answer.* The swaps that stay true name two objects of the *same shape* with no relation
+# between them ("one purple triangle and one cyan triangle"): swapping their colours says the
+# same thing. A minimal edit is not automatically a negative, which is why `dptlib/toy/data.py`
+# checks every hard negative against its scene.
 
 # %% [markdown]
 # ## Toy benchmarks

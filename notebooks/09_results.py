@@ -37,13 +37,15 @@
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
-write_readme = True  # at the toy scale, rewrite the README's claims table (between its markers)
+write_readme = True  # at the toy scale, rewrite the claims tables of README.md and docs/results.md (between their markers)
 
 # %%
+import math
+
 import pandas as pd
 from IPython.display import display
 
-from dptlib import ablations, config, report, seed_claims
+from dptlib import ablations, config, report, seed_claims, teaching
 
 params = config.notebook_parameters("09_results", globals())
 SOURCES = {  # claims file -> the notebook that writes it
@@ -103,6 +105,37 @@ print(f"{len(by_seed)} claims measured; seeds batch variants not finished at sca
 by_seed.drop(columns=["difference", "low", "high"]).set_index(["family", "claim"])
 
 # %% [markdown]
+# ### Exercise: read a verdict
+#
+# A row's verdict follows from its interval $[\text{low}, \text{high}]$, its Holm-adjusted p, how
+# many of its $n$ training runs have a per-seed difference above 0, and the sign the paper claims
+# ($+1$: an improvement). Write the rule of `docs/evidence.md`: *holds* when the interval lies on
+# the claimed side of 0, p < 0.05 and at least 4 of 5 seeds (80 %) agree with that side;
+# *contradicted* when the same is true of the other side; *inconclusive* otherwise. Then say why
+# the Tab. 3 REC row above is not *holds*.
+
+# %%
+def verdict(low, high, p_holm, runs_positive, n_runs, expected_sign):
+    """'holds', 'contradicted' or 'inconclusive' for a claim of sign expected_sign (+1 or -1), n_runs >= 3."""
+    # solution
+    needed = math.ceil(0.8 * n_runs)
+    for sign, name in ((expected_sign, "holds"), (-expected_sign, "contradicted")):
+        on_side = low > 0 if sign > 0 else high < 0
+        agreeing = runs_positive if sign > 0 else n_runs - runs_positive
+        if on_side and p_holm < 0.05 and agreeing >= needed:
+            return name
+    return "inconclusive"
+
+
+# %%
+teaching.check_verdict(verdict)
+
+# %% [markdown] tags=["solution"]
+# *Answer.* Its interval, +5.1 [−0.1, +10.2] with the committed runs, reaches below 0, and its
+# Holm-adjusted p is above 0.05; 4 of 5 seeds are ahead, which would be enough agreement, but the
+# interval over seeds and test items still allows no difference.
+
+# %% [markdown]
 # What each arm scores, over its seeds: generation as the oracle's exact-match rate per prompt
 # cell, discrimination as accuracy per task ("ITM overall (stage 1)": the stage-1 adapter; the
 # base model's rows are Tab. 3's baselines), each the mean over seeds with the lowest and highest
@@ -129,14 +162,20 @@ times
 # %% [markdown]
 # ## The README's table
 #
-# At the toy scale the section of `docs/results.md` between `<!-- claims:begin -->` and
-# `<!-- claims:end -->` (one run per arm) and the README's between `<!-- seed_claims:begin -->` and
-# `<!-- seed_claims:end -->` (over training seeds) are these tables.
+# At the toy scale three sections of Markdown are these tables: in `docs/results.md`, the
+# one-run claims table (between `<!-- claims:begin -->` and `<!-- claims:end -->`) and the full
+# table over training seeds (`seed_claims`); in the README, a short one over seeds (`seed_summary`:
+# the claim, its paired difference with the interval, the seeds agreeing and the verdict).
 
 # %%
+SUMMARY_COLUMNS = ["family", "claim", "toy (difference, 95 % interval)", "seeds agreeing", "verdict"]
 if params.write_readme and params.scale == "toy":
-    readme = config.repo_root() / "README.md"
-    report.replace_between_markers(config.repo_root() / "docs" / "results.md", "claims", report.markdown_table(claims))
+    results_md = config.repo_root() / "docs" / "results.md"
+    report.replace_between_markers(results_md, "claims", report.markdown_table(claims))
     shown = by_seed.drop(columns=["difference", "low", "high"])
-    report.replace_between_markers(readme, "seed_claims", report.markdown_table(shown) if len(shown) else "(no seeds run yet)")
-    print("docs/results.md and README.md: claims tables rewritten")
+    none_yet = "(no seeds run yet)"
+    report.replace_between_markers(results_md, "seed_claims", report.markdown_table(shown) if len(shown) else none_yet)
+    summary = shown[[c for c in SUMMARY_COLUMNS if c in shown.columns]]
+    report.replace_between_markers(config.repo_root() / "README.md", "seed_summary",
+                                   report.markdown_table(summary) if len(summary) else none_yet)
+    print("docs/results.md (claims, seed_claims) and README.md (seed_summary) rewritten")

@@ -1,0 +1,97 @@
+"""Checks for the notebooks' exercises (``make exercises``, :mod:`dptlib.exercises`).
+
+Each exercise is written as its solution inside a notebook; the exercise version (under
+``notebooks/exercises/``) has the solution cut. Every exercise ends in a ``check_*`` call here,
+which
+
+- returns ``"not attempted yet"`` (and prints it) when the answer is still the stub's (``None``,
+  ``...``, or a function that returns ``None``), so the exercise notebook runs through;
+- returns ``"correct"`` when the answer agrees with the library on every case it tries;
+- raises :class:`ExerciseError` naming the first case it gets wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterable
+
+from . import stats
+
+NOT_ATTEMPTED = "not attempted yet"
+CORRECT = "correct"
+
+
+class ExerciseError(AssertionError):
+    """An attempted answer that disagrees with the library on a case (the message names it)."""
+
+
+def _report(name: str, outcome: str) -> str:
+    print(f"{name}: {outcome}")
+    return outcome
+
+
+def _attempted(answer) -> bool:
+    return answer is not None and answer is not Ellipsis
+
+
+def check_swap_colours(swap_colours: Callable, world, scenes: Iterable) -> str:
+    """Exercise (00): ``swap_colours(spec) -> spec`` swaps the colours of a two-object prompt.
+
+    Tried on every caption of ``scenes`` that names two objects of different colours and that the
+    oracle scores correct on the scene's render: the answer must keep everything but the two
+    colours and swap them. Prints how many swapped captions the oracle still scores correct (a
+    swap is not always a false caption: that is why every toy negative is checked)."""
+    from .toy.world import score  # the toy world's oracle
+
+    name = "swap the colours"
+    tried, still_true = 0, []
+    for scene in scenes:
+        image = world.render(scene)
+        for spec in world.captions(scene):
+            if len(spec.objects) != 2 or None in (spec.objects[0].colour, spec.objects[1].colour):
+                continue
+            if spec.objects[0].colour == spec.objects[1].colour or not score(spec, image, world.config)["correct"]:
+                continue
+            swapped = swap_colours(spec)
+            if not _attempted(swapped):
+                return _report(name, NOT_ATTEMPTED)
+            a, b = spec.objects
+            expected = dataclasses.replace(spec, objects=(dataclasses.replace(a, colour=b.colour), dataclasses.replace(b, colour=a.colour)))
+            if swapped != expected:
+                raise ExerciseError(f"{name}: for {spec.text!r} expected {expected.text!r}, got {swapped!r}")
+            tried += 1
+            if score(swapped, image, world.config)["correct"]:
+                still_true.append(f"{spec.text!r} -> {swapped.text!r}")
+    if tried == 0:
+        raise ValueError("no caption of these scenes names two objects of different colours: give more scenes")
+    print(f"the oracle scores {len(still_true)} of {tried} swapped captions still correct" + (": " if still_true else ""))
+    for line in still_true[:5]:
+        print("  ", line)
+    return _report(f"{name} ({tried} captions)", CORRECT)
+
+
+def verdict_cases() -> list[dict]:
+    """Every combination of the parts of a verdict (interval side, adjusted p, seeds agreeing) for
+    5 runs and both expected signs: what :func:`check_verdict` tries."""
+    cases = []
+    intervals = [(+1.0, +5.0), (-5.0, -1.0), (-2.0, +3.0)]
+    for (low, high), p, positive, sign in itertools.product(intervals, (0.001, 0.04, 0.2), range(6), (+1, -1)):
+        cases.append(dict(low=low, high=high, p_holm=p, runs_positive=positive, n_runs=5, expected_sign=sign))
+    return cases
+
+
+def check_verdict(verdict: Callable) -> str:
+    """Exercise (09): ``verdict(low, high, p_holm, runs_positive, n_runs, expected_sign)`` returns
+    "holds", "contradicted" or "inconclusive" as :func:`dptlib.stats.seed_verdict` does for 5 runs."""
+    name = "the verdict rule"
+    for case in verdict_cases():
+        answer = verdict(**case)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        found = dict(low=case["low"], high=case["high"], p_value=case["p_holm"], n_runs=case["n_runs"],
+                     runs_positive=case["runs_positive"], runs_negative=case["n_runs"] - case["runs_positive"])
+        expected = stats.seed_verdict(found, case["expected_sign"])
+        if answer != expected:
+            raise ExerciseError(f"{name}: for {case} expected {expected!r}, got {answer!r}")
+    return _report(f"{name} ({len(verdict_cases())} cases)", CORRECT)

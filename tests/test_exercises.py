@@ -1,0 +1,119 @@
+"""dptlib.exercises (exercise notebooks cut from solutions) and dptlib.teaching (their checks)."""
+
+import dataclasses
+import math
+
+import jupytext
+import nbformat
+import pytest
+
+from dptlib import exercises, teaching
+from dptlib.toy.world import ToyWorld, ToyWorldConfig
+
+SOLUTION_PY = '''# %% [markdown]
+# An exercise.
+
+# %%
+x = 1
+
+
+def double(v):
+    """Twice v."""
+    # solution
+    return 2 * v
+
+
+# %%
+answer = None
+# solution
+answer = double(x)
+
+# %% tags=["solution"]
+print("the worked answer")
+'''
+
+
+def test_cut_rules_drop_tagged_cells_and_replace_code_after_the_solution_line(tmp_path):
+    (tmp_path / "lesson.py").write_text(SOLUTION_PY)
+    (tmp_path / "plain.py").write_text("# %%\nprint(1)\n")
+    files = exercises.render(tmp_path)
+    assert sorted(files) == ["lesson.ipynb", "lesson.py"]  # a notebook without exercises gets none
+    notebook = nbformat.reads(files["lesson.ipynb"], as_version=4)
+    code = [c.source for c in notebook.cells if c.cell_type == "code"]
+    assert code == ['x = 1\n\n\ndef double(v):\n    """Twice v."""\n    # Write your code here.',
+                    "answer = None\n# Write your code here."]
+    assert "Exercise version of `notebooks/lesson.py`" in notebook.cells[0].source
+    assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
+    # the stub still runs: the function returns None, the answer stays None
+    scope = {}
+    exec("\n".join(code), scope)
+    assert scope["double"](3) is None and scope["answer"] is None
+    assert jupytext.reads(files["lesson.py"], fmt="py:percent").cells[2].source == code[0]
+
+
+def test_drift_names_changed_missing_and_stale_files(tmp_path):
+    (tmp_path / "lesson.py").write_text(SOLUTION_PY)
+    assert exercises.drift(tmp_path) == ["lesson.ipynb", "lesson.py"]  # nothing written yet
+    exercises.write(tmp_path)
+    assert exercises.drift(tmp_path) == []
+    (tmp_path / "exercises" / "old.py").write_text("# %%\n")
+    (tmp_path / "lesson.py").write_text(SOLUTION_PY.replace("x = 1", "x = 2"))
+    assert exercises.drift(tmp_path) == ["lesson.ipynb", "lesson.py", "old.py"]
+    exercises.write(tmp_path)  # rewrites the changed ones and removes the stale one
+    assert exercises.drift(tmp_path) == [] and not (tmp_path / "exercises" / "old.py").exists()
+
+
+def test_committed_exercise_notebooks_match_their_solutions():
+    assert exercises.drift() == [], "notebooks/exercises/ drifted from the solution notebooks: run `make exercises`"
+
+
+def _swap(spec):
+    a, b = spec.objects
+    return dataclasses.replace(spec, objects=(dataclasses.replace(a, colour=b.colour), dataclasses.replace(b, colour=a.colour)))
+
+
+def test_swap_colours_check_passes_the_solution_waits_for_the_stub_and_rejects_a_wrong_answer():
+    world = ToyWorld(ToyWorldConfig(seed=0))
+    scenes = world.scenes("test", 50)
+    assert teaching.check_swap_colours(_swap, world, scenes) == teaching.CORRECT
+    assert teaching.check_swap_colours(lambda spec: None, world, scenes) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError):
+        teaching.check_swap_colours(lambda spec: spec, world, scenes)  # unchanged
+
+
+def test_the_swaps_that_stay_true_are_same_shape_pairs_without_a_relation(capsys):
+    from dptlib.toy.world import score
+
+    world = ToyWorld(ToyWorldConfig(seed=0))
+    scenes = world.scenes("test", 50)
+    teaching.check_swap_colours(_swap, world, scenes)
+    still_true = []
+    for scene in scenes:
+        image = world.render(scene)
+        for spec in world.captions(scene):
+            a_b = spec.objects
+            if len(a_b) == 2 and None not in (a_b[0].colour, a_b[1].colour) and a_b[0].colour != a_b[1].colour \
+                    and score(spec, image, world.config)["correct"] and score(_swap(spec), image, world.config)["correct"]:
+                still_true.append(spec)
+    assert f"scores {len(still_true)} of" in capsys.readouterr().out
+    assert still_true and all(s.objects[0].shape == s.objects[1].shape and s.relation is None for s in still_true)
+
+
+def _verdict(low, high, p_holm, runs_positive, n_runs, expected_sign):
+    needed = math.ceil(0.8 * n_runs)
+    for sign, name in ((expected_sign, "holds"), (-expected_sign, "contradicted")):
+        on_side = low > 0 if sign > 0 else high < 0
+        agreeing = runs_positive if sign > 0 else n_runs - runs_positive
+        if on_side and p_holm < 0.05 and agreeing >= needed:
+            return name
+    return "inconclusive"
+
+
+def test_verdict_check_passes_the_rule_waits_for_the_stub_and_rejects_a_rule_without_the_seeds():
+    assert teaching.check_verdict(_verdict) == teaching.CORRECT
+    assert teaching.check_verdict(lambda **case: None) == teaching.NOT_ATTEMPTED
+    interval_only = lambda low, high, **rest: "holds" if low > 0 else "inconclusive"  # noqa: E731
+    with pytest.raises(teaching.ExerciseError):
+        teaching.check_verdict(interval_only)
+    outcomes = {_verdict(**case) for case in teaching.verdict_cases()}
+    assert outcomes == {"holds", "contradicted", "inconclusive"}  # the cases reach every verdict
