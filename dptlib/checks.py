@@ -7,7 +7,9 @@
 - :func:`check_resources`: what the parameters point at exists on this machine: the model (the
   toy model, a diffusers folder, or a hub id in the local Hugging Face cache: runs are offline),
   the data manifest and every file it names, the evaluator's checkpoint.
-- :func:`check_prerequisites`: a notebook that reads another's runs (02 reads 01's) finds them.
+- :func:`check_prerequisites`: a notebook that reads another's runs (02 reads 01's) finds them;
+  :func:`ensure_prerequisites`, what a notebook calls itself: at the smoke scale it runs the
+  missing notebook first, so a student can open 03 on a fresh clone.
 - :func:`cli_errors`: what the command-line entry points do with these errors: one line on
   stderr, exit status 2; ``--debug`` shows the traceback instead.
 """
@@ -163,6 +165,41 @@ def check_prerequisites(notebook: str, scale: str, planned: list[str] = ()) -> N
         raise UserInputError(f"{notebook} reads the runs of {needed}, which has not run at scale {scale!r} here "
                              f"(no {runs_dir(scale) / missing[0]}): run `python -m dptlib.reproduce --scale {scale} --only {needed}` "
                              f"first, or both together")
+
+
+def _run_notebook(notebook: str, scale: str) -> None:
+    """Execute ``notebooks/<notebook>.ipynb`` at ``scale`` through papermill into ``runs/<scale>/notebooks/``."""
+    import papermill
+
+    from .config import repo_root, runs_dir
+    from .reproduce import KERNEL
+
+    out_dir = runs_dir(scale) / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(repo_root() / "notebooks" / f"{notebook}.ipynb"), str(out_dir / f"{notebook}.ipynb"),
+                               parameters={"scale": scale}, kernel_name=KERNEL, cwd=str(repo_root() / "notebooks"),
+                               progress_bar=False)
+
+
+def ensure_prerequisites(notebook: str, scale: str, run=_run_notebook) -> list[str]:
+    """What a notebook calls right after its parameters: when the runs it reads are missing, at the
+    smoke scale run the notebooks that make them (and theirs, first) with ``run(name, scale)``;
+    at any other scale raise :class:`UserInputError` naming the notebook to run (training at the
+    toy scale takes tens of minutes: it is not started behind a reader's back).
+    Returns the notebooks it ran, in order."""
+    ran = []
+    try:
+        check_prerequisites(notebook, scale)
+    except UserInputError:
+        if scale != "smoke":
+            raise
+        needed = PREREQUISITES[notebook][0]
+        ran += ensure_prerequisites(needed, scale, run)
+        print(f"{notebook} reads the runs of {needed}, missing at the smoke scale here: running {needed} first (about a minute)")
+        run(needed, scale)
+        ran.append(needed)
+        check_prerequisites(notebook, scale)
+    return ran
 
 
 def check_names(kind: str, names, allowed, plural: str | None = None) -> None:

@@ -155,16 +155,21 @@ class DiscriminationData:
 
 
 def load_discrimination_data(captions_json, refexp_json, image_root, limit: int | None = None,
-                             image_size: int | None = None, referred_only: bool = False) -> DiscriminationData:
+                             image_size: int | None = None, referred_only: bool = False,
+                             storage: str = "float32") -> DiscriminationData:
     """Read a COCO-captions file, an MDETR refexp file and their images into one split.
 
     Images without captions are dropped; expressions whose image is not in the captions file too.
     ``referred_only`` keeps only the images some expression refers to (RefCOCO's share of COCO's
     train2014 captions), ``limit`` then the first images only. ``image_size`` resizes every image to a square of that
     side (boxes are kept in normalised coordinates, so they stay right); None keeps the first
-    image's size and resizes the others to it. Every image is held in memory as float32
-    (N, 3, S, S): 3 MB per image at S = 512.
+    image's size and resizes the others to it. ``storage`` says how the images are held:
+    "float32" a tensor (N, 3, S, S), 3 MB per image at S = 512; "uint8" (:class:`Uint8Images`) a
+    quarter of that; "lazy" (:class:`ImageFiles`) only their paths, each decoded when indexed.
+    Every storage gives the same float images when indexed (and the same :func:`fingerprint`).
     """
+    if storage not in IMAGE_STORAGE:
+        raise ValueError(f"storage must be one of {', '.join(IMAGE_STORAGE)}; got {storage!r}")
 
     references = read_refexp(refexp_json)
     captioned = read_coco_captions(captions_json)
@@ -174,14 +179,16 @@ def load_discrimination_data(captions_json, refexp_json, image_root, limit: int 
     captioned = captioned[:limit]
     index = {img.image_id: i for i, img in enumerate(captioned)}
     size = (image_size, image_size) if image_size else None
-    pixels = []
-    for img in tqdm(captioned, desc="images", disable=len(captioned) < 1000, mininterval=10):
-        picture = Image.open(Path(image_root) / img.file_name).convert("RGB")
-        size = size or picture.size[::-1]
-        if picture.size[::-1] != size:  # real COCO images vary in size
-            picture = picture.resize(size[::-1], Image.BICUBIC)
-        pixels.append(np.asarray(picture))
-    images = to_model_images(np.stack(pixels))
+    paths = [Path(image_root) / img.file_name for img in captioned]
+    if storage == "lazy":
+        size = size or _read_image(paths[0], None).shape[:2]
+        images = ImageFiles(paths, *size)
+    else:
+        pixels = []
+        for path in tqdm(paths, desc="images", disable=len(paths) < 1000, mininterval=10):
+            pixels.append(_read_image(path, size))
+            size = size or pixels[0].shape[:2]
+        images = Uint8Images(np.stack(pixels)) if storage == "uint8" else to_model_images(np.stack(pixels))
     captions = [c for img in captioned for c in img.captions]
     caption_image = torch.tensor([i for i, img in enumerate(captioned) for _ in img.captions])
     expressions, expression_image, boxes = [], [], []
@@ -205,6 +212,90 @@ def to_model_images(images) -> torch.Tensor:
 def to_uint8_images(images) -> np.ndarray:
     """float (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3): the inverse of :func:`to_model_images`."""
     return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+IMAGE_STORAGE = ("float32", "uint8", "lazy")
+
+
+class StoredImages:
+    """Images that stand in for a float tensor (N, 3, H, W) in [-1, 1] without holding one: indexing
+    (``images[i]`` -> (3, H, W), ``images[i:j]`` / ``images[index]`` -> (k, 3, H, W)) converts
+    only what it returns. Subclasses say where the pixels live (:meth:`pixels`, uint8 (k, H, W, 3))."""
+
+    def __init__(self, n: int, height: int, width: int):
+        self.n, self.height, self.width = n, height, width
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.n, 3, self.height, self.width)
+
+    def pixels(self, rows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def subset(self, rows) -> StoredImages:
+        raise NotImplementedError
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
+            return to_model_images(self.pixels(self._rows([int(index)])))[0]
+        return to_model_images(self.pixels(self._rows(index)))
+
+    def _rows(self, index) -> np.ndarray:
+        if isinstance(index, slice):
+            return np.arange(self.n)[index]
+        rows = np.asarray(index.cpu() if torch.is_tensor(index) else index, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < -self.n or rows.max() >= self.n):
+            raise IndexError(f"image index out of range for {self.n} images")
+        return rows % self.n if rows.size else rows
+
+
+class Uint8Images(StoredImages):
+    """Images kept as uint8 (N, H, W, 3): a quarter of float32's memory (RefCOCO train at 512 px:
+    about 13 GB instead of 51)."""
+
+    def __init__(self, pixels: np.ndarray):
+        if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
+            raise ValueError(f"expected uint8 pixels (N, H, W, 3), got {pixels.dtype} {pixels.shape}")
+        super().__init__(len(pixels), pixels.shape[1], pixels.shape[2])
+        self.array = pixels
+
+    def pixels(self, rows: np.ndarray) -> np.ndarray:
+        return self.array[rows]
+
+    def subset(self, rows) -> Uint8Images:
+        return Uint8Images(self.array[self._rows(rows)])
+
+
+class ImageFiles(StoredImages):
+    """Images decoded from their files when indexed, resized to (height, width): nothing held in
+    memory but the paths."""
+
+    def __init__(self, paths: list[Path], height: int, width: int):
+        super().__init__(len(paths), height, width)
+        self.paths = [Path(p) for p in paths]
+
+    def pixels(self, rows: np.ndarray) -> np.ndarray:
+        return np.stack([_read_image(self.paths[r], (self.height, self.width)) for r in rows]) if len(rows) else \
+            np.zeros((0, self.height, self.width, 3), np.uint8)
+
+    def subset(self, rows) -> ImageFiles:
+        return ImageFiles([self.paths[r] for r in self._rows(rows)], self.height, self.width)
+
+
+def select_images(images, rows):
+    """``images[rows]`` that stays in its storage: a tensor for a tensor, a store for a store."""
+    return images.subset(rows) if isinstance(images, StoredImages) else images[rows]
+
+
+def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """uint8 (H, W, 3) of an image file, resized (bicubic) to ``size`` = (H, W) when it differs."""
+    picture = Image.open(path).convert("RGB")
+    if size is not None and picture.size[::-1] != tuple(size):  # real COCO images vary in size
+        picture = picture.resize(size[::-1], Image.BICUBIC)
+    return np.asarray(picture)
 
 
 def _ranked_negatives(similarity, accept, k: int, key=None, rows_per_sort: int = 256) -> list[list[int]]:
@@ -325,12 +416,13 @@ def clip_embedder(model, tokenizer, image_transform=None, batch: int = 256):
 
 def prepare_discrimination_data(captions_json, refexp_json, image_root, embed, limit: int | None = None,
                                 k_captions: int = 20, k_images: int = 4, is_negative=None,
-                                image_size: int | None = None, referred_only: bool = False) -> DiscriminationData:
+                                image_size: int | None = None, referred_only: bool = False,
+                                storage: str = "float32") -> DiscriminationData:
     """Load a split and mine its hard negatives with a CLIP (``embed`` from :func:`clip_embedder`).
 
     ``is_negative(image, caption) -> bool`` is the optional truth filter of
     :func:`mine_hard_negatives` (and of the septuples' random negatives)."""
-    data = load_discrimination_data(captions_json, refexp_json, image_root, limit, image_size, referred_only)
+    data = load_discrimination_data(captions_json, refexp_json, image_root, limit, image_size, referred_only, storage)
     image_emb, caption_emb = embed(data.images, data.captions)
     data.hard_captions, data.hard_images = mine_hard_negatives(image_emb, caption_emb, data.caption_image, k_captions, k_images,
                                                                is_negative, data.captions)
@@ -347,14 +439,16 @@ def shuffled_pairs(data: DiscriminationData, seed: int = 0) -> DiscriminationDat
     order = np.random.default_rng([seed, 23]).permutation(len(data.images))
     source = np.empty(len(order), dtype=np.int64)
     source[order] = np.roll(order, -1)  # image order[i] now shows image order[i + 1]
-    return replace(data, images=data.images[torch.from_numpy(source)])
+    return replace(data, images=select_images(data.images, torch.from_numpy(source)))
 
 
 def fingerprint(data: DiscriminationData) -> str:
     """A sha256 of what a run learns from (images, texts, boxes, negatives): two splits with the
     same fingerprint train the same way, whatever code or files produced them."""
     digest = hashlib.sha256()
-    for tensor in (data.images, data.caption_image, data.expression_image, data.expression_box, data.hard_captions, data.hard_images):
+    for start in range(0, len(data.images), 256):  # in chunks: the same bytes as the whole float tensor's
+        digest.update(data.images[start : start + 256].detach().cpu().contiguous().numpy().tobytes())
+    for tensor in (data.caption_image, data.expression_image, data.expression_box, data.hard_captions, data.hard_images):
         if tensor is not None:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update("\n".join(data.captions + ["|"] + data.expressions).encode())
@@ -395,17 +489,20 @@ def read_manifest(path: str | Path) -> dict[str, dict[str, Path]]:
 
 
 def manifest_splits(manifest: str | Path, embed, sizes: dict[str, int | None], image_size: int | None = None,
-                    k_captions: int = 20, k_images: int = 4) -> dict[str, DiscriminationData]:
+                    k_captions: int = 20, k_images: int = 4, storage: str = "uint8") -> dict[str, DiscriminationData]:
     """The splits of ``sizes`` (split -> images, None: all) read from a data manifest
     (:func:`read_manifest`), hard negatives mined with ``embed`` as App. B.1 does (no truth
-    filter: the real data have no oracle)."""
+    filter: the real data have no oracle). Images are held as uint8 by default (``storage``:
+    see :func:`load_discrimination_data`)."""
+    if storage not in IMAGE_STORAGE:
+        raise ValueError(f"storage must be one of {', '.join(IMAGE_STORAGE)}; got {storage!r}")
     paths = read_manifest(manifest)
     unknown = sorted(set(sizes) - set(paths))
     if unknown:
         raise ValueError(f"{manifest} has no split(s) {unknown}; it has {sorted(paths)}")
     return {split: prepare_discrimination_data(paths[split]["captions"], paths[split]["refexp"], paths[split]["images"], embed,
                                                limit=n, k_captions=k_captions, k_images=k_images, image_size=image_size,
-                                               referred_only=paths[split]["referred_only"])
+                                               referred_only=paths[split]["referred_only"], storage=storage)
             for split, n in sizes.items()}
 
 

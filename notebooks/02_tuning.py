@@ -67,7 +67,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from dptlib import config, report, stats
+from dptlib import checks, config, report, stats
 from dptlib.backbone import load_backbone, load_pipeline
 from dptlib.baselines import attend_and_excite_arguments, attend_and_excite_pipeline
 from dptlib.data import shuffled_pairs
@@ -83,9 +83,7 @@ config.set_threads()
 config.quiet_libraries()
 report.set_theme()
 run_dir = config.runs_dir(params.scale)
-for folder in ("probe", "probe-shuffled"):
-    if not (run_dir / folder / "adapter.safetensors").exists():
-        raise FileNotFoundError(f"no stage-1 adapter in {run_dir / folder}: run 01_probing at scale {params.scale!r} first")
+checks.ensure_prerequisites("02_tuning", params.scale)  # 01's adapters; at the smoke scale it runs 01 when they are missing
 sampler = dict(num_inference_steps=params.num_inference_steps, guidance_scale=params.guidance_scale)
 params
 

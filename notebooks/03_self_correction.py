@@ -50,7 +50,7 @@ import time
 import pandas as pd
 import seaborn as sns
 
-from dptlib import config, report, stats
+from dptlib import checks, config, report, stats
 from dptlib.backbone import load_pipeline
 from dptlib.checkpoint import load_adapter
 from dptlib.sampling import generate
@@ -63,10 +63,8 @@ config.set_threads()
 config.quiet_libraries()
 report.set_theme()
 run_dir = config.runs_dir(params.scale)
+checks.ensure_prerequisites("03_self_correction", params.scale)  # 02's runs; at the smoke scale it runs 01 and 02 when missing
 stage2 = config.check_parameters("02_tuning", {"scale": params.scale})  # the prompts, seeds and sampler of 02_tuning
-for folder in ("tune", "tune-shuffled"):
-    if not (run_dir / folder / "best" / "adapter.safetensors").exists():
-        raise FileNotFoundError(f"no tuned model in {run_dir / folder}: run 02_tuning at scale {params.scale!r} first")
 base_model = params.model or load_adapter(run_dir / "tune" / "best")[2]["model"]  # what 02_tuning tuned
 sampler = dict(num_inference_steps=stage2.num_inference_steps, guidance_scale=stage2.guidance_scale)
 recorded = json.loads((run_dir / "generation_scores.json").read_text())

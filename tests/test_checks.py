@@ -152,3 +152,24 @@ def test_an_error_after_the_checks_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(papermill, "execute_notebook", fails)
     with pytest.raises(ValueError, match="a bug inside"):
         reproduce.main(["--scale", "smoke", "--only", "00_toy_world"])
+
+
+def test_a_notebook_runs_its_missing_prerequisites_first_at_the_smoke_scale_only(tmp_path):
+    from dptlib.config import runs_dir
+
+    made = {"01_probing": checks.PREREQUISITES["02_tuning"][1], "02_tuning": checks.PREREQUISITES["03_self_correction"][1]}
+    ran = []
+
+    def run(notebook, scale):  # stands in for papermill: writes the files the notebook makes
+        ran.append((notebook, scale))
+        for name in made[notebook]:
+            (runs_dir(scale) / name).parent.mkdir(parents=True, exist_ok=True)
+            (runs_dir(scale) / name).write_text("")
+
+    with pytest.raises(checks.UserInputError, match="--only 02_tuning"):  # toy: say what to run, run nothing
+        checks.ensure_prerequisites("03_self_correction", "toy", run)
+    assert ran == []
+    assert checks.ensure_prerequisites("03_self_correction", "smoke", run) == ["01_probing", "02_tuning"]
+    assert ran == [("01_probing", "smoke"), ("02_tuning", "smoke")]
+    assert checks.ensure_prerequisites("03_self_correction", "smoke", run) == []  # present now: nothing runs
+    assert checks.ensure_prerequisites("01_probing", "smoke", run) == [] and len(ran) == 2

@@ -111,3 +111,39 @@ def test_referred_only_keeps_the_images_an_expression_names(manifest, tmp_path):
     assert len(every) == 10 and len(referred) == 3
     assert len(referred.expressions) == len(every.expressions) == len(kept)
     assert sorted(set(referred.expression_image.tolist())) == [0, 1, 2]
+
+
+def test_every_image_storage_gives_the_same_images_fingerprint_and_shuffle(manifest):
+    import hashlib
+
+    from dptlib.data import ImageFiles, Uint8Images, fingerprint, load_discrimination_data, shuffled_pairs
+
+    _, paths = manifest
+    split = paths["test"]
+    held = {storage: load_discrimination_data(split["captions"], split["refexp"], split["images"], image_size=40, storage=storage)
+            for storage in ("float32", "uint8", "lazy")}
+    reference = held["float32"].images
+    assert isinstance(held["uint8"].images, Uint8Images) and isinstance(held["lazy"].images, ImageFiles)
+    assert held["uint8"].images.array.nbytes * 4 == reference.numel() * reference.element_size()  # a quarter of float32
+    index = torch.tensor([3, 0, 7])
+    for data in held.values():
+        images = data.images
+        assert len(images) == len(reference) and tuple(images.shape) == tuple(reference.shape)
+        assert torch.equal(images[2], reference[2]) and torch.equal(images[-1], reference[-1])
+        assert torch.equal(images[1:4], reference[1:4]) and torch.equal(images[index], reference[index])
+    digests = {storage: fingerprint(data) for storage, data in held.items()}
+    assert len(set(digests.values())) == 1
+    # the chunked digest is the digest of the whole float tensor, as runs fingerprinted before it had chunks
+    whole = hashlib.sha256(reference.contiguous().numpy().tobytes())
+    data = held["float32"]
+    for tensor in (data.caption_image, data.expression_image, data.expression_box):
+        whole.update(tensor.contiguous().numpy().tobytes())
+    whole.update("\n".join(data.captions + ["|"] + data.expressions).encode())
+    assert digests["float32"] == whole.hexdigest()
+    shuffled = {storage: shuffled_pairs(data, seed=1) for storage, data in held.items()}
+    assert type(shuffled["uint8"].images) is Uint8Images and type(shuffled["lazy"].images) is ImageFiles
+    assert len({fingerprint(d) for d in shuffled.values()}) == 1 and fingerprint(shuffled["uint8"]) != digests["uint8"]
+    with pytest.raises(ValueError, match="float32, uint8, lazy; got 'f16'"):
+        load_discrimination_data(split["captions"], split["refexp"], split["images"], storage="f16")
+    with pytest.raises(IndexError):
+        held["uint8"].images[len(reference)]

@@ -9,6 +9,7 @@ def stand_in_embed(images, texts):
     """A deterministic stand-in for CLIP: random but fixed projections of the pixels, and a random
     but fixed vector per text position. It ranks candidates arbitrarily, so mined "negatives"
     include captions that are in fact true of their image: what the truth filter must remove."""
+    images = None if images is None else images[: len(images)]  # a tensor, or a store of images as one (as CLIP batches read it)
     g = torch.Generator().manual_seed(0)
     projection = torch.randn(images[0].numel() if images is not None else 1, 8, generator=g)
     image_emb = None if images is None else torch.nn.functional.normalize(images.flatten(1) @ projection, dim=-1)
