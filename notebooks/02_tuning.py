@@ -29,11 +29,12 @@
 # probed block only: with `up1` probed (`01_probing`), those of the down path, the middle and the
 # first cross-attention up block, where the toy U-Net lays out its 8×8 scene.
 #
-# Two controls run beside DPT, trained the same way: **LoRA only** (the stage-1 adapter frozen,
-# Tab. 11), which tells what the U-Net itself learned from what the adapter kept learning; and the
-# **negative control**, tuned from the stage-1 adapter of shuffled image-text pairs on shuffled
-# pairs, which must change nothing. Attend-and-Excite is the **positive control**: a method known
-# to improve attribute binding, so the tables below can see an effect where there is one.
+# A **negative control** runs beside DPT, trained the same way from the stage-1 adapter of
+# shuffled image-text pairs on shuffled pairs: it must change nothing. Attend-and-Excite is the
+# **positive control**: a method known to improve attribute binding, so the tables below can see
+# an effect where there is one. Tab. 11's LoRA alone (the stage-1 adapter frozen), which tells what
+# the U-Net learned from what the adapter kept learning, is an ablation: the `trainable` batch
+# (`05_ablation_lora_rank`) and the seeds batch's `lora` arm (`09_results`) run it.
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
@@ -113,7 +114,7 @@ pd.DataFrame({"test prompts": {c: len(p) for c, p in test_prompts.items()},
 # ## Tuning
 #
 # LoRA (rank 4, α = rank) on the cross-attention projections `attn2.to_q/k/v/out` of the U-Net,
-# through peft; the adapter trains on (but in the LoRA-only control). Every `validate_every`
+# through peft; the adapter trains on. Every `validate_every`
 # steps the validation prompts of the control cells are generated (one seed) and scored; the
 # best-scoring checkpoint by `selection` is kept (the paper selects by CLIP score; the oracle's
 # exact-match rate is logged beside it), written in the diffusers LoRA format. The tuned
@@ -126,7 +127,6 @@ val_itm = itm_test_set(val, n_negatives=3, seed=params.seed).head(250)  # 500 qu
 val_rec = np.linspace(0, len(val.expressions) - 1, min(len(val.expressions), 250)).round().astype(int).tolist()
 runs = {  # the negative control's ITM / REC along tuning say nothing (its adapter learned no relation): not measured
     "DPT": dict(folder="tune", probe="probe", data=train, trainable="adapter+lora", curves=True),
-    "DPT, LoRA only": dict(folder="tune-lora-only", probe="probe", data=train, trainable="lora", curves=True),
     "negative control": dict(folder="tune-shuffled", probe="probe-shuffled", data=shuffled_pairs(train, params.seed),
                              trainable="adapter+lora", curves=False),
 }
@@ -191,7 +191,6 @@ plan = [  # (method, pipeline, extra arguments, cells)
     ("Attend-and-Excite", attend_and_excite_pipeline(base_pipe),
      lambda ps: attend_and_excite_arguments(base_pipe.tokenizer, ps, params.num_inference_steps, tuple(params.attn_res)), excite_prompts),
     ("DPT", load_pipeline(params.model, lora=run_dir / "tune" / "best"), None, test_prompts),
-    ("DPT, LoRA only", load_pipeline(params.model, lora=run_dir / "tune-lora-only" / "best"), None, control_prompts),
     ("negative control", load_pipeline(params.model, lora=run_dir / "tune-shuffled" / "best"), None, control_prompts),
 ]
 start = time.time()

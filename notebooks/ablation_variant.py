@@ -84,6 +84,7 @@ denoising_timesteps = 10  # timesteps the baselines average over
 # %%
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -107,7 +108,9 @@ from dptlib.train import ProbeConfig, TuneConfig, cache_latents, probe, tune
 params = config.notebook_parameters("ablation_variant", globals())
 config.set_threads()
 config.quiet_libraries()
-run_dir = config.runs_dir(params.scale)
+run_dir = config.runs_dir(params.scale)  # a batch gives each variant its own ($DPT_RUNS_DIR)
+if "DPT_RUNS_DIR" not in os.environ:  # opened by hand: keep clear of the core notebooks' runs (02's tune/, 01's outcomes)
+    run_dir = run_dir / "ablations" / "by-hand"
 run_dir.mkdir(parents=True, exist_ok=True)
 shared = Path(params.shared_dir) if params.shared_dir else run_dir
 preset = params.scale if params.scale in ProbeConfig.PRESETS else "toy"
