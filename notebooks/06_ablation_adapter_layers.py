@@ -83,9 +83,10 @@ tab8_differences
 ablations.save_batch_figure(generation, discrimination, list(tab8.index), "tab8_layers", params.scale)
 
 # %% [markdown]
-# **What the toy run found: at a rate every depth trains at, 2 layers discriminate best after 600
-# steps and depth changes no generation measurably; the deeper adapters are still learning, so the
-# paper's "4 layers are best" is not tested at this budget.**
+# **What the toy run found (one run): at a rate every depth trains at, after 600 steps 1-3
+# layers discriminate alike (2 and 3 layers over one: ITM +2.8 [-0.2, +5.8] and +2.6 [-0.5, +5.6],
+# not significant), 4 and 5 layers worse, and depth changes no generation measurably; the deeper
+# adapters are still learning, so the paper's "4 layers are best" is not tested at this budget.**
 #
 # *Discrimination* (1,000 ITM queries, 500 REC expressions; paired differences to 1 layer).
 # ITM overall: 45.9, 48.7, 48.5, 35.5 and 29.5 % for 1-5 layers (chance 25 %); 2 and 3 layers
