@@ -373,11 +373,11 @@ def panels(generation: pd.DataFrame, discrimination: pd.DataFrame) -> pd.DataFra
     return pd.concat(parts) if parts else pd.DataFrame()
 
 
-def save_batch_figure(generation: pd.DataFrame, discrimination: pd.DataFrame, order: list[str], name: str, scale: str) -> Path:
+def save_batch_figure(generation: pd.DataFrame, discrimination: pd.DataFrame, order: list[str], name: str, scale: str) -> None:
     """An ablation's figure: a panel per discrimination task and generation cell (:func:`panels`),
     each variant's mean with the tables' own 95 % interval, in ``order``; saved as ``name``."""
     grid = report.interval_plot(panels(generation, discrimination), x="variant", col="panel", order=order)
-    return report.save_figure(grid.figure, name, scale)
+    report.save_figure(grid.figure, name, scale)
 
 
 def variant_claim(results: Results, claim: str, paper: str, baseline: str, method: str, cell: str,

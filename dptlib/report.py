@@ -62,11 +62,10 @@ def replace_between_markers(path: Path, name: str, text: str) -> None:
     Path(path).write_text(f"{head}{begin}\n{text.rstrip()}\n{end}{tail}")
 
 
-def save_figure(figure: plt.Figure, name: str, scale: str) -> Path:
-    """Write ``figure`` as ``<name>.png`` into the scale's figures folder."""
-    path = figures_dir(scale) / f"{name}.png"
-    figure.savefig(path)
-    return path
+def save_figure(figure: plt.Figure, name: str, scale: str) -> None:
+    """Write ``figure`` as ``<name>.png`` into the scale's figures folder. Returns nothing, so a
+    notebook cell that ends with it shows the figure, not its path."""
+    figure.savefig(figures_dir(scale) / f"{name}.png")
 
 
 def image_grid(

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from dptlib import ablations, report
+from dptlib.config import figures_dir
 from dptlib.train import ProbeConfig
 
 
@@ -174,7 +175,8 @@ def test_results_are_collected_and_compared_paired_with_the_reference(tmp_path, 
     assert differences.equals(table) and means.loc["lora_rank=2", "ITM overall"].startswith("100.0")
     saved = pd.read_csv(runs / "smoke" / "figures" / "tab_rank_differences.csv", keep_default_na=False).set_index("LoRA rank")
     assert saved.loc["lora_rank=2", "ITM overall"] == table.loc["lora_rank=2", "ITM overall"]
-    assert ablations.save_batch_figure(generation, discrimination, list(means.index), "fig_rank", "smoke").stat().st_size > 0
+    assert ablations.save_batch_figure(generation, discrimination, list(means.index), "fig_rank", "smoke") is None  # no path shown
+    assert (figures_dir("smoke") / "fig_rank.png").stat().st_size > 0
     claim = ablations.variant_claim(results, "rank 2 beats rank 1", "+1", "lora_rank=1", "lora_rank=2", "toy-cc (ID)")
     assert claim["n"] == 4 and claim["toy (difference, 95 % interval)"].startswith("+100.0")
     assert ablations.variant_claim(results, "rank 4 beats rank 1", "+1", "lora_rank=1", "lora_rank=4", "toy-cc (ID)") is None
