@@ -12,7 +12,6 @@ which
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Callable, Iterable
 
@@ -42,6 +41,7 @@ def check_swap_colours(swap_colours: Callable, world, scenes: Iterable) -> str:
     oracle scores correct on the scene's render: the answer must keep everything but the two
     colours and swap them. Prints how many swapped captions the oracle still scores correct (a
     swap is not always a false caption: that is why every toy negative is checked)."""
+    from .toy.model import colour_swap
     from .toy.world import score  # the toy world's oracle
 
     name = "swap the colours"
@@ -56,8 +56,7 @@ def check_swap_colours(swap_colours: Callable, world, scenes: Iterable) -> str:
             swapped = swap_colours(spec)
             if not _attempted(swapped):
                 return _report(name, NOT_ATTEMPTED)
-            a, b = spec.objects
-            expected = dataclasses.replace(spec, objects=(dataclasses.replace(a, colour=b.colour), dataclasses.replace(b, colour=a.colour)))
+            expected = colour_swap(spec)
             if swapped != expected:
                 raise ExerciseError(f"{name}: for {spec.text!r} expected {expected.text!r}, got {swapped!r}")
             tried += 1

@@ -185,6 +185,12 @@ def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Training data: scenes, captions, hard negatives
 # --------------------------------------------------------------------------------------------
+def colour_swap(spec: PromptSpec) -> PromptSpec:
+    """``spec`` with the colours of its first two objects exchanged (the others kept)."""
+    a, b, *rest = spec.objects
+    return replace(spec, objects=(replace(a, colour=b.colour), replace(b, colour=a.colour), *rest))
+
+
 def hard_negatives(spec: PromptSpec, objects, image_size: int, rng: np.random.Generator) -> dict[str, PromptSpec]:
     """Minimal edits of ``spec`` that are false of ``objects``, keyed by kind (``HARD_NEGATIVE_KINDS``)."""
     world = ToyWorldConfig(image_size=image_size)
@@ -195,7 +201,7 @@ def hard_negatives(spec: PromptSpec, objects, image_size: int, rng: np.random.Ge
         return replace(spec, objects=tuple(new_objects or objs), **changes)
 
     if len(objs) >= 2 and objs[0].colour and objs[1].colour and objs[0].colour != objs[1].colour:
-        out["colour swap"] = edited([replace(objs[0], colour=objs[1].colour), replace(objs[1], colour=objs[0].colour), *objs[2:]])
+        out["colour swap"] = colour_swap(spec)
     k = int(rng.integers(len(objs)))
     if objs[k].colour:
         others = [c for c in world.colours if c != objs[k].colour]
