@@ -151,6 +151,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "01_probing": {
         "smoke": dict(comparison_steps=2, steps=4, batch_size=4, control_steps=2, n_train_images=24, n_val_images=12,
                       n_test_images=12, n_rec_expressions=24, diagnostic_scenes=24, denoising_timesteps=2),
+        # blocks: up1, chosen on validation data by 01's own comparison when it ran it (docs/results.md)
         "toy": dict(blocks="up1", comparison_steps=600, steps=3000, batch_size=16, control_steps=300, n_train_images=4000, n_val_images=500,
                     n_test_images=500, n_rec_expressions=1000, diagnostic_scenes=400, denoising_timesteps=10),
         # App. B.3: the middle block, 60k steps of 220 septuples; validation every 5k steps; 512 px images
