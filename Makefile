@@ -63,14 +63,14 @@ test: lint test-unit test-notebooks
 
 ## lint: ruff (configuration in pyproject.toml) on the package, the tests and the notebooks' .py
 lint: setup
-	$(BIN)/ruff check dptlib tests notebooks/*.py
+	$(BIN)/ruff check dptlib tests notebooks/*.py notebooks/paper/*.py
 
 test-unit: setup
 	DPT_SCALE=smoke $(BIN)/python -m pytest tests
 
 test-notebooks: setup
 	rm -rf runs/smoke/ablations runs/smoke/results  # the smoke batches run afresh: a finished variant would be skipped
-	DPT_SCALE=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	DPT_SCALE=smoke $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider --ignore=notebooks/paper notebooks
 
 ## bench: performance benchmarks (ratios measured in one run; not part of the tests)
 bench: setup
@@ -107,7 +107,7 @@ exercises: setup
 
 ## sync: re-pair notebooks/*.py and notebooks/*.ipynb after editing either
 sync: setup
-	$(BIN)/jupytext --sync notebooks/*.py
+	$(BIN)/jupytext --sync notebooks/*.py notebooks/paper/*.py
 
 clean:
 	rm -rf runs/smoke

@@ -84,6 +84,11 @@ def check_blocks(name: str, value, model: str) -> None:
 
 def check_values(notebook: str, values: dict) -> None:
     """The checks of this module's docstring on a notebook's full parameter values."""
+    missing = [name for name in REQUIRED.get(notebook, ()) if values.get(name) is None]
+    if missing:
+        raise UserInputError(f"notebook {notebook!r} needs {missing} (the paper-scale run files in papermill_params/paper/ give them)")
+    if notebook in REQUIRED:
+        check_paper_inputs(values)
     for name, allowed in CHOICES.items():
         if name in values and values[name] is not None and values[name] not in allowed:
             raise UserInputError(f"{name}={values[name]!r} for notebook {notebook!r}; allowed: {list(allowed)}")
@@ -118,6 +123,26 @@ def check_values(notebook: str, values: dict) -> None:
                                      f"batches: {sorted(p.stem for p in folder.glob('*.yaml'))}")
 
 
+def check_paper_inputs(values: dict) -> None:
+    """The graders and benchmarks a paper-scale notebook names are known ones (their files:
+    :func:`check_resources`)."""
+    from .benchmark_eval import GRADER_KEYS
+    from .prompt_sets import READERS, T2I_COMPBENCH_CATEGORIES
+
+    graders = values.get("graders") or {}
+    unknown = sorted(set(graders) - set(GRADER_KEYS))
+    if unknown:
+        raise UserInputError(f"graders {unknown} are unknown; allowed: {list(GRADER_KEYS)}")
+    for name, n in (values.get("benchmarks") or {}).items():
+        base, _, category = name.partition("/")
+        known = base.replace("-", "_").lower() in READERS and (not category or category in T2I_COMPBENCH_CATEGORIES)
+        if not known:
+            raise UserInputError(f"benchmark {name!r} is unknown; allowed: {sorted(READERS)} (t2i_compbench/<category>: "
+                                 f"{list(T2I_COMPBENCH_CATEGORIES)})")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise UserInputError(f"benchmarks[{name!r}] = {n!r}: a positive number of prompts, or None for all")
+
+
 def check_resources(values: dict) -> None:
     """The model, data manifest and evaluator named by a notebook's values exist here."""
     model = values.get("model")
@@ -129,6 +154,10 @@ def check_resources(values: dict) -> None:
         from .data import read_manifest
 
         read_manifest(data)  # names the manifest's missing keys or files
+    for name, path in (values.get("graders") or {}).items():
+        checkpoint = str(path).rpartition(":")[2] if str(path).startswith("open_clip:") else path
+        if path not in (None, "toy") and ("/" in str(checkpoint)) and not Path(checkpoint).exists():
+            raise FileNotFoundError(f"graders[{name!r}] = {path!r}: no such file or folder here")
     evaluator = values.get("evaluator")
     if evaluator not in (None, "toy"):
         kind, _, rest = str(evaluator).partition(":")
@@ -145,7 +174,12 @@ PREREQUISITES = {
     "02_tuning": ("01_probing", ("probe/adapter.safetensors", "probe-shuffled/adapter.safetensors")),
     "03_self_correction": ("02_tuning", ("tune/best/adapter.safetensors", "tune-shuffled/best/adapter.safetensors",
                                          "generation_scores.json")),
+    "paper/02_tuning": ("01_probing", ("probe/adapter.safetensors",)),
+    "paper/03_self_correction": ("paper/02_tuning", ("tune/best/adapter.safetensors", "benchmark_index.csv",
+                                                     "benchmark_sampler.json")),
 }
+# what a paper-scale notebook cannot run without (its presets leave them to the user)
+REQUIRED = {"paper/02_tuning": ("data", "evaluator", "graders", "benchmarks"), "paper/03_self_correction": ("data", "graders")}
 
 
 def check_prerequisites(notebook: str, scale: str, planned: list[str] = ()) -> None:

@@ -53,9 +53,13 @@ def runs_dir(scale: str) -> Path:
 
 
 def figures_dir(scale: str) -> Path:
-    """``figures/`` for real runs; smoke runs write under ``runs/smoke/figures`` so that a test
-    never overwrites a committed figure."""
-    path = repo_root() / "figures" if scale != "smoke" else runs_dir(scale) / "figures"
+    """``figures/`` for the toy runs (the committed figures); ``figures/<scale>/`` for a paper
+    scale, so that a paper-scale run never overwrites a toy figure of the same name; smoke runs
+    write under ``runs/smoke/figures`` so that a test never overwrites a committed figure."""
+    if scale == "smoke":
+        path = runs_dir(scale) / "figures"
+    else:
+        path = repo_root() / "figures" if scale == "toy" else repo_root() / "figures" / scale
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -138,6 +142,7 @@ def set_threads(default: int | None = None) -> int:
 # for takes the toy preset; a paper-scale preset leaves unset what should stay None (e.g.
 # ``n_train_images``: every image of the split).
 HEADLINE_CELLS = ["toy-cc (ID)", "toy-nss (ID)"]  # the cells sized to detect a 5-point difference
+PAPER_MODELS = {"paper-sd21": "stabilityai/stable-diffusion-2-1", "paper-sd14": "CompVis/stable-diffusion-v1-4"}
 
 PRESETS: dict[str, dict[str, dict]] = {
     "00_toy_world": {
@@ -183,6 +188,25 @@ PRESETS: dict[str, dict[str, dict]] = {
     **{name: {"smoke": dict(max_variants=2), "toy": dict()} for name in (
         "04_ablation_blocks", "05_ablation_lora_rank", "06_ablation_adapter_layers", "07_ablation_timesteps", "08_ablation_mse")},
     "09_results": {"smoke": dict(), "toy": dict()},
+    # stage 2 and self-correction on a real Stable Diffusion, graded as the paper grades (notebooks/paper/); at the smoke
+    # scale a dry run: the toy SD, the toy data as COCO / MDETR files and tiny random graders (tests/test_paper_dry_run.py).
+    # App. B.3.1's stage 2 is TuneConfig's preset (6k steps, batch 64 as 8 x 8 accumulated, lr 1e-4); every prompt of every
+    # benchmark, one image per prompt (the paper does not say how many; more seeds tighten the intervals)
+    "paper/02_tuning": {
+        "smoke": dict(model="toy", steps=2, batch_size=4, validate_every=1, n_validation_prompts=2, n_train_images=24, seeds=[0],
+                      num_inference_steps=3, generation_batch_size=8, vqa_image_size=32,
+                      benchmarks={"cc500": 2, "coco_nss1k": 2, "abc6k": 1, "tifa": 1, "t2i_compbench": 1}),
+        **{scale: dict(model=sd, n_validation_prompts=100, seeds=[0], num_inference_steps=50, generation_batch_size=8,
+                       vqa_image_size=480, image_size=512,
+                       benchmarks={"coco_nss1k": None, "cc500": None, "abc6k": None, "tifa": None, "t2i_compbench": None})
+           for scale, sd in PAPER_MODELS.items()},
+        "toy": dict(),
+    },
+    "paper/03_self_correction": {
+        "smoke": dict(etas=[0.0, 0.1], n_sweep_prompts=2, sweep_seeds=[0], vqa_image_size=32),
+        **{scale: dict(etas=[0.0, 0.1, 0.3, 0.5, 1.0], n_sweep_prompts=100, sweep_seeds=[0], vqa_image_size=480) for scale in PAPER_MODELS},
+        "toy": dict(),
+    },
     "03_self_correction": {
         "smoke": dict(etas=[0.0, 0.1], sweep_seeds=[0]),
         "toy": dict(etas=[0.0, 0.03, 0.1, 0.3, 1.0], sweep_seeds=[0, 1]),

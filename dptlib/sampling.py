@@ -28,6 +28,7 @@ def generate(
     progress: bool = True,
     self_correct: dict | None = None,
     per_prompt: dict[str, list] | None = None,
+    indices: list[int] | None = None,
     **pipe_kwargs,
 ) -> np.ndarray:
     """Images for ``prompts`` as uint8 (N, H, W, 3); ``pipe_kwargs`` go to the pipeline call.
@@ -37,25 +38,31 @@ def generate(
     for every batch; None samples plainly. ``direction="random"`` is its null control: the same
     unit-RMS step along a random direction fixed per image (drawn from the image's seed and index).
     ``per_prompt``: pipeline arguments with one value per prompt (e.g. Attend-and-Excite's
-    ``token_indices``), cut into the same batches as the prompts."""
+    ``token_indices``), cut into the same batches as the prompts. ``indices``: each prompt's
+    image index, which seeds its noise with ``seed`` (default: its position in ``prompts``); a list
+    drawn in parts, or a subset of a longer one, keeps its images by passing their indices."""
     if not prompts:
         raise ValueError("no prompts to generate")
     for name, values in (per_prompt or {}).items():
         if len(values) != len(prompts):
             raise ValueError(f"per_prompt[{name!r}] has {len(values)} values for {len(prompts)} prompts")
+    indices = list(range(len(prompts))) if indices is None else [int(i) for i in indices]
+    if len(indices) != len(prompts):
+        raise ValueError(f"{len(indices)} image indices for {len(prompts)} prompts")
     device = pipe.device
     out = []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generate", disable=not progress or len(starts) == 1):
         chunk = prompts[start : start + batch_size]
-        images = dict(direction_seed=seed, indices=range(start, start + len(chunk)))
+        chunk_indices = indices[start : start + len(chunk)]
+        images = dict(direction_seed=seed, indices=chunk_indices)
         context = self_correction(pipe, prompts=chunk, **images, **self_correct) if self_correct else nullcontext()
         with context:
             result = pipe(
                 chunk,
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
-                generator=image_generators(seed, range(start, start + len(chunk)), device),
+                generator=image_generators(seed, chunk_indices, device),
                 output_type="np",
                 **{name: values[start : start + len(chunk)] for name, values in (per_prompt or {}).items()},
                 **pipe_kwargs,

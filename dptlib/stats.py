@@ -106,7 +106,10 @@ def mcnemar_p(a, b) -> float:
 
 
 def _paired_t_p(differences: np.ndarray) -> float:
-    """Two-sided one-sample t-test p-value of mean(differences) = 0 (1 or 0 when they are constant)."""
+    """Two-sided one-sample t-test p-value of mean(differences) = 0 (1 or 0 when they are constant;
+    NaN from a single difference, which tests nothing)."""
+    if len(differences) < 2:
+        return float("nan")
     if np.ptp(differences) == 0:
         return 1.0 if differences[0] == 0 else 0.0
     return float(stats.ttest_1samp(differences, 0.0).pvalue)
@@ -227,7 +230,9 @@ def compare_pair(scores: pd.DataFrame, metric: str, baseline: str, method: str, 
 
 
 def _format_p(p: float) -> str:
-    """p-values as 'p = 0.09', 'p = 0.004' or 'p < 0.001'."""
+    """p-values as 'p = 0.09', 'p = 0.004' or 'p < 0.001' ('one item' for NaN: no test)."""
+    if math.isnan(p):
+        return "one item: no test"
     if p < 0.001:
         return "p < 0.001"
     return f"p = {p:.2f}" if p >= 0.01 else f"p = {p:.3f}"

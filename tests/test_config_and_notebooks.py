@@ -55,7 +55,8 @@ def test_overrides_are_read_as_yaml_and_checked():
         validate_run("00b_base_model", parse_overrides(["retrian=true"]))
 
 
-@pytest.mark.parametrize("script", sorted((ROOT / "notebooks").glob("*.py")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("script", sorted([*(ROOT / "notebooks").glob("*.py"), *(ROOT / "notebooks" / "paper").glob("*.py")]),
+                         ids=lambda p: p.parent.name + "/" + p.stem)
 def test_notebook_pairs_are_in_sync(script):
     jupytext = pytest.importorskip("jupytext", reason="a dev tool (make setup installs it; a bare GPU image may lack it)")
 
