@@ -34,6 +34,18 @@
 # Everything below is produced by `dptlib.toy.world` and `dptlib.toy.prompts`; this notebook only
 # calls them and shows the results. The same downstream code reads real COCO / RefCOCO files.
 
+# %% [markdown]
+# **In this lesson you will**
+# - see what each of the paper's data sets and graders becomes in the toy world (the table above);
+# - turn one scene into its captions, referring expressions and image, and write them in the real
+#   formats (COCO captions, MDETR refexp) that the rest of the repository reads;
+# - read images back with the **oracle** and check that it is exact on renders;
+# - find out, in the exercise, why every hard negative must be checked before it is called false.
+#
+# | prerequisites | time, 2 CPU cores | GPU |
+# |---|---|---|
+# | Python, numpy; no earlier notebook | toy scale 1.5 min (smoke: seconds) | not needed |
+
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
 seed = 0
@@ -230,3 +242,16 @@ benchmark_table
 # %%
 for name, prompts in benchmarks.items():
     print(f"{name:14s}", " | ".join(p.prompt for p in prompts[:: max(1, len(prompts) // 3)][:3]))
+
+# %% [markdown] tags=["solution"]
+# ## What we learned
+#
+# - A toy scene is a list of objects; its captions, referring expressions (each with its box),
+#   image and the benchmarks' prompts all come from that list, and the exporters write them in
+#   the formats COCO and MDETR use, so the rest of the repository reads them as real data.
+# - The oracle reads every clean render exactly (1,000 of 1,000 scenes above) and almost every
+#   blurred or noisy one (the table above): where a later notebook reports "exactly right", the
+#   grade is a fact about the image, not a model's opinion.
+# - A caption with its colours swapped is not always false: 21 of 84 such captions of 50 test
+#   scenes stay true (two objects of one shape). So every hard negative in `01_probing` is checked
+#   by the oracle before it is used as false.

@@ -37,6 +37,18 @@
 # Everything below is produced by `dptlib.toy.world` and `dptlib.toy.prompts`; this notebook only
 # calls them and shows the results. The same downstream code reads real COCO / RefCOCO files.
 
+# %% [markdown]
+# **In this lesson you will**
+# - see what each of the paper's data sets and graders becomes in the toy world (the table above);
+# - turn one scene into its captions, referring expressions and image, and write them in the real
+#   formats (COCO captions, MDETR refexp) that the rest of the repository reads;
+# - read images back with the **oracle** and check that it is exact on renders;
+# - find out, in the exercise, why every hard negative must be checked before it is called false.
+#
+# | prerequisites | time, 2 CPU cores | GPU |
+# |---|---|---|
+# | Python, numpy; no earlier notebook | toy scale 1.5 min (smoke: seconds) | not needed |
+
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
 seed = 0
