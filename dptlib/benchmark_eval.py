@@ -121,9 +121,10 @@ def validation_captions(manifest: str | Path, n: int | None, split: str = "val")
     splits = read_manifest(manifest)
     if split not in splits:
         raise ValueError(f"{manifest}: no {split!r} split (it has {sorted(splits)}); validation prompts come from it")
-    images = read_coco_captions(splits[split]["captions"])
-    if splits[split]["referred_only"]:  # the split's images are those its expressions refer to (RefCOCO val's)
-        referred = {e.image_id for e in read_refexp(splits[split]["refexp"])}
+    entry = splits[split].get("itm", splits[split])  # a split with its tasks apart: its ITM part's captions
+    images = read_coco_captions(entry["captions"])
+    if entry["referred_only"]:  # the split's images are those its expressions refer to (RefCOCO val's)
+        referred = {e.image_id for e in read_refexp(entry["refexp"])}
         images = [image for image in images if image.image_id in referred]
     captions = [image.captions[0] for image in images if image.captions]
     return list(dict.fromkeys(captions))[:n]

@@ -157,7 +157,7 @@ class DiscriminationData:
 def load_discrimination_data(captions_json, refexp_json, image_root, limit: int | None = None,
                              image_size: int | None = None, referred_only: bool = False,
                              storage: str = "float32") -> DiscriminationData:
-    """Read a COCO-captions file, an MDETR refexp file and their images into one split.
+    """Read a COCO-captions file, an MDETR refexp file (None: no expressions) and their images into one split.
 
     Images without captions are dropped; expressions whose image is not in the captions file too.
     ``referred_only`` keeps only the images some expression refers to (RefCOCO's share of COCO's
@@ -171,7 +171,7 @@ def load_discrimination_data(captions_json, refexp_json, image_root, limit: int 
     if storage not in IMAGE_STORAGE:
         raise ValueError(f"storage must be one of {', '.join(IMAGE_STORAGE)}; got {storage!r}")
 
-    references = read_refexp(refexp_json)
+    references = read_refexp(refexp_json) if refexp_json is not None else []  # None: an ITM-only split
     captioned = read_coco_captions(captions_json)
     if referred_only:
         referred = {ref.image_id for ref in references}
@@ -459,9 +459,22 @@ def fingerprint(data: DiscriminationData) -> str:
 # Real data from local folders: a manifest of splits, and an OpenCLIP evaluator
 # --------------------------------------------------------------------------------------------
 MANIFEST_KEYS = ("captions", "refexp", "images")  # and optionally referred_only: true
+TEST_PARTS = {"itm": ("captions", "images"), "rec": MANIFEST_KEYS}  # a split whose two tasks use two image sets
 
 
-def read_manifest(path: str | Path) -> dict[str, dict[str, Path]]:
+def _manifest_entry(path: Path, label: str, entry: dict, keys: tuple[str, ...]) -> dict:
+    missing = [k for k in keys if k not in (entry or {})]
+    if missing:
+        raise ValueError(f"{path}: {label} lacks {missing}")
+    parsed = {k: (path.parent / entry[k]).resolve() for k in keys}
+    absent = [str(p) for p in parsed.values() if not p.exists()]
+    if absent:
+        raise FileNotFoundError(f"{path}: {label} names files that do not exist: {absent}")
+    parsed["referred_only"] = bool(entry.get("referred_only", False))
+    return parsed
+
+
+def read_manifest(path: str | Path) -> dict[str, dict]:
     """A data manifest (YAML): per split, the COCO captions file, the MDETR refexp file and the
     image folder, relative paths read from the manifest's folder, and ``referred_only`` (keep
     only the images an expression refers to; see :func:`load_discrimination_data`)::
@@ -470,6 +483,11 @@ def read_manifest(path: str | Path) -> dict[str, dict[str, Path]]:
                 images: train2014, referred_only: true}
         val:   {...}
         test:  {...}
+
+    A split may instead name its two tasks' image sets apart, as the paper tests (ITM on MS-COCO
+    val2014, REC on RefCOCO testA): ``test: {itm: {captions: ..., images: ...}, rec: {captions:
+    ..., refexp: ..., images: ..., referred_only: true}}``; such a split reads as
+    ``{"itm": {...}, "rec": {...}}`` (:func:`manifest_splits` joins them).
     """
     path = Path(path)
     if not path.is_file():
@@ -477,15 +495,40 @@ def read_manifest(path: str | Path) -> dict[str, dict[str, Path]]:
     manifest = yaml.safe_load(path.read_text()) or {}
     splits = {}
     for split, entry in manifest.items():
-        missing = [k for k in MANIFEST_KEYS if k not in (entry or {})]
-        if missing:
-            raise ValueError(f"{path}: split {split!r} lacks {missing}")
-        splits[split] = {k: (path.parent / entry[k]).resolve() for k in MANIFEST_KEYS}
-        absent = [str(p) for p in splits[split].values() if not p.exists()]
-        splits[split]["referred_only"] = bool(entry.get("referred_only", False))
-        if absent:
-            raise FileNotFoundError(f"{path}: split {split!r} names files that do not exist: {absent}")
+        if isinstance(entry, dict) and set(entry) & set(TEST_PARTS):
+            if set(entry) != set(TEST_PARTS):
+                raise ValueError(f"{path}: split {split!r} names its tasks apart: it needs exactly {sorted(TEST_PARTS)}, got {sorted(entry)}")
+            splits[split] = {part: _manifest_entry(path, f"split {split!r}, {part}", entry[part], keys) for part, keys in TEST_PARTS.items()}
+        else:
+            splits[split] = _manifest_entry(path, f"split {split!r}", entry, MANIFEST_KEYS)
     return splits
+
+
+def concat_images(first, second):
+    """Two image collections of one side as one, in their storage (tensors, uint8, or files)."""
+    if first.shape[1:] != second.shape[1:]:
+        raise ValueError(f"images of shapes {tuple(first.shape[1:])} and {tuple(second.shape[1:])} cannot be joined")
+    if isinstance(first, Uint8Images) and isinstance(second, Uint8Images):
+        return Uint8Images(np.concatenate([first.array, second.array]))
+    if isinstance(first, ImageFiles) and isinstance(second, ImageFiles):
+        return ImageFiles(first.paths + second.paths, first.height, first.width)
+    if torch.is_tensor(first) and torch.is_tensor(second):
+        return torch.cat([first, second])
+    raise ValueError(f"cannot join images stored as {type(first).__name__} and {type(second).__name__}")
+
+
+def join_tasks(itm: DiscriminationData, rec: DiscriminationData) -> DiscriminationData:
+    """One split whose ITM queries use ``itm``'s images and captions (with their mined negatives)
+    and whose REC queries use ``rec``'s images and expressions: ``itm``'s images come first and
+    are the captioned ones (``n_captioned``); ``rec``'s follow, without captions, so no ITM query
+    or negative reaches them."""
+    if itm.n_own_captions != len(itm.captions):
+        raise ValueError("the ITM part must hold its images' own captions only")
+    offset = len(itm)
+    return DiscriminationData(
+        images=concat_images(itm.images, rec.images), captions=list(itm.captions), caption_image=itm.caption_image.clone(),
+        expressions=list(rec.expressions), expression_image=rec.expression_image + offset, expression_box=rec.expression_box.clone(),
+        hard_captions=itm.hard_captions, hard_images=itm.hard_images, n_captioned=itm.n_captioned, is_negative=itm.is_negative)
 
 
 def manifest_splits(manifest: str | Path, embed, sizes: dict[str, int | None], image_size: int | None = None,
@@ -500,10 +543,21 @@ def manifest_splits(manifest: str | Path, embed, sizes: dict[str, int | None], i
     unknown = sorted(set(sizes) - set(paths))
     if unknown:
         raise ValueError(f"{manifest} has no split(s) {unknown}; it has {sorted(paths)}")
-    return {split: prepare_discrimination_data(paths[split]["captions"], paths[split]["refexp"], paths[split]["images"], embed,
-                                               limit=n, k_captions=k_captions, k_images=k_images, image_size=image_size,
-                                               referred_only=paths[split]["referred_only"], storage=storage)
-            for split, n in sizes.items()}
+    splits = {}
+    for split, n in sizes.items():
+        entry = paths[split]
+        if "itm" in entry:  # ITM and REC on two image sets (the paper's test): the ITM part mined alone, then joined
+            itm = prepare_discrimination_data(entry["itm"]["captions"], None, entry["itm"]["images"], embed, limit=n,
+                                              k_captions=k_captions, k_images=k_images, image_size=image_size, storage=storage)
+            side = image_size or itm.images.shape[-1]
+            rec = load_discrimination_data(entry["rec"]["captions"], entry["rec"]["refexp"], entry["rec"]["images"], limit=n,
+                                           image_size=side, referred_only=entry["rec"]["referred_only"], storage=storage)
+            splits[split] = join_tasks(itm, rec)
+        else:
+            splits[split] = prepare_discrimination_data(entry["captions"], entry["refexp"], entry["images"], embed, limit=n,
+                                                        k_captions=k_captions, k_images=k_images, image_size=image_size,
+                                                        referred_only=entry["referred_only"], storage=storage)
+    return splits
 
 
 def open_clip_embedder(spec: str, device: str | torch.device = "cpu"):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from dptlib.data import manifest_splits, open_clip_embedder, read_manifest
 from dptlib.toy.data import write_manifest
@@ -48,6 +49,34 @@ def test_manifest_splits_read_resize_and_mine(manifest):
     torch.testing.assert_close(test.expression_box[0], torch.tensor(expected))
     with pytest.raises(ValueError, match=r"no split\(s\) \['val'\]"):
         manifest_splits(path, stand_in_embed, {"val": 2})
+
+
+def test_a_split_may_test_itm_and_rec_on_two_image_sets(manifest, tmp_path):
+    """The paper tests ITM on MS-COCO val2014 and REC on RefCOCO testA: a split naming the two
+    apart gives ITM queries and negatives on the first set only, REC on the second only."""
+    from dptlib.metrics import itm_test_set
+
+    _, paths = manifest
+    part = {k: str(v) for k, v in paths["train"].items()}
+    path = tmp_path / "apart.yaml"
+    path.write_text(yaml.safe_dump({"test": {"itm": {"captions": part["captions"], "images": part["images"]},
+                                             "rec": {k: str(v) for k, v in paths["test"].items()}}}))
+    assert set(read_manifest(path)["test"]) == {"itm", "rec"}
+    test = manifest_splits(path, stand_in_embed, {"test": 6}, image_size=48, k_captions=3, k_images=2)["test"]
+    alone = {split: manifest_splits(write_manifest({split: paths[split]}, tmp_path / f"{split}.yaml"), stand_in_embed, {split: 6},
+                                    image_size=48, k_captions=3, k_images=2)[split] for split in ("train", "test")}
+    assert len(test) == 12 and test.n_captioned == 6
+    torch.testing.assert_close(test.images[:6], alone["train"].images[:6])
+    torch.testing.assert_close(test.images[6:], alone["test"].images[:6])
+    assert test.captions == alone["train"].captions and test.expressions == alone["test"].expressions
+    assert bool((test.expression_image >= 6).all())  # REC on the second image set only
+    assert int(test.hard_images.max()) < 6 and int(test.caption_image.max()) < 6  # ITM never reaches it
+    queries = itm_test_set(test, n_negatives=2)
+    assert all(i < 6 and max(c) < len(test.captions) for i, c in queries.image_to_text)
+    assert all(max(images) < 6 for _, images in queries.text_to_image)
+    path.write_text(yaml.safe_dump({"test": {"itm": {"captions": part["captions"], "images": part["images"]}}}))
+    with pytest.raises(ValueError, match=r"needs exactly \['itm', 'rec'\]"):
+        read_manifest(path)
 
 
 @pytest.fixture(scope="module")
