@@ -42,9 +42,8 @@
 # - read images back with the **oracle** and check that it is exact on renders;
 # - find out, in the exercise, why every hard negative must be checked before it is called false.
 #
-# | prerequisites | time, 2 CPU cores | GPU |
-# |---|---|---|
-# | Python, numpy; no earlier notebook | toy scale 1.5 min (smoke: seconds) | not needed |
+# *Prerequisites:* Python and numpy; no earlier notebook. *Time on 2 CPU cores:* toy scale
+# 1.5 min, smoke scale seconds. *GPU:* not needed.
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")

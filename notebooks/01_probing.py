@@ -37,9 +37,9 @@
 #   with 95 % intervals;
 # - ask the same adapter at other noise levels (Tab. 10).
 #
-# | prerequisites | time, 2 CPU cores | GPU |
-# |---|---|---|
-# | `00_toy_world` (read); the toy SD ships with the repo (`00b_base_model` trains it) | toy scale 42 min (smoke: about 1 min) | not measured at the toy scale; paper scale: `docs/gpu.md` |
+# *Prerequisites:* `00_toy_world` (read it); the toy SD ships with the repo (`00b_base_model`
+# trains it). *Time on 2 CPU cores:* toy scale 42 min, smoke scale about 1 min. *GPU:* not
+# measured at the toy scale; paper scale in `docs/gpu.md`.
 #
 # **Notation.** Shapes at the toy scale, then at SD-2.1's (the paper's):
 #
@@ -47,11 +47,11 @@
 # |---|---|---|---|
 # | $x$ | image | (3, 32, 32) | (3, 512, 512) |
 # | $\mathbf{z}_0$ | its VAE latent | (4, 16, 16) | (4, 64, 64) |
-# | $\mathbf{z}_t = \sqrt{\bar\alpha_t}\,\mathbf{z}_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ | the latent noised to step $t \in [0, 1000)$ | (4, 16, 16) | (4, 64, 64) |
+# | $\mathbf{z}_t$ | noised to step $t \in [0, 1000)$: $\sqrt{\bar\alpha_t}\,\mathbf{z}_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ | same | same |
 # | $c_y$ | the text encoder's token states for the text $y$ | (16, 96) | (77, 1024) |
-# | $F_b(\mathbf{z}_t, t, c_y)$ | the U-Net's output at block $b$, the pass stopped there (Eq. 1) | `up1`: (64, 16, 16), resized to 8 × 8 | `mid`: (1280, 8, 8) |
-# | $\mathbf{h}_1 \dots \mathbf{h}_N$ | the adapter's query outputs (Eq. 2), the first $M$ for matching | $N = 40$, $M = 8$, $d = 128$ | $N = 110$, $M = 10$, $d = 256$ |
-# | $s(\mathbf{z}_t, y) = \max_{i \le M} \cos(\mathrm{CLIP}(y), \mathbf{h}_i)$ | the matching score (Eq. 3-4 contrast it) | scalar | scalar |
+# | $F_b(\mathbf{z}_t, t, c_y)$ | the U-Net's output at block $b$ (early exit, Eq. 1) | `up1`: (64, 16, 16) → 8 × 8 | `mid`: (1280, 8, 8) |
+# | $\mathbf{h}_1 \dots \mathbf{h}_N$ | the adapter's query outputs (Eq. 2), $M$ of them match | $N, M, d$ = 40, 8, 128 | 110, 10, 256 |
+# | $s(\mathbf{z}_t, y)$ | the matching score $\max_{i \le M} \cos(\mathrm{CLIP}(y), \mathbf{h}_i)$ (Eq. 3-4) | scalar | scalar |
 # | $\hat b_i, p_i$ | query $i$'s box and its grounding probability (Eq. 5-7) | 4, 1 | 4, 1 |
 
 # %% tags=["parameters"]

@@ -45,9 +45,9 @@
 # - grade them exactly with the oracle and read Tab. 1 / Tab. 2 as paired differences with 95 %
 #   intervals, with the smallest difference the test could have seen.
 #
-# | prerequisites | time, 2 CPU cores | GPU |
-# |---|---|---|
-# | `01_probing` at the same scale (at the smoke scale this notebook runs it itself) | toy scale 32 min (smoke: about 1 min) | not measured at the toy scale |
+# *Prerequisites:* `01_probing` at the same scale (at the smoke scale this notebook runs it
+# itself). *Time on 2 CPU cores:* toy scale 32 min, smoke scale about 1 min. *GPU:* not measured
+# at the toy scale.
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")

@@ -42,9 +42,9 @@
 # - gather the paper's claims into one table of verdicts (one training run; `09_results` repeats
 #   it over five training seeds).
 #
-# | prerequisites | time, 2 CPU cores | GPU |
-# |---|---|---|
-# | `02_tuning` at the same scale (at the smoke scale this notebook runs 01 and 02 itself) | toy scale 17 min (smoke: about 1 min) | not measured at the toy scale |
+# *Prerequisites:* `02_tuning` at the same scale (at the smoke scale this notebook runs 01 and 02
+# itself). *Time on 2 CPU cores:* toy scale 17 min, smoke scale about 1 min. *GPU:* not measured
+# at the toy scale.
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
