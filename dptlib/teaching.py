@@ -15,7 +15,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 
-from . import stats
+import torch
+
+from . import losses, stats
 
 NOT_ATTEMPTED = "not attempted yet"
 CORRECT = "correct"
@@ -94,3 +96,89 @@ def check_verdict(verdict: Callable) -> str:
         if answer != expected:
             raise ExerciseError(f"{name}: for {case} expected {expected!r}, got {answer!r}")
     return _report(f"{name} ({len(verdict_cases())} cases)", CORRECT)
+
+
+def _random_cases(shapes, n: int = 3, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    return [tuple(torch.randn(*shape(k), generator=generator) for shape in shapes) for k in range(n)]
+
+
+def check_matching_score(matching_score: Callable, cases: list[tuple] = ()) -> str:
+    """Exercise (01): ``matching_score(match_embeddings (P, M, D), text_embeddings (P, D)) -> (P,)``
+    is s(z, y) of Eq. 3-4, as :func:`dptlib.losses.matching_similarity` computes it; tried on
+    random batches of several shapes and on ``cases``."""
+    name = "the matching score s(z, y)"
+    tried = _random_cases([lambda k: (k + 2, k + 1, 8), lambda k: (k + 2, 8)]) + [tuple(c) for c in cases]
+    for match_embeddings, text_embeddings in tried:
+        answer = matching_score(match_embeddings, text_embeddings)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        expected = losses.matching_similarity(match_embeddings, text_embeddings)
+        if not torch.is_tensor(answer) or answer.shape != expected.shape or not torch.allclose(answer.float(), expected, atol=1e-5):
+            raise ExerciseError(f"{name}: for embeddings of shape {tuple(match_embeddings.shape)} expected {expected}, got {answer}")
+    return _report(f"{name} ({len(tried)} batches)", CORRECT)
+
+
+def check_matching_loss(match_loss: Callable, cases: list[tuple] = ()) -> str:
+    """Exercise (01): ``match_loss(image_to_text (B, 1+K), text_to_image (B, 1+K'), logit_scale)`` is
+    L^match of Eq. 3-4 (the mean over the batch), as :func:`dptlib.losses.matching_loss`; tried on
+    random scores with several temperatures and on ``cases``."""
+    name = "L_match (Eq. 3-4)"
+    generator = torch.Generator().manual_seed(0)
+    tried = [(torch.rand(b, 1 + k, generator=generator) * 2 - 1, torch.rand(b, 1 + k2, generator=generator) * 2 - 1,
+              torch.tensor(scale)) for b, k, k2, scale in ((1, 2, 2, 0.0), (4, 2, 3, 2.66), (3, 5, 1, 4.0))]
+    tried += [tuple(c) for c in cases]
+    for image_to_text, text_to_image, logit_scale in tried:
+        answer = match_loss(image_to_text, text_to_image, logit_scale)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        expected = losses.matching_loss(image_to_text, text_to_image, logit_scale)
+        if not torch.is_tensor(answer) or answer.numel() != 1 or not torch.allclose(answer.float(), expected, atol=1e-5):
+            raise ExerciseError(f"{name}: for scores of shapes {tuple(image_to_text.shape)}, {tuple(text_to_image.shape)} and "
+                                f"log(1/tau) = {float(logit_scale):.2f} expected {expected.item():.5f}, got {answer}")
+    return _report(f"{name} ({len(tried)} batches)", CORRECT)
+
+
+def check_paired_difference(paired_difference: Callable, cases: list[tuple] = ()) -> str:
+    """Exercise (02): ``paired_difference(base (n,), dpt (n,)) -> (difference in points, p)`` for 0/1
+    outcomes of twin images: the mean difference x 100 and McNemar's exact p
+    (:func:`dptlib.stats.mcnemar_p`); tried on random pairs with and without discordant ones and
+    on ``cases``."""
+    import numpy as np
+
+    name = "a paired difference and McNemar's p"
+    rng = np.random.default_rng(0)
+    tried = [(rng.random(n) < 0.4, rng.random(n) < q) for n, q in ((50, 0.4), (120, 0.55), (30, 0.2))]
+    same = rng.random(40) < 0.5
+    tried += [(same, same.copy())] + [tuple(np.asarray(x) for x in c) for c in cases]
+    for base, dpt in tried:
+        answer = paired_difference(base, dpt)
+        if not _attempted(answer) or answer == (None, None):
+            return _report(name, NOT_ATTEMPTED)
+        expected = (100 * float(np.mean(np.asarray(dpt, float) - np.asarray(base, float))), stats.mcnemar_p(base, dpt))
+        if not np.allclose(np.asarray(answer, float), expected, atol=1e-9):
+            raise ExerciseError(f"{name}: for {len(base)} twins with b = {int((np.asarray(dpt, bool) & ~np.asarray(base, bool)).sum())}, "
+                                f"c = {int((np.asarray(base, bool) & ~np.asarray(dpt, bool)).sum())} expected "
+                                f"({expected[0]:.3f}, {expected[1]:.4f}), got {answer}")
+    return _report(f"{name} ({len(tried)} cases)", CORRECT)
+
+
+def check_choose_eta(choose_eta: Callable, sweep, chosen: float | None = None) -> str:
+    """Exercise (03): ``choose_eta(sweep) -> eta``, the eta > 0 of the "paper" variant with the
+    highest share of exactly right images in ``sweep`` (rows: ``method``, ``correct``); tried on
+    ``sweep`` (against ``chosen``, the notebook's, when given) and on a sweep with the best eta moved."""
+    name = "choosing eta on validation prompts"
+    paper = sweep[sweep["method"].str.startswith("paper, eta ")]
+    by_eta = paper.groupby("method")["correct"].mean()
+    expected = float(by_eta.idxmax().split("eta ")[1])
+    if chosen is not None and expected != chosen:
+        raise ValueError(f"the sweep's best eta {expected:g} is not the notebook's {chosen:g}")
+    worst = by_eta.idxmin()  # the same sweep with the worst eta made the best: the answer must follow the data
+    moved = sweep.assign(correct=sweep["correct"].where(sweep["method"] != worst, 1))
+    for table, best in ((sweep, expected), (moved, float(worst.split("eta ")[1]))):
+        answer = choose_eta(table)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        if float(answer) != best:
+            raise ExerciseError(f"{name}: expected eta = {best:g}, got {answer!r}")
+    return _report(f"{name} (eta = {expected:g})", CORRECT)
