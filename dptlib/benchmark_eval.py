@@ -201,8 +201,10 @@ def generate_images(pipe, items: pd.DataFrame, seeds: Sequence[int], folder: str
 
 
 def load_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
-    """uint8 (H, W, 3) arrays of the PNGs at ``paths``."""
-    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    """uint8 (H, W, 3) arrays of the PNGs at ``paths`` (:func:`dptlib.data`'s image reader, no resize)."""
+    from .data import _read_image
+
+    return [_read_image(Path(p), None) for p in paths]
 
 
 # --------------------------------------------------------------------------------------------
