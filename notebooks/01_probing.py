@@ -85,20 +85,31 @@ import time
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 from IPython.display import display
 
 from dptlib import config, report, stats
-from dptlib.backbone import PAPER_BLOCK_NAMES, block_modules, load_backbone
+from dptlib.backbone import PAPER_BLOCK_NAMES, block_modules, extract_features, load_backbone
 from dptlib.baselines import CLIPScorer, DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes, rec_chance
 from dptlib.checkpoint import load_adapter
-from dptlib.data import clip_embedder, manifest_splits, mine_hard_negatives, open_clip_embedder, shuffled_pairs, to_uint8_images
+from dptlib.data import clip_embedder, manifest_splits, mine_hard_negatives, open_clip_embedder, sample_septuple, shuffled_pairs,
+                         to_uint8_images
 from dptlib.inference import DPTScorer
+from dptlib.losses import (
+    cxcywh_to_xyxy,
+    generalized_box_iou,
+    grounding_loss,
+    match_queries,
+    matching_loss,
+    matching_similarity,
+    predicted_boxes,
+)
 from dptlib.metrics import itm_outcomes, itm_test_set, outcome_frame, rec_hits, rec_outcomes, rec_predictions
 from dptlib.toy.data import toy_discrimination_data
 from dptlib.toy.diagnostics import block_probe_table
 from dptlib.toy.model import load_evaluator
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
-from dptlib.train import ProbeConfig, cache_latents, probe
+from dptlib.train import ProbeConfig, cache_latents, probe, septuple_batch
 
 params = config.notebook_parameters("01_probing", globals())
 config.set_threads()
@@ -299,6 +310,98 @@ panels = pd.concat([losses.assign(panel="training loss"), scores.assign(panel="v
 grid = sns.relplot(data=panels, x="step", y="value", hue="curve", col="panel", kind="line", marker="o", height=2.6,
                    facet_kws={"sharey": False})
 report.save_figure(grid.figure, "probe_loss", params.scale)
+
+# %% [markdown]
+# ## Inside one training step, by hand
+#
+# `probe()` above ran 3,000 steps of Eq. 8. Here is one septuple through the trained adapter,
+# every quantity of Eq. 1-7 written out and checked against the library. App. B.1's septuple is
+# an image $x$ with a referring expression $y'$ of one of its objects, one of its captions $y$, a
+# hard negative caption $y^{neg}$ (mined for $x$), a hard negative image $x^{neg}$ (mined for $y$),
+# and a random caption $y^{rand}$ and image $x^{rand}$:
+
+# %%
+septuple = sample_septuple(train, np.random.default_rng(params.seed))
+shown = {"x": septuple.image, "x_neg": septuple.hard_image, "x_rand": septuple.random_image}
+texts = {"y": train.captions[septuple.caption], "y_neg": train.captions[septuple.hard_caption],
+         "y_rand": train.captions[septuple.random_caption], "y' (expression)": train.expressions[septuple.expression]}
+figure = report.image_grid(list(to_uint8_images(train.images[list(shown.values())])), list(shown), ncols=3, cell_inches=1.4)
+texts
+
+# %% [markdown]
+# The six image-text pairs one step compares, $(x, y), (x, y^{neg}), (x, y^{rand}), (x^{neg}, y),
+# (x^{rand}, y), (x, y')$, all noised to one timestep $t$ with one noise draw per image, go
+# through **one** U-Net call that stops after the probed block (Eq. 1): `septuple_batch` builds
+# them, `extract_features` runs the call.
+
+# %%
+adapter, probed, _ = load_adapter(probe_dir)
+rows = sorted(set(shown.values()))
+encoded = cache_latents(backbone, train.images[rows])  # the VAE latents z_0 of the septuple's three images
+latents = torch.zeros(len(train), *encoded.shape[1:])  # septuple_batch indexes the split's latents: only these rows are read
+latents[rows] = encoded
+batch = septuple_batch(backbone, train, latents, [septuple], seeds=[[params.seed, 0]], timesteps=(250, 251))
+with torch.no_grad():
+    features = extract_features(backbone.unet, batch.latents, batch.timesteps, batch.text_hidden, probed)
+    out = adapter(features, batch.timesteps)
+{"z_t (6 pairs)": tuple(batch.latents.shape), "text states c_y": tuple(batch.text_hidden.shape),
+ f"features F at {probed[0]}": tuple(features[0].shape), "matching queries h_1..h_M": tuple(out.match_embeddings.shape),
+ "grounding logits": tuple(out.grounding_logits.shape), "boxes": tuple(out.boxes.shape)}
+
+# %% [markdown]
+# **The matching score** of each pair, $s(\mathbf{z}_t, y) = \max_{i \le M} \cos(\mathrm{CLIP}(y),
+# \mathbf{h}_i)$: the trained adapter should score the true pair $(x, y)$ above the four pairs
+# with a negative.
+
+# %%
+cosine = torch.nn.functional.cosine_similarity(out.match_embeddings, batch.text_pooled[:, None, :], dim=-1)  # (6, M)
+s = cosine.max(-1).values  # (6,)
+assert torch.allclose(s, matching_similarity(out.match_embeddings, batch.text_pooled))
+pairs = ["(x, y)", "(x, y_neg)", "(x, y_rand)", "(x_neg, y)", "(x_rand, y)", "(x, y')"]
+pd.Series(s.numpy(), index=pairs, name="s(z_t, y)").round(3)
+
+# %% [markdown]
+# **Eq. 3-4** are two cross-entropies over the scores divided by the temperature $\tau$: image to
+# text over $(y, y^{neg}, y^{rand})$ for $x$, and text to image over $(x, x^{neg}, x^{rand})$ for
+# $y$, the positive first,
+#
+# $$\mathcal{L}^{I\to T} = -\log \frac{e^{s(x, y)/\tau}}{\sum_{y_j \in \{y, y^{neg}, y^{rand}\}} e^{s(x, y_j)/\tau}}, \qquad
+# \mathcal{L}^{T\to I} = -\log \frac{e^{s(x, y)/\tau}}{\sum_{x_j \in \{x, x^{neg}, x^{rand}\}} e^{s(x_j, y)/\tau}}.$$
+
+# %%
+inverse_tau = adapter.logit_scale.exp()
+image_to_text, text_to_image = s[[0, 1, 2]], s[[0, 3, 4]]
+by_hand = -torch.log_softmax(inverse_tau * image_to_text, 0)[0] - torch.log_softmax(inverse_tau * text_to_image, 0)[0]
+library = matching_loss(image_to_text[None], text_to_image[None], adapter.logit_scale)
+print(f"1 / tau = {inverse_tau.item():.1f}; L_match by hand {by_hand.item():.4f}, matching_loss {library.item():.4f}")
+assert torch.allclose(by_hand, library)
+
+# %% [markdown]
+# **Eq. 5-7** ground $y'$: each of the $N$ object queries predicts a box $\hat b_j$ and a logit.
+# The matcher picks the query $\psi$ that best fits the referred box $b$ at the cost
+# $-\lambda_0 p_j + \lambda_1 \lVert \hat b_j - b \rVert_1 + \lambda_2 (1 - \mathrm{GIoU}(\hat b_j, b))$
+# with $(\lambda_0, \lambda_1, \lambda_2) = (1, 5, 2)$ (Eq. 5); the loss then trains that query's
+# probability, box and text-to-object similarity (Eq. 6-7). At test time REC takes the query that
+# the grounding probability and the expression rank first.
+
+# %%
+ref = 5  # the (x, y') pair
+p = out.grounding_logits[ref].softmax(-1)  # (N,)
+l1 = (out.boxes[ref] - batch.boxes[0]).abs().sum(-1)  # (N,)
+giou = generalized_box_iou(cxcywh_to_xyxy(out.boxes[ref]), cxcywh_to_xyxy(batch.boxes[0])[None])  # (N,)
+cost = -1 * p + 5 * l1 + 2 * (1 - giou)
+psi = int(cost.argmin())
+assert psi == int(match_queries(out.grounding_logits[ref][None], out.boxes[ref][None], batch.boxes[:1])[0])
+ground = grounding_loss(out.grounding_logits[[ref]], out.boxes[[ref]], out.semantic_embeddings[[ref]], batch.boxes[:1],
+                        batch.text_pooled[[ref]], adapter.logit_scale)
+chosen_box = predicted_boxes(out.grounding_logits[[ref]], out.boxes[[ref]], out.semantic_embeddings[[ref]],
+                             batch.text_pooled[[ref]], adapter.logit_scale)[0]
+side = train.images.shape[-1]
+as_pixels = [tuple((cxcywh_to_xyxy(b) * side).tolist()) for b in (batch.boxes[0], chosen_box)]
+figure = report.image_grid([to_uint8_images(train.images[[septuple.image]])[0]] * 2, ["referred box b", f"predicted (query {psi} matched)"],
+                           boxes=[[as_pixels[0]], [as_pixels[1]]], ncols=2, cell_inches=1.8)
+print(f"matched query psi = {psi} (p = {p[psi].item():.2f}); Eq. 7 terms: -log p {ground.probability.item():.3f}, "
+      f"L1 {ground.l1.item():.3f}, 1 - GIoU {ground.giou.item():.3f}, text-to-object {ground.text_to_object.item():.3f}")
 
 # %% [markdown]
 # ## The negative control
