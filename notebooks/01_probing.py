@@ -92,8 +92,15 @@ from dptlib import config, report, stats
 from dptlib.backbone import PAPER_BLOCK_NAMES, block_modules, extract_features, load_backbone
 from dptlib.baselines import CLIPScorer, DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes, rec_chance
 from dptlib.checkpoint import load_adapter
-from dptlib.data import clip_embedder, manifest_splits, mine_hard_negatives, open_clip_embedder, sample_septuple, shuffled_pairs,
-                         to_uint8_images
+from dptlib.data import (
+    clip_embedder,
+    manifest_splits,
+    mine_hard_negatives,
+    open_clip_embedder,
+    sample_septuple,
+    shuffled_pairs,
+    to_uint8_images,
+)
 from dptlib.inference import DPTScorer
 from dptlib.losses import (
     cxcywh_to_xyxy,
