@@ -15,7 +15,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 
-from . import stats
+import torch
+
+from . import losses, stats
 
 NOT_ATTEMPTED = "not attempted yet"
 CORRECT = "correct"
@@ -94,3 +96,44 @@ def check_verdict(verdict: Callable) -> str:
         if answer != expected:
             raise ExerciseError(f"{name}: for {case} expected {expected!r}, got {answer!r}")
     return _report(f"{name} ({len(verdict_cases())} cases)", CORRECT)
+
+
+def _random_cases(shapes, n: int = 3, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    return [tuple(torch.randn(*shape(k), generator=generator) for shape in shapes) for k in range(n)]
+
+
+def check_matching_score(matching_score: Callable, cases: list[tuple] = ()) -> str:
+    """Exercise (01): ``matching_score(match_embeddings (P, M, D), text_embeddings (P, D)) -> (P,)``
+    is s(z, y) of Eq. 3-4, as :func:`dptlib.losses.matching_similarity` computes it; tried on
+    random batches of several shapes and on ``cases``."""
+    name = "the matching score s(z, y)"
+    tried = _random_cases([lambda k: (k + 2, k + 1, 8), lambda k: (k + 2, 8)]) + [tuple(c) for c in cases]
+    for match_embeddings, text_embeddings in tried:
+        answer = matching_score(match_embeddings, text_embeddings)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        expected = losses.matching_similarity(match_embeddings, text_embeddings)
+        if not torch.is_tensor(answer) or answer.shape != expected.shape or not torch.allclose(answer.float(), expected, atol=1e-5):
+            raise ExerciseError(f"{name}: for embeddings of shape {tuple(match_embeddings.shape)} expected {expected}, got {answer}")
+    return _report(f"{name} ({len(tried)} batches)", CORRECT)
+
+
+def check_matching_loss(match_loss: Callable, cases: list[tuple] = ()) -> str:
+    """Exercise (01): ``match_loss(image_to_text (B, 1+K), text_to_image (B, 1+K'), logit_scale)`` is
+    L^match of Eq. 3-4 (the mean over the batch), as :func:`dptlib.losses.matching_loss`; tried on
+    random scores with several temperatures and on ``cases``."""
+    name = "L_match (Eq. 3-4)"
+    generator = torch.Generator().manual_seed(0)
+    tried = [(torch.rand(b, 1 + k, generator=generator) * 2 - 1, torch.rand(b, 1 + k2, generator=generator) * 2 - 1,
+              torch.tensor(scale)) for b, k, k2, scale in ((1, 2, 2, 0.0), (4, 2, 3, 2.66), (3, 5, 1, 4.0))]
+    tried += [tuple(c) for c in cases]
+    for image_to_text, text_to_image, logit_scale in tried:
+        answer = match_loss(image_to_text, text_to_image, logit_scale)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        expected = losses.matching_loss(image_to_text, text_to_image, logit_scale)
+        if not torch.is_tensor(answer) or answer.numel() != 1 or not torch.allclose(answer.float(), expected, atol=1e-5):
+            raise ExerciseError(f"{name}: for scores of shapes {tuple(image_to_text.shape)}, {tuple(text_to_image.shape)} and "
+                                f"log(1/tau) = {float(logit_scale):.2f} expected {expected.item():.5f}, got {answer}")
+    return _report(f"{name} ({len(tried)} batches)", CORRECT)

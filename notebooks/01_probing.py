@@ -88,7 +88,7 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from dptlib import config, report, stats
+from dptlib import config, report, stats, teaching
 from dptlib.backbone import PAPER_BLOCK_NAMES, block_modules, extract_features, load_backbone
 from dptlib.baselines import CLIPScorer, DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes, rec_chance
 from dptlib.checkpoint import load_adapter
@@ -356,32 +356,62 @@ with torch.no_grad():
  "grounding logits": tuple(out.grounding_logits.shape), "boxes": tuple(out.boxes.shape)}
 
 # %% [markdown]
-# **The matching score** of each pair, $s(\mathbf{z}_t, y) = \max_{i \le M} \cos(\mathrm{CLIP}(y),
-# \mathbf{h}_i)$: the trained adapter should score the true pair $(x, y)$ above the four pairs
-# with a negative.
+# ### Exercise 1: the matching score
+#
+# Write $s(\mathbf{z}_t, y) = \max_{i \le M} \cos(\mathrm{CLIP}(y), \mathbf{h}_i)$ for a batch of
+# pairs: `match_embeddings` (P, M, D) holds each pair's $M$ matching queries $\mathbf{h}_i$,
+# `text_embeddings` (P, D) each pair's $\mathrm{CLIP}(y)$; return (P,). The check tries it on
+# random tensors and on this septuple's six pairs, against `dptlib.losses.matching_similarity`.
 
 # %%
-cosine = torch.nn.functional.cosine_similarity(out.match_embeddings, batch.text_pooled[:, None, :], dim=-1)  # (6, M)
-s = cosine.max(-1).values  # (6,)
-assert torch.allclose(s, matching_similarity(out.match_embeddings, batch.text_pooled))
+def matching_score(match_embeddings, text_embeddings):
+    """s(z, y): (P,) from match_embeddings (P, M, D) and text_embeddings (P, D)."""
+    # solution
+    cosine = torch.nn.functional.cosine_similarity(match_embeddings, text_embeddings[:, None, :], dim=-1)  # (P, M)
+    return cosine.max(-1).values
+
+
+# %%
+teaching.check_matching_score(matching_score, cases=[(out.match_embeddings, batch.text_pooled)])
+
+# %% [markdown]
+# The six scores of this septuple: the trained adapter should score the true pair $(x, y)$ above
+# the four pairs with a negative (the last pair, with the expression $y'$, is what grounding uses).
+
+# %%
+s = matching_similarity(out.match_embeddings, batch.text_pooled)  # (6,)
 pairs = ["(x, y)", "(x, y_neg)", "(x, y_rand)", "(x_neg, y)", "(x_rand, y)", "(x, y')"]
 pd.Series(s.numpy(), index=pairs, name="s(z_t, y)").round(3)
 
 # %% [markdown]
-# **Eq. 3-4** are two cross-entropies over the scores divided by the temperature $\tau$: image to
-# text over $(y, y^{neg}, y^{rand})$ for $x$, and text to image over $(x, x^{neg}, x^{rand})$ for
-# $y$, the positive first,
+# ### Exercise 2: Eq. 3-4 as two cross-entropies
+#
+# $\mathcal{L}^{match} = \mathcal{L}^{I\to T} + \mathcal{L}^{T\to I}$, each a cross-entropy over
+# scores divided by the temperature $\tau$ with the positive first: image to text over
+# $(y, y^{neg}, y^{rand})$ for $x$, text to image over $(x, x^{neg}, x^{rand})$ for $y$,
 #
 # $$\mathcal{L}^{I\to T} = -\log \frac{e^{s(x, y)/\tau}}{\sum_{y_j \in \{y, y^{neg}, y^{rand}\}} e^{s(x, y_j)/\tau}}, \qquad
 # \mathcal{L}^{T\to I} = -\log \frac{e^{s(x, y)/\tau}}{\sum_{x_j \in \{x, x^{neg}, x^{rand}\}} e^{s(x_j, y)/\tau}}.$$
+#
+# Write it for a batch: `image_to_text` (B, 1 + K) and `text_to_image` (B, 1 + K') hold the scores
+# with the positive in column 0; `logit_scale` is $\log(1/\tau)$ (the adapter learns it). Return
+# the mean over the batch of the sum of the two. The check compares it with
+# `dptlib.losses.matching_loss`.
 
 # %%
-inverse_tau = adapter.logit_scale.exp()
-image_to_text, text_to_image = s[[0, 1, 2]], s[[0, 3, 4]]
-by_hand = -torch.log_softmax(inverse_tau * image_to_text, 0)[0] - torch.log_softmax(inverse_tau * text_to_image, 0)[0]
-library = matching_loss(image_to_text[None], text_to_image[None], adapter.logit_scale)
-print(f"1 / tau = {inverse_tau.item():.1f}; L_match by hand {by_hand.item():.4f}, matching_loss {library.item():.4f}")
-assert torch.allclose(by_hand, library)
+def match_loss(image_to_text, text_to_image, logit_scale):
+    """L^match (Eq. 3-4) from scores with the positive in column 0."""
+    # solution
+    inverse_tau = logit_scale.exp()
+    i2t = -torch.log_softmax(inverse_tau * image_to_text, dim=1)[:, 0]
+    t2i = -torch.log_softmax(inverse_tau * text_to_image, dim=1)[:, 0]
+    return (i2t + t2i).mean()
+
+
+# %%
+teaching.check_matching_loss(match_loss, cases=[(s[None, [0, 1, 2]], s[None, [0, 3, 4]], adapter.logit_scale)])
+print(f"this septuple: 1 / tau = {adapter.logit_scale.exp().item():.1f}, "
+      f"L_match = {matching_loss(s[None, [0, 1, 2]], s[None, [0, 3, 4]], adapter.logit_scale).item():.4f}")
 
 # %% [markdown]
 # **Eq. 5-7** ground $y'$: each of the $N$ object queries predicts a box $\hat b_j$ and a logit.
