@@ -137,3 +137,27 @@ def check_matching_loss(match_loss: Callable, cases: list[tuple] = ()) -> str:
             raise ExerciseError(f"{name}: for scores of shapes {tuple(image_to_text.shape)}, {tuple(text_to_image.shape)} and "
                                 f"log(1/tau) = {float(logit_scale):.2f} expected {expected.item():.5f}, got {answer}")
     return _report(f"{name} ({len(tried)} batches)", CORRECT)
+
+
+def check_paired_difference(paired_difference: Callable, cases: list[tuple] = ()) -> str:
+    """Exercise (02): ``paired_difference(base (n,), dpt (n,)) -> (difference in points, p)`` for 0/1
+    outcomes of twin images: the mean difference x 100 and McNemar's exact p
+    (:func:`dptlib.stats.mcnemar_p`); tried on random pairs with and without discordant ones and
+    on ``cases``."""
+    import numpy as np
+
+    name = "a paired difference and McNemar's p"
+    rng = np.random.default_rng(0)
+    tried = [(rng.random(n) < 0.4, rng.random(n) < q) for n, q in ((50, 0.4), (120, 0.55), (30, 0.2))]
+    same = rng.random(40) < 0.5
+    tried += [(same, same.copy())] + [tuple(np.asarray(x) for x in c) for c in cases]
+    for base, dpt in tried:
+        answer = paired_difference(base, dpt)
+        if not _attempted(answer) or answer == (None, None):
+            return _report(name, NOT_ATTEMPTED)
+        expected = (100 * float(np.mean(np.asarray(dpt, float) - np.asarray(base, float))), stats.mcnemar_p(base, dpt))
+        if not np.allclose(np.asarray(answer, float), expected, atol=1e-9):
+            raise ExerciseError(f"{name}: for {len(base)} twins with b = {int((np.asarray(dpt, bool) & ~np.asarray(base, bool)).sum())}, "
+                                f"c = {int((np.asarray(base, bool) & ~np.asarray(dpt, bool)).sum())} expected "
+                                f"({expected[0]:.3f}, {expected[1]:.4f}), got {answer}")
+    return _report(f"{name} ({len(tried)} cases)", CORRECT)

@@ -117,3 +117,33 @@ def test_verdict_check_passes_the_rule_waits_for_the_stub_and_rejects_a_rule_wit
         teaching.check_verdict(interval_only)
     outcomes = {_verdict(**case) for case in teaching.verdict_cases()}
     assert outcomes == {"holds", "contradicted", "inconclusive"}  # the cases reach every verdict
+
+
+def test_matching_score_check_passes_the_solution_waits_for_the_stub_and_rejects_a_mean():
+    import torch
+
+    def solution(h, e):
+        return torch.nn.functional.cosine_similarity(h, e[:, None, :], dim=-1).max(-1).values
+
+    def mean_over_queries(h, e):  # the mean, not the max, over the M matching queries
+        return torch.nn.functional.cosine_similarity(h, e[:, None, :], dim=-1).mean(-1)
+
+    assert teaching.check_matching_score(solution) == teaching.CORRECT
+    assert teaching.check_matching_score(lambda h, e: None) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="matching score"):
+        teaching.check_matching_score(mean_over_queries)
+
+
+def test_matching_loss_check_passes_the_solution_and_rejects_a_loss_without_the_temperature():
+    import torch
+
+    def solution(i2t, t2i, scale):
+        return (-torch.log_softmax(scale.exp() * i2t, 1)[:, 0] - torch.log_softmax(scale.exp() * t2i, 1)[:, 0]).mean()
+
+    def without_temperature(i2t, t2i, scale):
+        return (-torch.log_softmax(i2t, 1)[:, 0] - torch.log_softmax(t2i, 1)[:, 0]).mean()
+
+    assert teaching.check_matching_loss(solution) == teaching.CORRECT
+    assert teaching.check_matching_loss(lambda *args: None) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="tau"):
+        teaching.check_matching_loss(without_temperature)

@@ -1,0 +1,570 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (dpt)
+#     language: python
+#     name: dpt
+# ---
+
+# %% [markdown]
+# *Exercise version of `notebooks/01_probing.py`, written by `make exercises`: do not edit it here. Where a cell says `# Write your code here.`, write the code; the check after it says "not attempted yet" until you do, then whether your answer agrees with the library.*
+
+# %% [markdown]
+# # 01 · Stage 1: discriminative probing (§3.1)
+#
+# *How powerful are the discriminative abilities of a text-to-image model?* DPT answers by putting
+# a small adapter on one U-Net block and training only the adapter, on two tasks: image-text
+# matching (global) and referring-expression comprehension (local). The U-Net stays frozen, so what
+# the adapter finds was already in the features.
+#
+# Here the model is the toy world's Stable Diffusion (`00b_base_model`), the ITM data are toy
+# scenes with their captions (the MS-COCO role), and the REC data their referring expressions
+# (RefCOCO/+/g). Three things differ from a plain transcription of the paper, each for a reason
+# this notebook shows: the negatives are checked to be false, the probed block is chosen from
+# what the blocks hold, and REC reads the expression when it picks an object.
+
+# %% [markdown]
+# **In this lesson you will**
+# - write down what the U-Net holds at one block for a noisy latent and a text (Eq. 1) and what
+#   the adapter makes of it (Eq. 2): a matching score $s(\mathbf{z}_t, y)$ and boxes;
+# - train the adapter with the U-Net frozen (stage 1, Eq. 3-8) and read its validation curve;
+# - compare it with the baselines of Tab. 3 and with a negative control, as paired differences
+#   with 95 % intervals;
+# - ask the same adapter at other noise levels (Tab. 10).
+#
+# *Prerequisites:* `00_toy_world` (read it); the toy SD ships with the repo (`00b_base_model`
+# trains it). *Time on 2 CPU cores:* toy scale 42 min, smoke scale about 1 min. *GPU:* not
+# measured at the toy scale; paper scale in `docs/gpu.md`.
+#
+# **Notation.** Shapes at the toy scale, then at SD-2.1's (the paper's):
+#
+# | symbol | meaning | toy | SD-2.1 |
+# |---|---|---|---|
+# | $x$ | image | (3, 32, 32) | (3, 512, 512) |
+# | $\mathbf{z}_0$ | its VAE latent | (4, 16, 16) | (4, 64, 64) |
+# | $\mathbf{z}_t$ | noised to step $t \in [0, 1000)$: $\sqrt{\bar\alpha_t}\,\mathbf{z}_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ | same | same |
+# | $c_y$ | the text encoder's token states for the text $y$ | (16, 96) | (77, 1024) |
+# | $F_b(\mathbf{z}_t, t, c_y)$ | the U-Net's output at block $b$ (early exit, Eq. 1) | `up1`: (64, 16, 16) → 8 × 8 | `mid`: (1280, 8, 8) |
+# | $\mathbf{h}_1 \dots \mathbf{h}_N$ | the adapter's query outputs (Eq. 2), $M$ of them match | $N, M, d$ = 40, 8, 128 | 110, 10, 256 |
+# | $s(\mathbf{z}_t, y)$ | the matching score $\max_{i \le M} \cos(\mathrm{CLIP}(y), \mathbf{h}_i)$ (Eq. 3-4) | scalar | scalar |
+# | $\hat b_i, p_i$ | query $i$'s box and its grounding probability (Eq. 5-7) | 4, 1 | 4, 1 |
+
+# %% tags=["parameters"]
+scale = None  # "smoke" | "toy" | "paper-sd21"; None reads $DPT_SCALE (default "toy")
+model = "toy"  # the Stable Diffusion probed: "toy" (shipped), a hub id or a local diffusers folder
+data = "toy"  # "toy" (the toy world, with its oracle) or a data manifest: per split, COCO captions + MDETR refexp + images
+evaluator = "toy"  # CLIP that mines negatives and is the zero-shot baseline: "toy" or "open_clip:<arch>:<checkpoint>"
+image_size = None  # real data: images resized to this square side (None: the first image's size)
+blocks = None  # None: the candidate block that ranks first on validation data below
+candidate_blocks = ["mid", "up1"]
+comparison_steps = None
+steps = None
+batch_size = None
+control_steps = None
+eval_timestep = 250
+timesteps = [0, 250, 500, 750, 999]
+n_train_images = None
+n_val_images = None
+n_test_images = None
+n_rec_expressions = None
+diagnostic_scenes = None
+diagnostic_timesteps = [250, 750]
+denoising_timesteps = None
+seed = 0
+
+# %%
+import json
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from IPython.display import display
+
+from dptlib import config, report, stats, teaching
+from dptlib.backbone import PAPER_BLOCK_NAMES, block_modules, extract_features, load_backbone
+from dptlib.baselines import CLIPScorer, DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes, rec_chance
+from dptlib.checkpoint import load_adapter
+from dptlib.data import (
+    clip_embedder,
+    manifest_splits,
+    mine_hard_negatives,
+    open_clip_embedder,
+    sample_septuple,
+    shuffled_pairs,
+    to_uint8_images,
+)
+from dptlib.inference import DPTScorer
+from dptlib.losses import (
+    cxcywh_to_xyxy,
+    generalized_box_iou,
+    grounding_loss,
+    match_queries,
+    matching_loss,
+    matching_similarity,
+    predicted_boxes,
+)
+from dptlib.metrics import itm_outcomes, itm_test_set, outcome_frame, rec_hits, rec_outcomes, rec_predictions
+from dptlib.toy.data import toy_discrimination_data
+from dptlib.toy.diagnostics import block_probe_table
+from dptlib.toy.model import load_evaluator
+from dptlib.toy.world import ToyWorld, ToyWorldConfig
+from dptlib.train import ProbeConfig, cache_latents, probe, septuple_batch
+
+params = config.notebook_parameters("01_probing", globals())
+config.set_threads()
+config.quiet_libraries()
+report.set_theme()
+run_dir = config.runs_dir(params.scale)
+preset = params.scale if params.scale in ProbeConfig.PRESETS else "toy"
+params
+
+# %% tags=["nbval-ignore-output"]
+# What decides the rounding of this run's numbers: trained numbers come out again byte for byte only where it matches
+config.float_environment()
+
+# %% [markdown]
+# ## Data: ITM septuples and referring expressions (App. B.1), with negatives that are false
+#
+# The toy world is written out in the real formats (COCO captions, MDETR refexp) and read back by
+# the reader a COCO user would use. App. B.1 takes as hard negatives the captions of *other*
+# images that CLIP finds most similar. With COCO's free-form captions such a caption is almost
+# never true of the image; toy captions are partial and templated ("a red circle"), so many images
+# share them. What that rule gives here, on the test split, judged by the oracle:
+
+# %%
+toy_data = params.data == "toy"
+split_sizes = {"train": params.n_train_images, "val": params.n_val_images, "test": params.n_test_images}
+if toy_data:
+    world = ToyWorld(ToyWorldConfig(seed=params.seed))
+    splits, embed = toy_discrimination_data(run_dir / "toyworld", split_sizes, seed=params.seed)
+else:  # local folders named by a manifest (MS-COCO 2014 + RefCOCO/+/g at paper scale): App. B.1's mining, no oracle
+    embed = clip_embedder(*load_evaluator()) if params.evaluator == "toy" else open_clip_embedder(params.evaluator)
+    splits = manifest_splits(params.data, embed, split_sizes, image_size=params.image_size)
+train, val, test = splits["train"], splits["val"], splits["test"]
+{name: f"{len(d)} images, {len(d.captions)} captions, {len(d.expressions)} expressions" for name, d in splits.items()}
+
+# %%
+if toy_data:  # the oracle judges App. B.1's negatives; real data have none (the paper takes them as false)
+    own = slice(0, test.n_own_captions)
+    image_emb, caption_emb = embed(test.images[: test.n_captioned], test.captions[own])
+    naive_captions, naive_images = mine_hard_negatives(image_emb, caption_emb, test.caption_image[own], k_captions=20, k_images=4)
+    true_captions = sum(not test.is_negative(i, int(c)) for i in range(test.n_captioned) for c in naive_captions[i])
+    true_images = sum(not test.is_negative(int(x), c) for c in range(test.n_own_captions) for x in naive_images[c])
+    naive_check = pd.DataFrame({"negatives": [naive_captions.numel(), naive_images.numel()],
+                                "true of their image": [true_captions, true_images]},
+                               index=["captions of other images (I->T)", "other images (T->I)"]).assign(
+        share=lambda d: (100 * d["true of their image"] / d["negatives"]).round(1))
+else:
+    naive_check = "real data: no oracle to judge the mined negatives; they are taken as false, as in App. B.1"
+naive_check
+
+# %% [markdown]
+# So every negative here is checked against its scene by the oracle's rule, and the hard ones are
+# *minimal edits*: a caption of the image with one thing changed (I→T), or the image with one
+# thing changed, rendered (T→I); half of each list, the other half CLIP-mined candidates that the
+# oracle finds false (`dptlib.toy.data`). Where each hard negative comes from:
+
+# %%
+if toy_data:  # where each hard negative comes from (edits exist in the toy world only)
+    kinds = pd.DataFrame({
+        "hard captions (I->T)": pd.Series([k for ks in train.hard_caption_kind for k in ks]).value_counts(normalize=True),
+        "hard images (T->I)": pd.Series([k for ks in train.hard_image_kind for k in ks]).value_counts(normalize=True),
+    }).mul(100).round(1).fillna(0)
+    sizes = pd.DataFrame({name: {"images": d.n_captioned, "edited images": len(d) - d.n_captioned, "captions": d.n_own_captions,
+                                 "edited captions": len(d.captions) - d.n_own_captions, "expressions": len(d.expressions)}
+                          for name, d in splits.items()})
+    display(sizes)
+    display(kinds)
+
+# %%
+if toy_data:
+    image = 5
+    print("captions:      ", [test.captions[c] for c in np.flatnonzero(test.caption_image.numpy() == image)])
+    print("hard negatives:", [f"{test.captions[int(c)]} ({k})" for c, k in zip(test.hard_captions[image, :6], test.hard_caption_kind[image])])
+    caption = int(np.flatnonzero(test.caption_image.numpy() == image)[0])
+    shown = [image, *test.hard_images[caption].tolist()]
+    figure = report.image_grid(list(to_uint8_images(test.images[shown])),
+                               [f"x: {test.captions[caption]}"] + [f"x_neg ({k})" for k in test.hard_image_kind[caption]], ncols=5, cell_inches=1.5)
+
+# %% [markdown]
+# ## What the blocks hold
+#
+# The adapter can only find what the probed block's map carries. Before training it, ask each
+# block of the frozen U-Net with linear probes (`dptlib.feature_probe`, validation scenes): the
+# colour, shape and size of an object from the block's features pooled over its box; the number
+# of objects from the whole map; and **which object an expression names**, from the features
+# pooled over two objects while the U-Net reads an expression that names one of them (paired,
+# so chance is exactly 50 % and nothing visible in one object alone can beat it). Block names are
+# diffusers' order (`down0..2`, `mid`, `up0..2`); the paper's Tab. 6 names map as
+# `bottom1-3 = down0-2`, `middle = mid`, `up1-3 = up0-2`. The toy U-Net's maps: down0 8×8,
+# down1 4×4, down2 4×4, mid 4×4, up0 8×8, up1 16×16, up2 16×16 (at the block's output).
+
+# %%
+start = time.time()
+backbone = load_backbone(params.model)
+block_names = list(block_modules(backbone.unet))
+if toy_data:  # the probes' labels (colour, shape, size, count, referent) come from the toy scenes
+    features = block_probe_table(backbone, world, world.scenes("val", params.diagnostic_scenes), block_names,
+                                 params.diagnostic_timesteps, seed=params.seed)
+    print(f"linear probes in {time.time() - start:.0f} s")
+    held = features.pivot_table(index=["timestep", "task"], columns="block", values="accuracy")[block_names]
+    held.insert(0, "chance", features.groupby(["timestep", "task"])["chance"].first())
+    report.save_table(held, "probe_features", params.scale, floatfmt=".1f")
+    grid = sns.catplot(data=features, x="block", y="accuracy", hue="task", col="timestep", kind="point", order=block_names,
+                       height=2.8, aspect=1.3)
+    grid.set(ylabel="held-out accuracy (%)")
+    report.save_figure(grid.figure, "probe_features", params.scale)
+    display(held.round(1))
+
+# %% [markdown]
+# ## Choosing the probed block
+#
+# The paper probes the middle block (App. B.3); the authors' release samples with `up1`
+# (`official-code-notes`: diffusers' `up_blocks[1]`, the first up block with cross-attention,
+# which the paper's Tab. 6 calls up2; it is our `up1` too). The linear probes above say where the
+# object attributes and the expression's referent are. Which block the *adapter* learns from is
+# Tab. 6's question, answered on test data by the blocks batch (`04_ablation_blocks`). The toy
+# preset gives `blocks="up1"`, the block this notebook chose on *validation* data when it ran the
+# comparison itself (600 steps each: `mid` 33.0 % ITM / 5.1 % REC, `up1` 59.3 % / 6.3 %; one
+# run, 2026-11-27), and the one the release samples with. With `blocks=None` this notebook runs a
+# short stage-1 run per candidate block,
+# scores each on the *validation* split and probes the one that ranks first on the mean of ITM
+# and REC. Maps larger than 8×8 are resized to 8×8 before the adapter (the side the toy's `up1`
+# attention runs at; 64 tokens).
+
+# %% tags=["nbval-ignore-output"]
+def septuple_config(block, steps):
+    return ProbeConfig.preset(preset, model=params.model, blocks=block, steps=steps, batch_size=params.batch_size, seed=params.seed)
+
+
+val_latents = cache_latents(backbone, val.images)
+val_itm = itm_test_set(val, n_negatives=3, seed=params.seed)
+val_rec = np.linspace(0, len(val.expressions) - 1, min(len(val.expressions), params.n_rec_expressions)).round().astype(int).tolist()
+
+
+def validation_scores(adapter, probed):
+    """ITM overall and REC P@1 (%) of an adapter on the validation split, at `eval_timestep`."""
+    scorer = DPTScorer(backbone, adapter, probed, val, val_latents, timestep=params.eval_timestep, seed=params.seed)
+    itm = itm_outcomes(scorer.score_pairs, val_itm)
+    return {"ITM overall": 100 * np.concatenate(list(itm.values())).mean(),
+            "REC P@1": 100 * rec_outcomes(scorer.predict_boxes, val, val_rec).mean()}
+
+
+comparison = {}
+for block in [] if params.blocks else params.candidate_blocks:
+    shutil.rmtree(run_dir / f"probe-{block}", ignore_errors=True)  # the comparison times the training: always afresh
+    start = time.time()
+    probe(septuple_config(block, params.comparison_steps), train, run_dir / f"probe-{block}", backbone=backbone, progress=False)
+    comparison[block] = {**validation_scores(*load_adapter(run_dir / f"probe-{block}")[:2]), "seconds": time.time() - start}
+if comparison:
+    comparison = pd.DataFrame(comparison).T.rename_axis("block")
+    comparison["mean"] = comparison[["ITM overall", "REC P@1"]].mean(axis=1)
+    report.save_table(comparison, "probe_block_comparison", params.scale, floatfmt=".1f")
+    display(comparison.round(1))
+chosen = params.blocks or str(comparison["mean"].idxmax())
+print(f"probed block: {chosen} ({'given: 04_ablation_blocks compares the blocks' if params.blocks else 'chosen on validation data'}; "
+      f"paper name {dict((v, k) for k, v in PAPER_BLOCK_NAMES.items()).get(chosen, chosen)})")
+
+# %% [markdown]
+# ## Probing
+#
+# Each step samples septuples $(x, y', y, y^{neg}, x^{neg}, y^{rand}, x^{rand})$ and sends all six
+# image-text pairs through **one** U-Net call that stops after the probed block (Eq. 1). The adapter
+# (Eq. 2) is trained with
+#
+# $$\mathcal{L} = \mathbb{E}_{x, \epsilon, t}\left(\mathcal{L}^{match}_t + \mathcal{L}^{ground}_t\right)$$
+#
+# (Eq. 8), where $\mathcal{L}^{match} = \mathcal{L}^{T\to I} + \mathcal{L}^{I\to T}$ contrasts
+# $s(\mathbf{z}, y) = \max_i \cos(\mathrm{CLIP}(y), \mathbf{h}_i)$ over the septuple's negatives
+# (Eq. 3-4) and $\mathcal{L}^{ground}$ matches one object query to the referred box (Eq. 5-7).
+# The timestep is drawn from $t \sim U[0, 1000)$, the whole range: self-correction (§3.3) asks the
+# adapter at every sampling step, so it must answer at every noise level (Tab. 10 below tests it
+# at fixed $t$).
+#
+# At the toy scale the adapter keeps the paper's structure (1 encoder + 1 decoder layer, learned
+# 2-D position and timestep embeddings, M matching queries) but is narrower: d = 128, FFN 512,
+# N = 40 queries of which M = 8 match (toy scenes hold at most 3 objects); the learning rate is
+# 1e-3 for the short toy schedule. The paper-scale presets keep App. B.3's values.
+
+# %%
+start = time.time()
+probe_dir = run_dir / "probe"
+stage1 = septuple_config(chosen, params.steps)
+run = probe(stage1, train, probe_dir, backbone=backbone, progress=False, validate=lambda step, model: validation_scores(model.adapter, model.blocks),
+            validate_every=max(1, params.steps // 5))
+curve = pd.DataFrame(run["validation"]).set_index("step")
+print(f"{params.steps} steps of {chosen} in {time.time() - start:.0f} s (validation included; learning rate {stage1.lr:g}, "
+      f"{stage1.lr_schedule} schedule, {stage1.warmup_steps} warm-up steps)")
+curve.round(1)
+
+# %% [markdown]
+# Training losses (a rolling mean over 10 logged steps) and the validation scores after every
+# fifth of the steps: where they still rise, more steps would still help.
+
+# %%
+log = pd.DataFrame(json.loads((probe_dir / "log.json").read_text())).set_index("step")[["matching", "grounding"]]
+losses = log.rolling(10, min_periods=1).mean().reset_index().melt(id_vars="step", var_name="curve")
+scores = curve.reset_index().melt(id_vars="step", var_name="curve")
+panels = pd.concat([losses.assign(panel="training loss"), scores.assign(panel="validation (%)")])
+grid = sns.relplot(data=panels, x="step", y="value", hue="curve", col="panel", kind="line", marker="o", height=2.6,
+                   facet_kws={"sharey": False})
+report.save_figure(grid.figure, "probe_loss", params.scale)
+
+# %% [markdown]
+# ## Inside one training step, by hand
+#
+# `probe()` above ran 3,000 steps of Eq. 8. Here is one septuple through the trained adapter,
+# every quantity of Eq. 1-7 written out and checked against the library. App. B.1's septuple is
+# an image $x$ with a referring expression $y'$ of one of its objects, one of its captions $y$, a
+# hard negative caption $y^{neg}$ (mined for $x$), a hard negative image $x^{neg}$ (mined for $y$),
+# and a random caption $y^{rand}$ and image $x^{rand}$:
+
+# %%
+septuple = sample_septuple(train, np.random.default_rng(params.seed))
+shown = {"x": septuple.image, "x_neg": septuple.hard_image, "x_rand": septuple.random_image}
+texts = {"y": train.captions[septuple.caption], "y_neg": train.captions[septuple.hard_caption],
+         "y_rand": train.captions[septuple.random_caption], "y' (expression)": train.expressions[septuple.expression]}
+figure = report.image_grid(list(to_uint8_images(train.images[list(shown.values())])), list(shown), ncols=3, cell_inches=1.4)
+texts
+
+# %% [markdown]
+# The six image-text pairs one step compares, $(x, y), (x, y^{neg}), (x, y^{rand}), (x^{neg}, y),
+# (x^{rand}, y), (x, y')$, all noised to one timestep $t$ with one noise draw per image, go
+# through **one** U-Net call that stops after the probed block (Eq. 1): `septuple_batch` builds
+# them, `extract_features` runs the call.
+
+# %%
+adapter, probed, _ = load_adapter(probe_dir)
+rows = sorted(set(shown.values()))
+encoded = cache_latents(backbone, train.images[rows])  # the VAE latents z_0 of the septuple's three images
+latents = torch.zeros(len(train), *encoded.shape[1:])  # septuple_batch indexes the split's latents: only these rows are read
+latents[rows] = encoded
+batch = septuple_batch(backbone, train, latents, [septuple], seeds=[[params.seed, 0]], timesteps=(250, 251))
+with torch.no_grad():
+    features = extract_features(backbone.unet, batch.latents, batch.timesteps, batch.text_hidden, probed)
+    out = adapter(features, batch.timesteps)
+{"z_t (6 pairs)": tuple(batch.latents.shape), "text states c_y": tuple(batch.text_hidden.shape),
+ f"features F at {probed[0]}": tuple(features[0].shape), "matching queries h_1..h_M": tuple(out.match_embeddings.shape),
+ "grounding logits": tuple(out.grounding_logits.shape), "boxes": tuple(out.boxes.shape)}
+
+# %% [markdown]
+# ### Exercise 1: the matching score
+#
+# Write $s(\mathbf{z}_t, y) = \max_{i \le M} \cos(\mathrm{CLIP}(y), \mathbf{h}_i)$ for a batch of
+# pairs: `match_embeddings` (P, M, D) holds each pair's $M$ matching queries $\mathbf{h}_i$,
+# `text_embeddings` (P, D) each pair's $\mathrm{CLIP}(y)$; return (P,). The check tries it on
+# random tensors and on this septuple's six pairs, against `dptlib.losses.matching_similarity`.
+
+# %%
+def matching_score(match_embeddings, text_embeddings):
+    """s(z, y): (P,) from match_embeddings (P, M, D) and text_embeddings (P, D)."""
+    # Write your code here.
+
+
+# %%
+teaching.check_matching_score(matching_score, cases=[(out.match_embeddings, batch.text_pooled)])
+
+# %% [markdown]
+# The six scores of this septuple: the trained adapter should score the true pair $(x, y)$ above
+# the four pairs with a negative (the last pair, with the expression $y'$, is what grounding uses).
+
+# %%
+s = matching_similarity(out.match_embeddings, batch.text_pooled)  # (6,)
+pairs = ["(x, y)", "(x, y_neg)", "(x, y_rand)", "(x_neg, y)", "(x_rand, y)", "(x, y')"]
+pd.Series(s.numpy(), index=pairs, name="s(z_t, y)").round(3)
+
+# %% [markdown]
+# ### Exercise 2: Eq. 3-4 as two cross-entropies
+#
+# $\mathcal{L}^{match} = \mathcal{L}^{I\to T} + \mathcal{L}^{T\to I}$, each a cross-entropy over
+# scores divided by the temperature $\tau$ with the positive first: image to text over
+# $(y, y^{neg}, y^{rand})$ for $x$, text to image over $(x, x^{neg}, x^{rand})$ for $y$,
+#
+# $$\mathcal{L}^{I\to T} = -\log \frac{e^{s(x, y)/\tau}}{\sum_{y_j \in \{y, y^{neg}, y^{rand}\}} e^{s(x, y_j)/\tau}}, \qquad
+# \mathcal{L}^{T\to I} = -\log \frac{e^{s(x, y)/\tau}}{\sum_{x_j \in \{x, x^{neg}, x^{rand}\}} e^{s(x_j, y)/\tau}}.$$
+#
+# Write it for a batch: `image_to_text` (B, 1 + K) and `text_to_image` (B, 1 + K') hold the scores
+# with the positive in column 0; `logit_scale` is $\log(1/\tau)$ (the adapter learns it). Return
+# the mean over the batch of the sum of the two. The check compares it with
+# `dptlib.losses.matching_loss`.
+
+# %%
+def match_loss(image_to_text, text_to_image, logit_scale):
+    """L^match (Eq. 3-4) from scores with the positive in column 0."""
+    # Write your code here.
+
+
+# %%
+teaching.check_matching_loss(match_loss, cases=[(s[None, [0, 1, 2]], s[None, [0, 3, 4]], adapter.logit_scale)])
+print(f"this septuple: 1 / tau = {adapter.logit_scale.exp().item():.1f}, "
+      f"L_match = {matching_loss(s[None, [0, 1, 2]], s[None, [0, 3, 4]], adapter.logit_scale).item():.4f}")
+
+# %% [markdown]
+# **Eq. 5-7** ground $y'$: each of the $N$ object queries predicts a box $\hat b_j$ and a logit.
+# The matcher picks the query $\psi$ that best fits the referred box $b$ at the cost
+# $-\lambda_0 p_j + \lambda_1 \lVert \hat b_j - b \rVert_1 + \lambda_2 (1 - \mathrm{GIoU}(\hat b_j, b))$
+# with $(\lambda_0, \lambda_1, \lambda_2) = (1, 5, 2)$ (Eq. 5); the loss then trains that query's
+# probability, box and text-to-object similarity (Eq. 6-7). At test time REC takes the query that
+# the grounding probability and the expression rank first.
+
+# %%
+ref = 5  # the (x, y') pair
+p = out.grounding_logits[ref].softmax(-1)  # (N,)
+l1 = (out.boxes[ref] - batch.boxes[0]).abs().sum(-1)  # (N,)
+giou = generalized_box_iou(cxcywh_to_xyxy(out.boxes[ref]), cxcywh_to_xyxy(batch.boxes[0])[None])  # (N,)
+cost = -1 * p + 5 * l1 + 2 * (1 - giou)
+psi = int(cost.argmin())
+assert psi == int(match_queries(out.grounding_logits[ref][None], out.boxes[ref][None], batch.boxes[:1])[0])
+ground = grounding_loss(out.grounding_logits[[ref]], out.boxes[[ref]], out.semantic_embeddings[[ref]], batch.boxes[:1],
+                        batch.text_pooled[[ref]], adapter.logit_scale)
+chosen_box = predicted_boxes(out.grounding_logits[[ref]], out.boxes[[ref]], out.semantic_embeddings[[ref]],
+                             batch.text_pooled[[ref]], adapter.logit_scale)[0]
+side = train.images.shape[-1]
+as_pixels = [tuple((cxcywh_to_xyxy(b) * side).tolist()) for b in (batch.boxes[0], chosen_box)]
+figure = report.image_grid([to_uint8_images(train.images[[septuple.image]])[0]] * 2, ["referred box b", f"predicted (query {psi} matched)"],
+                           boxes=[[as_pixels[0]], [as_pixels[1]]], ncols=2, cell_inches=1.8)
+print(f"matched query psi = {psi} (p = {p[psi].item():.2f}); Eq. 7 terms: -log p {ground.probability.item():.3f}, "
+      f"L1 {ground.l1.item():.3f}, 1 - GIoU {ground.giou.item():.3f}, text-to-object {ground.text_to_object.item():.3f}")
+
+# %% [markdown]
+# ## The negative control
+#
+# The same stage 1 on *shuffled* pairs: every image is replaced by another scene's image, while
+# its captions, expressions, boxes and negatives stay. Nothing it learns can be the relation of
+# image and text, so it must score at chance below, and `02_tuning` / `03_self_correction` use it
+# to check that tuning and self-correction do not invent effects. It trains for
+# `control_steps` only: with nothing to learn, its losses flatten early.
+
+# %%
+start = time.time()
+probe(septuple_config(chosen, params.control_steps), shuffled_pairs(train, params.seed), run_dir / "probe-shuffled",
+      backbone=backbone, progress=False)
+print(f"negative control: {params.control_steps} steps in {time.time() - start:.0f} s")
+
+# %% [markdown]
+# ## Tab. 3 analogue: discrimination of the frozen model
+#
+# ITM follows the paper's HN-MSCOCO protocol on the test split: each image against one of its
+# complete captions and 3 of its hard negatives (I→T), that caption against its image and 3 hard
+# negative images (T→I); a tie counts as wrong. REC is precision@1 at IoU ≥ 0.5 on
+# `n_rec_expressions` test expressions, against the referred object and, to tell localisation
+# from selection apart, against *any* object of the image. DPT picks the object query by its
+# grounding probability **and** its text-to-object similarity (the two things Eq. 6-7 train);
+# the grounding probability alone is the other row. Baselines: Diffusion Classifier (denoising
+# error over timesteps, same noise for every candidate), DiffusionITM (minus the unconditional
+# error) and local denoising for REC, sharing the same U-Net passes, and the evaluator CLIP
+# (cosine for ITM, crop-and-match for REC). The REC baselines choose among ground-truth object
+# proposals, so their "any object" column is 100 % by construction; DPT predicts a box freely.
+# The negative control (shuffled pairs) should sit at chance: below chance would mean its
+# training data still related images and texts in reverse, above chance that texts alone give
+# the answer away.
+#
+# Every cell: accuracy with its 95 % interval (bootstrap over queries); the second table: each
+# method's paired difference to DPT stage 1 on the same queries (McNemar's exact test).
+
+# %%
+start = time.time()
+test_latents = cache_latents(backbone, test.images)
+itm_test = itm_test_set(test, n_negatives=3, seed=params.seed)
+rec_test = np.linspace(0, len(test.expressions) - 1, min(len(test.expressions), params.n_rec_expressions)).round().astype(int).tolist()
+adapter, probed, _ = load_adapter(probe_dir)
+control, _, _ = load_adapter(run_dir / "probe-shuffled")
+dpt = DPTScorer(backbone, adapter, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed)
+shuffled = DPTScorer(backbone, control, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed)
+classifier = DenoisingScorer(backbone, test, test_latents, evenly_spaced_timesteps(params.denoising_timesteps), seed=params.seed)
+clip = CLIPScorer(embed, test)
+
+
+def discrimination(name, itm=None, rec=None):
+    """Per-query outcomes of one method: ITM (both directions) and REC (referred / any object)."""
+    outcomes = {}
+    if itm is not None:
+        outcomes.update(itm_outcomes(itm, itm_test))
+        outcomes["ITM overall"] = np.concatenate([outcomes["I->T"], outcomes["T->I"]])
+    if rec is not None:
+        boxes = rec_predictions(rec, rec_test)
+        outcomes["REC P@1"] = rec_hits(boxes, test, rec_test)
+        outcomes["REC any object"] = rec_hits(boxes, test, rec_test, target="any")
+    return outcome_frame(name, outcomes)
+
+
+DPT_NAME = f"DPT stage 1 ({chosen}, t = {params.eval_timestep})"
+frames = [
+    discrimination(DPT_NAME, dpt.score_pairs, dpt.predict_boxes),
+    discrimination("DPT stage 1, grounding probability only", rec=lambda e: dpt.predict_boxes(e, rule="grounding")),
+    discrimination("negative control (shuffled pairs)", shuffled.score_pairs, shuffled.predict_boxes),
+    discrimination("CLIP (evaluator, zero-shot)", clip.score_pairs, clip.predict_boxes),
+    discrimination(f"Diffusion Classifier ({params.denoising_timesteps} t)", classifier.score_pairs),
+    discrimination(f"DiffusionITM; local denoising for REC ({params.denoising_timesteps} t)", classifier.normalized().score_pairs,
+                   lambda e: local_denoising_boxes(classifier, e)),
+]
+outcomes = pd.concat(frames, ignore_index=True)
+outcomes.to_csv(run_dir / "discrimination_outcomes.csv", index=False)
+print(f"Tab. 3 in {time.time() - start:.0f} s")
+comparison = stats.compare_to_baseline(outcomes, "correct", DPT_NAME, cell_cols=("task",), item_cols=("item",), cluster_col=None,
+                                       methods=[f["method"].iloc[0] for f in frames])
+tab3 = report.interval_table(comparison, "task")[["I->T", "T->I", "ITM overall", "REC P@1", "REC any object"]]
+chance = {"I->T": "25.0", "T->I": "25.0", "ITM overall": "25.0", "REC P@1": f"{rec_chance(test, rec_test):.1f}", "REC any object": ""}
+tab3 = pd.concat([pd.DataFrame(chance, index=["Random chance (among the proposals for REC)"]), tab3])
+report.save_table(tab3.rename_axis("method"), "tab3_discrimination", params.scale)
+tab3
+
+# %%
+tab3_differences = report.difference_table(comparison, "task")[["ITM overall", "REC P@1", "REC any object"]]
+report.save_table(tab3_differences.rename_axis("method"), "tab3_discrimination_differences", params.scale)
+tab3_differences
+
+# %% [markdown]
+# **These tables are one training run.** The code is deterministic on one CPU, but another CPU
+# rounds floats differently, and 3,000 steps amplify it: on a Xeon with AVX-512 and AMX this
+# notebook gave the same ITM (80.4 % against 79.8 % here) but REC P@1 58.9 % against 72.2 %, while
+# the baselines' REC stayed put, so DPT's REC lead over local denoising (+8.0 here) became a deficit
+# (−5.3 [−9.2, −1.3]). REC is still climbing steeply at 3,000 steps (the validation curve above), and
+# where it ends depends on when the adapter leaves the grounding plateau. Read the REC comparisons
+# as unsettled in one run: `09_results` repeats them over five training seeds.
+
+# %% [markdown]
+# ## Tab. 10 analogue: the timestep at which the model is asked
+#
+# Larger $t$ means more noise on the image. The paper trains *and* tests an adapter at each
+# timestep; here the one adapter, trained on $t \sim U[0, 1000)$, is tested at each fixed $t$ (a
+# cheaper variant; `07_ablation_timesteps` runs the paper's protocol).
+
+# %%
+frames = []
+for t in params.timesteps:
+    scorer = DPTScorer(backbone, adapter, probed, test, test_latents, timestep=t, seed=params.seed)
+    frames.append(discrimination(str(t), scorer.score_pairs, scorer.predict_boxes))
+by_timestep_outcomes = pd.concat(frames, ignore_index=True)
+by_timestep_outcomes.to_csv(run_dir / "timestep_outcomes.csv", index=False)
+by_timestep = stats.compare_to_baseline(by_timestep_outcomes, "correct", str(params.eval_timestep), cell_cols=("task",),
+                                        item_cols=("item",), cluster_col=None)
+tab10 = report.interval_table(by_timestep, "task")[["I->T", "T->I", "ITM overall", "REC P@1", "REC any object"]]
+report.save_table(tab10.rename_axis("timestep"), "tab10_timesteps_one_adapter", params.scale)
+tab10
+
+# %% [markdown]
+# ## What we learned
+#
+# - The frozen toy U-Net already holds what matching and grounding need: an adapter on `up1`
+#   reaches 79.8 % [77.3, 82.2] ITM and 72.2 % [69.4, 74.9] REC P@1 on the test split (this run),
+#   where the same adapter trained on shuffled pairs scores 18.6 % and 3.6 %.
+# - Stage 1 had not converged at 3,000 steps: validation ITM went 21.9 → 79.1 % and REC
+#   0.0 → 69.9 %, REC still rising steeply at the end (the curve above).
+# - Against the baselines of Tab. 3 this run beats DiffusionITM on ITM (+4.1 [+0.8, +7.4]) and
+#   local denoising on REC (+8.0 [+4.4, +11.5]). Over five training seeds (`09_results`) neither
+#   holds: +3.1 [−1.4, +7.7] and +5.1 [−0.1, +10.2], four of five seeds in favour. One training run
+#   is not evidence.
+# - Heavy noise destroys what the adapter reads (t = 999: ITM 24.5 %, chance 25 %; −54.6 points
+#   over five seeds, all agreeing); t = 250 against t = 0 is within the noise of the seeds.
