@@ -161,3 +161,24 @@ def check_paired_difference(paired_difference: Callable, cases: list[tuple] = ()
                                 f"c = {int((np.asarray(base, bool) & ~np.asarray(dpt, bool)).sum())} expected "
                                 f"({expected[0]:.3f}, {expected[1]:.4f}), got {answer}")
     return _report(f"{name} ({len(tried)} cases)", CORRECT)
+
+
+def check_choose_eta(choose_eta: Callable, sweep, chosen: float | None = None) -> str:
+    """Exercise (03): ``choose_eta(sweep) -> eta``, the eta > 0 of the "paper" variant with the
+    highest share of exactly right images in ``sweep`` (rows: ``method``, ``correct``); tried on
+    ``sweep`` (against ``chosen``, the notebook's, when given) and on a sweep with the best eta moved."""
+    name = "choosing eta on validation prompts"
+    paper = sweep[sweep["method"].str.startswith("paper, eta ")]
+    by_eta = paper.groupby("method")["correct"].mean()
+    expected = float(by_eta.idxmax().split("eta ")[1])
+    if chosen is not None and expected != chosen:
+        raise ValueError(f"the sweep's best eta {expected:g} is not the notebook's {chosen:g}")
+    worst = by_eta.idxmin()  # the same sweep with the worst eta made the best: the answer must follow the data
+    moved = sweep.assign(correct=sweep["correct"].where(sweep["method"] != worst, 1))
+    for table, best in ((sweep, expected), (moved, float(worst.split("eta ")[1]))):
+        answer = choose_eta(table)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        if float(answer) != best:
+            raise ExerciseError(f"{name}: expected eta = {best:g}, got {answer!r}")
+    return _report(f"{name} (eta = {expected:g})", CORRECT)
