@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from dptlib.evaluators import tiny
 from dptlib.evaluators.blip2 import Blip2Match
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "green", "blue", "car", "bench", "dog", "cat", "big", "and"]
@@ -12,16 +13,8 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "green", "blu
 
 @pytest.fixture(scope="module")
 def tiny_blip2():
-    from transformers import BertTokenizer, Blip2Config, Blip2ForImageTextRetrieval, Blip2Processor, BlipImageProcessor
-
-    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8)
-    qformer = dict(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                   cross_attention_frequency=1, encoder_hidden_size=32, use_qformer_text_input=True)
     torch.manual_seed(0)
-    model = Blip2ForImageTextRetrieval(Blip2Config(vision_config=vision, qformer_config=qformer, num_query_tokens=4,
-                                                   image_text_hidden_size=16))
-    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}, do_lower_case=True)
-    return model, Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer)
+    return tiny.blip2()
 
 
 def images(n):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from dptlib.evaluators import tiny
 from dptlib.evaluators.detection import GroundedDetector, GroundedObjects, SpatialScore, rule_first_and_last_noun
 from dptlib.evaluators.rules import Detection
 
@@ -13,28 +14,8 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "dog", "cat", "
 
 @pytest.fixture(scope="module")
 def tiny_dino():
-    from transformers import (
-        BertConfig,
-        BertTokenizer,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoImageProcessor,
-        GroundingDinoProcessor,
-        SwinConfig,
-    )
-
-    backbone = SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=2, image_size=128,
-                          out_features=["stage2", "stage3", "stage4"], out_indices=[2, 3, 4])
-    text = BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                      max_position_embeddings=64)
-    config = GroundingDinoConfig(backbone_config=backbone, text_config=text, d_model=32, encoder_layers=1, decoder_layers=2,
-                                 encoder_ffn_dim=37, decoder_ffn_dim=37, encoder_attention_heads=2, decoder_attention_heads=2,
-                                 num_queries=10, use_timm_backbone=False, max_text_len=32, num_feature_levels=3, encoder_n_points=2,
-                                 decoder_n_points=2)
     torch.manual_seed(0)
-    processor = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128}),
-                                       tokenizer=BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}, do_lower_case=True))
-    return GroundingDinoForObjectDetection(config), processor
+    return tiny.grounding_dino()
 
 
 def images(n, side=128):

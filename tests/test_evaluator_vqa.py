@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from dptlib.evaluators import tiny
 from dptlib.evaluators.rules import bvqa_score, rule_noun_chunks, yes_share
 from dptlib.evaluators.vqa import BlipVqa, BlipVqaBinding
 
@@ -14,16 +15,8 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]", "yes", 
 
 @pytest.fixture(scope="module")
 def tiny_vqa():
-    from transformers import BertTokenizer, BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
-
-    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}, do_lower_case=True)
-    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8)
-    text = dict(vocab_size=len(WORDS), hidden_size=32, encoder_hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                intermediate_size=37, bos_token_id=5, sep_token_id=3, pad_token_id=0)
     torch.manual_seed(0)
-    model = BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=vision, projection_dim=16, image_text_hidden_size=16))
-    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
-    return model, processor
+    return tiny.blip_vqa()
 
 
 def images(n):
@@ -96,7 +89,7 @@ def test_sbert_embedder_is_masked_mean_pooling(tiny_vqa):
 
     tokenizer = tiny_vqa[1].tokenizer
     torch.manual_seed(0)
-    encoder = BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+    encoder = BertModel(BertConfig(vocab_size=len(tiny.WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                    intermediate_size=20)).eval()
     embed = sbert_embedder(encoder, tokenizer)
     together = embed(["a red car", "a dog"])

@@ -147,3 +147,42 @@ def test_matching_loss_check_passes_the_solution_and_rejects_a_loss_without_the_
     assert teaching.check_matching_loss(lambda *args: None) == teaching.NOT_ATTEMPTED
     with pytest.raises(teaching.ExerciseError, match="tau"):
         teaching.check_matching_loss(without_temperature)
+
+
+def test_paired_difference_check_passes_the_solution_and_rejects_an_unpaired_test():
+    import numpy as np
+    from scipy.stats import binomtest, fisher_exact
+
+    def solution(base, dpt):
+        base, dpt = np.asarray(base, bool), np.asarray(dpt, bool)
+        b, c = int((dpt & ~base).sum()), int((base & ~dpt).sum())
+        return 100 * (b - c) / len(base), binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+
+    def unpaired(base, dpt):  # Fisher's test on the two success counts ignores the twins
+        base, dpt = np.asarray(base, bool), np.asarray(dpt, bool)
+        table = [[dpt.sum(), (~dpt).sum()], [base.sum(), (~base).sum()]]
+        return 100 * (dpt.mean() - base.mean()), fisher_exact(table).pvalue
+
+    assert teaching.check_paired_difference(solution) == teaching.CORRECT
+    assert teaching.check_paired_difference(lambda base, dpt: None) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="McNemar"):
+        teaching.check_paired_difference(unpaired)
+
+
+def test_choose_eta_check_follows_the_data_and_waits_for_the_stub():
+    import pandas as pd
+
+    sweep = pd.DataFrame({"method": ["no correction"] * 4 + ["paper, eta 0.03"] * 4 + ["paper, eta 0.1"] * 4 + ["official, eta 0.03"] * 4,
+                          "correct": [0, 0, 1, 0] + [1, 1, 0, 1] + [1, 0, 0, 0] + [1, 1, 1, 1]})
+
+    def solution(table):
+        paper = table[table["method"].str.startswith("paper, eta ")]
+        return float(paper.groupby("method")["correct"].mean().idxmax().split("eta ")[1])
+
+    assert teaching.check_choose_eta(solution, sweep, chosen=0.03) == teaching.CORRECT
+    assert teaching.check_choose_eta(lambda table: None, sweep) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="expected eta = 0.1"):
+        teaching.check_choose_eta(lambda table: 0.03, sweep)  # a constant: right on this sweep, wrong on the moved one
+    with pytest.raises(teaching.ExerciseError, match="eta"):  # the official variant's rows are not candidates
+        teaching.check_choose_eta(lambda table: float(table.groupby("method")["correct"].mean().drop("no correction").idxmax()
+                                                      .split("eta ")[1]), sweep)

@@ -28,28 +28,29 @@ def _tokenizer():
     return BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}, do_lower_case=True)
 
 
-def _blip2(folder: Path) -> None:
+def blip2() -> tuple:
+    """(Blip2ForImageTextRetrieval, Blip2Processor) at width 32, random weights (seed them first)."""
     from transformers import Blip2Config, Blip2ForImageTextRetrieval, Blip2Processor, BlipImageProcessor
 
     qformer = dict(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
                    cross_attention_frequency=1, encoder_hidden_size=32, use_qformer_text_input=True)
     model = Blip2ForImageTextRetrieval(Blip2Config(vision_config=VISION, qformer_config=qformer, num_query_tokens=4,
                                                    image_text_hidden_size=16))
-    model.save_pretrained(folder)
-    Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}), _tokenizer()).save_pretrained(folder)
+    return model, Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}), _tokenizer())
 
 
-def _blip_vqa(folder: Path) -> None:
+def blip_vqa() -> tuple:
+    """(BlipForQuestionAnswering, BlipProcessor) at width 32, random weights; its tokenizer knows [ENC] and [DEC]."""
     from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
 
     text = dict(vocab_size=len(WORDS), hidden_size=32, encoder_hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                 intermediate_size=37, bos_token_id=WORDS.index("[DEC]"), sep_token_id=WORDS.index("[SEP]"), pad_token_id=0)
     model = BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=VISION, projection_dim=16, image_text_hidden_size=16))
-    model.save_pretrained(folder)
-    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=_tokenizer()).save_pretrained(folder)
+    return model, BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=_tokenizer())
 
 
-def _grounding_dino(folder: Path) -> None:
+def grounding_dino() -> tuple:
+    """(GroundingDinoForObjectDetection, GroundingDinoProcessor) at d_model 32, 128 px, random weights."""
     from transformers import (
         BertConfig,
         GroundingDinoConfig,
@@ -67,20 +68,19 @@ def _grounding_dino(folder: Path) -> None:
                                  encoder_ffn_dim=37, decoder_ffn_dim=37, encoder_attention_heads=2, decoder_attention_heads=2,
                                  num_queries=10, use_timm_backbone=False, max_text_len=32, num_feature_levels=3, encoder_n_points=2,
                                  decoder_n_points=2)
-    GroundingDinoForObjectDetection(config).save_pretrained(folder)
-    GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128}),
-                           tokenizer=_tokenizer()).save_pretrained(folder)
+    return GroundingDinoForObjectDetection(config), GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128}), tokenizer=_tokenizer())
 
 
-def _sentence_encoder(folder: Path) -> None:
+def sentence_encoder() -> tuple:
+    """(BertModel, BertTokenizer) at width 32, random weights: an SBERT stand-in."""
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(folder)
-    _tokenizer().save_pretrained(folder)
+    return BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=37, max_position_embeddings=64)), _tokenizer()
 
 
-WRITERS = {"blip2": _blip2, "vqa": _blip_vqa, "detector": _grounding_dino, "sentence_encoder": _sentence_encoder}
+BUILDERS = {"blip2": blip2, "vqa": blip_vqa, "detector": grounding_dino, "sentence_encoder": sentence_encoder}
 
 
 def write_tiny_evaluators(folder: str | Path, seed: int = 0) -> dict[str, str]:
@@ -89,10 +89,11 @@ def write_tiny_evaluators(folder: str | Path, seed: int = 0) -> dict[str, str]:
     takes, with the toy evaluator CLIP for both CLIP columns."""
     folder = Path(folder)
     paths = {}
-    for name, write in WRITERS.items():
+    for name, build in BUILDERS.items():
         target = folder / name
         if not (target / "config.json").is_file():
             torch.manual_seed(seed)
-            write(target)
+            for part in build():  # the model and its processor (or tokenizer), one folder
+                part.save_pretrained(target)
         paths[name] = str(target)
     return {"clip": "toy", "clip_b32": "toy", **paths}
