@@ -57,6 +57,7 @@ GRADERS_OF = {
     "t2i_compbench/non_spatial": ("nonspatial",),
     "t2i_compbench/complex": ("three_in_one",),
 }
+CUSTOM_GRADERS = ("clip", "blip2")  # a prompt file of the user's own (``file:<path>``): Tab. 1's alignment columns
 SET_METRICS_OF = {"coco_nss1k": ("IS", "FID"), "cc500": ("IS",), "abc6k": ("IS",)}
 GRADER_KEYS = ("clip", "clip_b32", "blip2", "vqa", "detector", "sentence_encoder", "inception", "tifa_questions",
                "complex_spatial", "complex_action")
@@ -81,16 +82,25 @@ def benchmark_items(spec: dict[str, int | None], root: str | os.PathLike | None 
     """One row per prompt of the benchmarks in ``spec`` (prompt-set name -> prompts, None: all).
 
     Names are :func:`dptlib.prompt_sets.load`'s ("cc500", "coco_nss1k", "abc6k", "tifa",
-    "t2i_compbench"), optionally ``name/category`` for one category. T2I-CompBench is split into
+    "t2i_compbench"), optionally ``name/category`` for one category, or ``file:<path>`` for a
+    prompt file of one's own (one prompt per line; benchmark ``custom:<file stem>``, graded by
+    :data:`CUSTOM_GRADERS`). T2I-CompBench is split into
     its categories (``t2i_compbench/color``, ...), each one benchmark of Tab. 2 with ``n`` prompts.
     ``image_index`` is the row's position: with a seed it fixes the prompt's initial noise, also in
     a subset of the rows (Tab. 4 samples COCO-NSS1K and CC-500 of the same items again).
     """
     frames = []
     for name, n in spec.items():
-        base, _, category = name.partition("/")
         if n is not None and (not isinstance(n, int) or n < 1):
             raise ValueError(f"benchmarks[{name!r}] must be a positive number of prompts or None, got {n!r}")
+        if name.startswith("file:"):
+            path = Path(name.removeprefix("file:"))
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            positions = _spread(len(lines), n)
+            frames.append(pd.DataFrame({"benchmark": f"custom:{path.stem}", "prompt_id": positions,
+                                        "prompt": [lines[i] for i in positions], "category": "", "caption_id": ""}))
+            continue
+        base, _, category = name.partition("/")
         prompt_set = prompt_sets.load(base, root)
         key = prompt_set.name
         parts = [category] if category else (list(dict.fromkeys(prompt_set.categories)) if key == "t2i_compbench" else [None])
@@ -131,6 +141,12 @@ def validation_captions(manifest: str | Path, n: int | None, split: str = "val")
 
 
 _ARTICLE = re.compile(r"^(a|an|the|one)\s+", re.IGNORECASE)
+
+
+def graders_of(benchmark: str) -> tuple[str, ...]:
+    """The per-image graders of a benchmark's columns: :data:`GRADERS_OF`, or
+    :data:`CUSTOM_GRADERS` for a prompt file of one's own."""
+    return CUSTOM_GRADERS if benchmark.startswith("custom:") else GRADERS_OF.get(benchmark, ())
 
 
 def cc500_objects(prompt: str) -> tuple[str, ...]:
@@ -285,7 +301,7 @@ class EvaluatorSuite:
             rows = rows.reset_index(drop=True)
             images = load_images(rows["path"])
             table = rows.copy()
-            for key in GRADERS_OF.get(benchmark, ()):
+            for key in graders_of(benchmark):
                 grader = getattr(self, key)
                 if grader is None:
                     self.missing.setdefault(benchmark, []).append(key)

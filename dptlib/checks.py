@@ -134,11 +134,15 @@ def check_paper_inputs(values: dict) -> None:
     if unknown:
         raise UserInputError(f"graders {unknown} are unknown; allowed: {list(GRADER_KEYS)}")
     for name, n in (values.get("benchmarks") or {}).items():
+        if name.startswith("file:"):  # a prompt file of one's own
+            if not Path(name.removeprefix("file:")).is_file():
+                raise FileNotFoundError(f"benchmark {name!r}: no such prompt file")
+            continue
         base, _, category = name.partition("/")
         known = base.replace("-", "_").lower() in READERS and (not category or category in T2I_COMPBENCH_CATEGORIES)
         if not known:
             raise UserInputError(f"benchmark {name!r} is unknown; allowed: {sorted(READERS)} (t2i_compbench/<category>: "
-                                 f"{list(T2I_COMPBENCH_CATEGORIES)})")
+                                 f"{list(T2I_COMPBENCH_CATEGORIES)}), or file:<a prompt file>")
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise UserInputError(f"benchmarks[{name!r}] = {n!r}: a positive number of prompts, or None for all")
 

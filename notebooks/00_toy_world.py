@@ -43,7 +43,7 @@
 # - find out, in the exercise, why every hard negative must be checked before it is called false.
 #
 # *Prerequisites:* Python and numpy; no earlier notebook. *Time on 2 CPU cores:* toy scale
-# 1.5 min, smoke scale seconds. *GPU:* not needed.
+# 1.5 min, smoke scale 16 s. *GPU:* not needed.
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")

@@ -41,7 +41,7 @@
 # - ask the same adapter at other noise levels (Tab. 10).
 #
 # *Prerequisites:* `00_toy_world` (read it); the toy SD ships with the repo (`00b_base_model`
-# trains it). *Time on 2 CPU cores:* toy scale 42 min, smoke scale about 1 min. *GPU:* not
+# trains it). *Time on 2 CPU cores:* toy scale 42 min, smoke scale 29 s. *GPU:* not
 # measured at the toy scale; paper scale in `docs/gpu.md`.
 #
 # **Notation.** Shapes at the toy scale, then at SD-2.1's (the paper's):

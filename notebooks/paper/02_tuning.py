@@ -47,7 +47,7 @@ model = None  # the Stable Diffusion tuned: a hub id in the local cache or a dif
 data = None  # 01_probing's data manifest: per split, COCO captions + MDETR refexp + images
 evaluator = None  # the CLIP 01_probing mined negatives with: "open_clip:<arch>:<checkpoint>" (or "toy")
 graders = None  # grader -> local path: clip, clip_b32, blip2, vqa, detector, sentence_encoder, inception, tifa_questions, ...
-benchmarks = None  # prompt set -> number of prompts (None: all), e.g. {"cc500": None, "coco_nss1k": None}
+benchmarks = None  # prompt set (or "file:<path>", one's own) -> number of prompts (None: all), e.g. {"cc500": None}
 benchmarks_root = None  # the benchmarks' files (None: $DPT_BENCHMARKS_DIR, then the download cache)
 fid_reference = None  # a folder of COCO-NSS1K's 943 COCO val2014 images (FID); None: no FID
 image_size = None  # training images resized to this square side (None: the first image's size)
@@ -171,8 +171,11 @@ graders
 # %%
 comparison = benchmark_eval.paired_comparison(scores, "SD (base)", list(methods))
 comparison.round(3).to_csv(run_dir / "benchmark_comparison.csv")
-for name, benchmarks in (("tab1_generation", benchmark_eval.TABLE_1), ("tab2_generation", benchmark_eval.TABLE_2)):
-    part = comparison[comparison.index.get_level_values("benchmark").isin(benchmarks)]
+names = comparison.index.get_level_values("benchmark")
+others = [b for b in pd.unique(names) if b not in benchmark_eval.TABLE_1 + benchmark_eval.TABLE_2]  # prompt files of one's own
+for name, benchmarks in (("tab1_generation", benchmark_eval.TABLE_1), ("tab2_generation", benchmark_eval.TABLE_2),
+                         ("other_generation", others)):
+    part = comparison[names.isin(benchmarks)]
     if not part.empty:
         table = benchmark_eval.paper_table(part, "SD (base)")
         report.save_table(table, f"paper_{name}", params.scale)

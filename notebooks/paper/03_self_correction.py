@@ -48,6 +48,7 @@ sweep_seeds = None
 normalize = True
 refresh_every = 1
 variant = "paper"  # "paper" (Eq. 9 as written) or "official" (the release: the moved latent feeds the U-Net only)
+tab4_benchmarks = ["coco_nss1k", "cc500"]  # Tab. 4's, from paper/02_tuning's images (a prompt file there: "custom:<stem>")
 vqa_image_size = None
 seed = 0
 
@@ -84,10 +85,10 @@ config.float_environment()
 adapter, blocks, meta = load_adapter(run_dir / "tune" / "best")
 pipe = load_pipeline(meta["model"], lora=run_dir / "tune" / "best")
 earlier = pd.read_csv(run_dir / "benchmark_index.csv")
-earlier = earlier[earlier["benchmark"].isin(benchmark_eval.TABLE_4)]
+earlier = earlier[earlier["benchmark"].isin(params.tab4_benchmarks)]
 items = earlier[earlier["method"] == "SD (base)"].drop_duplicates(["benchmark", "prompt_id"])[benchmark_eval.ITEM_COLUMNS]
 if items.empty:
-    raise ValueError(f"paper/02_tuning sampled none of Tab. 4's benchmarks {benchmark_eval.TABLE_4}: add them to its `benchmarks`")
+    raise ValueError(f"paper/02_tuning sampled none of {params.tab4_benchmarks}: add them to its `benchmarks`")
 suite = benchmark_eval.EvaluatorSuite.from_paths(params.graders, device=config.device(), vqa_image_size=params.vqa_image_size,
                                                  benchmarks_root=params.benchmarks_root)
 items.groupby("benchmark", sort=False).size().rename("prompts").to_frame()
