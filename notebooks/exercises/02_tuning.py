@@ -49,7 +49,7 @@
 #   intervals, with the smallest difference the test could have seen.
 #
 # *Prerequisites:* `01_probing` at the same scale (at the smoke scale this notebook runs it
-# itself). *Time on 2 CPU cores:* toy scale 32 min, smoke scale about 1 min. *GPU:* not measured
+# itself). *Time on 2 CPU cores:* toy scale 32 min, smoke scale 22 s. *GPU:* not measured
 # at the toy scale.
 
 # %% tags=["parameters"]

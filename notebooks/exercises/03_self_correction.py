@@ -46,7 +46,7 @@
 #   it over five training seeds).
 #
 # *Prerequisites:* `02_tuning` at the same scale (at the smoke scale this notebook runs 01 and 02
-# itself). *Time on 2 CPU cores:* toy scale 17 min, smoke scale about 1 min. *GPU:* not measured
+# itself). *Time on 2 CPU cores:* toy scale 17 min, smoke scale 19 s. *GPU:* not measured
 # at the toy scale.
 
 # %% tags=["parameters"]
