@@ -81,13 +81,14 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from dptlib import checks, config, report, stats
+from dptlib import checks, config, report, stats, teaching
 from dptlib.backbone import load_backbone, load_pipeline
 from dptlib.baselines import attend_and_excite_arguments, attend_and_excite_pipeline
 from dptlib.data import shuffled_pairs
 from dptlib.metrics import frechet_distance, image_features, itm_test_set
+from dptlib.sampling import generate
 from dptlib.toy.data import toy_discrimination_data
-from dptlib.toy.evaluation import compare_methods, tuning_validator
+from dptlib.toy.evaluation import compare_methods, oracle_scores, tuning_validator
 from dptlib.toy.prompts import generation_prompts
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
 from dptlib.train import TuneConfig, cache_latents, tune
@@ -224,6 +225,50 @@ main_cells = [c for c in test_prompts if c != "toy-compbench (MD)"]
 tab1 = report.interval_table(comparison.loc[main_cells], "cell")
 report.save_table(tab1.rename_axis("method"), "tab1_generation", params.scale)
 tab1
+
+# %% [markdown]
+# ### What the numbers are made of
+#
+# Four toy-CC (ID) test prompts, the base model and DPT with the same seed (so the same initial
+# noise), and the oracle's verdict on each image. Each cell of the tables above averages
+# hundreds of such verdicts.
+
+# %%
+few = test_prompts["toy-cc (ID)"][:4]
+pictures, titles = [], []
+for name, pipe in (("SD (base)", base_pipe), ("DPT", plan[2][1])):
+    made = generate(pipe, [p.prompt for p in few], seed=params.seeds[0], progress=False, **sampler)
+    verdicts = oracle_scores(made, [p.spec for p in few], world.config)["correct"]
+    pictures += list(made)
+    titles += [f"{name} {'✓' if ok else '✗'}\n{p.prompt}" for p, ok in zip(few, verdicts)]
+figure = report.image_grid(pictures, titles, ncols=4, cell_inches=1.7, title_size=6)
+
+# %% [markdown]
+# ### Exercise: a paired difference by hand
+#
+# Every image of DPT has a twin from the base model (same prompt, same seed). Only the
+# **discordant** twins tell the methods apart: $b$ = pairs DPT gets right and the base model
+# wrong, $c$ = the reverse, out of $n$ pairs. The paired difference is $100\,(b - c)/n$ points,
+# and McNemar's exact test asks how surprising $b$ is among $b + c$ discordant pairs if each went
+# either way with probability 1/2 (a two-sided binomial test: `scipy.stats.binomtest`). Write
+# `paired_difference(base, dpt)` for two aligned 0/1 arrays, returning `(difference, p)`; the check
+# compares it with `dptlib.stats` on random pairs and on toy-CC (ID).
+
+# %%
+def paired_difference(base, dpt):
+    """(100 (b - c) / n, McNemar's exact two-sided p) of two aligned 0/1 arrays (n,)."""
+    # solution
+    from scipy.stats import binomtest
+
+    base, dpt = np.asarray(base, bool), np.asarray(dpt, bool)
+    b, c = int((dpt & ~base).sum()), int((base & ~dpt).sum())
+    p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+    return 100 * (b - c) / len(base), p
+
+
+# %%
+twins = scores[scores["cell"] == "toy-cc (ID)"].pivot_table(index=["prompt", "seed"], columns="method", values="correct")
+teaching.check_paired_difference(paired_difference, cases=[(twins["SD (base)"].to_numpy(), twins["DPT"].to_numpy())])
 
 # %%
 tab1_differences = report.difference_table(comparison.loc[main_cells], "cell")

@@ -63,11 +63,13 @@ import time
 
 import pandas as pd
 import seaborn as sns
+import torch
 
-from dptlib import checks, config, report, stats
-from dptlib.backbone import load_pipeline
+from dptlib import checks, config, report, stats, teaching
+from dptlib.backbone import Backbone, encode_text, extract_features, image_noise, load_pipeline
 from dptlib.checkpoint import load_adapter
-from dptlib.sampling import generate
+from dptlib.losses import matching_similarity
+from dptlib.sampling import correction_gradient, generate
 from dptlib.toy.evaluation import compare_methods, oracle_scores
 from dptlib.toy.prompts import generation_prompts
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
@@ -115,6 +117,42 @@ def corrected(eta, model="DPT", variant="paper", refresh_every=params.refresh_ev
 
 
 # %% [markdown]
+# ### One step of Eq. 9, by hand
+#
+# At the first sampling step the latent is pure noise $\mathbf{z}_T$ (4, 16, 16). The score
+# $s(\mathbf{z}_t, y)$ is the adapter's matching score of the latent and the prompt (the U-Net
+# stopped at the probed block, as in `01_probing`); autograd gives its gradient with respect to
+# the latent, which is rescaled to unit RMS (`normalize=True`), and the latent moves by $\eta$
+# along it. `correction_gradient` is what `generate(..., self_correct=...)` calls at every step.
+
+# %%
+dpt_adapter, dpt_blocks = adapters["DPT"]
+dpt_adapter = dpt_adapter.eval()
+prompt = headline["toy-cc (ID)"][0].prompt
+unet = pipes["DPT"].unet
+with torch.no_grad():
+    hidden, pooled = encode_text(Backbone(pipes["DPT"]), [prompt])  # (1, L, D), (1, D)
+pipes["DPT"].scheduler.set_timesteps(sampler["num_inference_steps"])
+t = pipes["DPT"].scheduler.timesteps[:1]  # the first step's t
+side = unet.config.sample_size
+z = image_noise((4, side, side), params.seed, [0])  # z_T of image 0 with this seed: (1, 4, side, side)
+
+
+def score_of(latent):
+    """s(z_t, y): the U-Net to the probed block, then the adapter's matching score."""
+    features = extract_features(unet, latent, t, hidden, dpt_blocks)
+    return matching_similarity(dpt_adapter(features, t).match_embeddings, pooled)
+
+
+latent = z.clone().requires_grad_(True)
+(gradient,) = torch.autograd.grad(score_of(latent).sum(), latent)
+unit = gradient / gradient.pow(2).mean().sqrt()  # unit RMS
+assert torch.allclose(unit, correction_gradient(unet, dpt_adapter, dpt_blocks, z, t, hidden, pooled), atol=1e-5)
+with torch.no_grad():
+    moved = {f"eta = {e:g}": float(score_of(z + e * unit)) for e in (0.0, 0.03, 0.1, 0.3)}
+pd.Series(moved, name=f"s(z_T + eta g, y) for {prompt!r}").round(4)
+
+# %% [markdown]
 # ## Fig. 4b analogue: the strength η, and the two variants, on validation prompts
 #
 # The validation prompts of the headline cells (toy-CC (ID) and toy-NSS), with `sweep_seeds`.
@@ -152,6 +190,32 @@ grid = sns.relplot(data=plot, x="eta", y="value", hue="cell", col="oracle", kind
 grid.set(xscale="symlog", xlabel="η (Eq. 9 as written)", ylabel="% of validation images")
 report.save_figure(grid.figure, "fig4b_eta_sweep", params.scale)
 table
+
+# %% [markdown]
+# ### Exercise: choose η
+#
+# Write `choose_eta(sweep)`: from the sweep's images (one row per image, `method` "no correction"
+# or "paper, eta E" or "official, eta E", and the oracle's 0/1 `correct`), the η > 0 of Eq. 9 as
+# written ("paper") with the highest share of exactly right images. The check compares it with
+# the η this notebook uses. Then say why η is chosen on validation prompts and not on the test
+# prompts that Tab. 4 reports.
+
+# %%
+def choose_eta(sweep):
+    """The eta > 0 of the "paper" variant with the highest mean of `correct` in the sweep."""
+    # solution
+    paper = sweep[sweep["method"].str.startswith("paper, eta ")]
+    return float(paper.groupby("method")["correct"].mean().idxmax().split("eta ")[1])
+
+
+# %%
+teaching.check_choose_eta(choose_eta, sweep, chosen_eta if params.eta is None else None)
+
+# %% [markdown] tags=["solution"]
+# *Why not on the test prompts:* the best of five η on a set of images is partly the one that was
+# luckiest on those images; reported on the same images, its gain is biased upwards (the
+# validation table above shows the chosen η at its best). Chosen on validation prompts and then
+# used once on the test prompts, its gain there is an honest estimate.
 
 # %% [markdown]
 # ## Tab. 4 analogue: self-correction on top of DPT
