@@ -38,6 +38,7 @@ so they regenerate in seconds on a fresh clone, and a batch skips what ``results
 (Smoke runs export under ``runs/smoke/results``: a test never writes into ``results/``.)
 
     python -m dptlib.ablations lora_rank [--scale toy] [--variant lora_rank=8] [--list]
+    python -m dptlib.ablations --redraw-figures [--scale toy]   # figures from saved tables only
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
 from tqdm.auto import tqdm
@@ -62,7 +64,7 @@ from tqdm.auto import tqdm
 from . import report, stats
 from .checkpoint import atomic_write_text
 from .checks import UserInputError, check_names, check_resources, cli_errors, command_line
-from .config import check_parameters, declared_parameters, repo_root, resolve_scale, runs_dir
+from .config import check_parameters, declared_parameters, figures_dir, repo_root, resolve_scale, runs_dir
 
 KERNEL = "dpt"
 OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
@@ -373,11 +375,59 @@ def panels(generation: pd.DataFrame, discrimination: pd.DataFrame) -> pd.DataFra
     return pd.concat(parts) if parts else pd.DataFrame()
 
 
+BLOCK_ORDER = ["down0", "down1", "down2", "mid", "up0", "up1", "up2"]  # bottom of the U-Net to its top (diffusers' order)
+# Each batch figure: the table it draws (figures/<table>.csv), its x axis, and its ordered sweep
+# (a line joins these; a "sweep" parameter name means its settings "<name>=<number>", by number).
+FIGURES = {
+    "fig3_blocks": dict(table="tab6_blocks", xlabel="probed block (bottom to top)", line=BLOCK_ORDER),
+    "tab7_rank": dict(table="tab7_rank", xlabel="LoRA rank", sweep="lora_rank"),
+    "tab8_layers": dict(table="tab8_layers", xlabel="adapter layers", sweep="adapter_layers"),
+    "tab9_mse": dict(table="tab9_mse", xlabel="MSE coefficient", sweep="mse_coef"),
+}
+
+
+def _sweep_line(settings: list[str], parameter: str) -> list[str]:
+    """The settings "<parameter>=<number>" of ``settings``, by number."""
+    numbered = {}
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        try:
+            numbered[setting] = float(value) if key == parameter else None
+        except ValueError:
+            numbered[setting] = None
+    return sorted((s for s, v in numbered.items() if v is not None), key=numbered.get)
+
+
+def batch_figure(comparison: pd.DataFrame, order: list[str], name: str):
+    """The figure ``name`` of :data:`FIGURES` (any other name: no line, no x label) from a
+    (panel, variant) frame with ``mean``, ``low``, ``high``, in ``order``."""
+    options = FIGURES.get(name, {})
+    settings = [v.removesuffix(report.SC_SUFFIX) for v in order]
+    line = options.get("line") or (_sweep_line(settings, options["sweep"]) if "sweep" in options else None)
+    return report.variant_plot(comparison, order, line=line, xlabel=options.get("xlabel", ""))
+
+
 def save_batch_figure(generation: pd.DataFrame, discrimination: pd.DataFrame, order: list[str], name: str, scale: str) -> None:
-    """An ablation's figure: a panel per discrimination task and generation cell (:func:`panels`),
-    each variant's mean with the tables' own 95 % interval, in ``order``; saved as ``name``."""
-    grid = report.interval_plot(panels(generation, discrimination), x="variant", col="panel", order=order)
-    report.save_figure(grid.figure, name, scale)
+    """An ablation's figure (:func:`batch_figure`): a panel per discrimination task and generation
+    cell (:func:`panels`), each variant's mean with the tables' own 95 % interval; saved as ``name``."""
+    report.save_figure(batch_figure(panels(generation, discrimination), order, name), name, scale)
+
+
+def redraw_figures(scale: str) -> list[str]:
+    """Redraw each figure of :data:`FIGURES` whose table the scale's figures folder holds, from
+    that table alone (no run needed): a new figure design reaches runs made before it. Returns
+    the names redrawn."""
+    redrawn = []
+    for name, options in FIGURES.items():
+        path = figures_dir(scale) / f"{options['table']}.csv"
+        if path.exists():
+            table = pd.read_csv(path, keep_default_na=False, dtype=str)
+            table = table.set_index(table.columns[0])
+            figure = batch_figure(report.interval_long(table), list(table.index), name)
+            report.save_figure(figure, name, scale)
+            plt.close(figure)
+            redrawn.append(name)
+    return redrawn
 
 
 def variant_claim(results: Results, claim: str, paper: str, baseline: str, method: str, cell: str,
@@ -463,9 +513,15 @@ def _main(argv: list[str], state) -> int:
     parser.add_argument("--scale", default=None)
     parser.add_argument("--variant", nargs="*", default=None, help="run only these variants")
     parser.add_argument("--list", action="store_true", help="list the variants and whether they are done")
+    parser.add_argument("--redraw-figures", action="store_true",
+                        help="redraw the batches' figures from their saved tables (figures/), running nothing")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a bad input instead of one line")
     args = parser.parse_args(argv)
     scale = resolve_scale(args.scale)
+    if args.redraw_figures:
+        report.set_theme()
+        print("redrawn:", ", ".join(redraw_figures(scale)) or "none (no saved tables at this scale)")
+        return 0
     folder = repo_root() / "papermill_params" / "ablations"
     check_names("batch", args.batches, sorted(p.stem for p in folder.glob("*.yaml")), plural="batches")
     paths = [folder / f"{name}.yaml" for name in args.batches] or [p for p in sorted(folder.glob("*.yaml")) if p.stem not in ON_REQUEST]

@@ -177,6 +177,83 @@ def interval_plot(comparison: pd.DataFrame, x: str, col: str, hue: str | None = 
     return grid
 
 
+def parse_interval(cell: str) -> tuple[float, float, float]:
+    """'32.2 [28.1, 36.4]' (:func:`dptlib.stats.format_interval`) -> (32.2, 28.1, 36.4); NaNs for
+    anything else (an empty cell, '—')."""
+    found = re.fullmatch(r"\s*([+-]?[\d.]+) \[([+-]?[\d.]+), ([+-]?[\d.]+)\]\s*", str(cell))
+    return tuple(float(v) for v in found.groups()) if found else (float("nan"),) * 3
+
+
+def interval_long(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of formatted means with intervals (rows: variants, columns: panels, as
+    :func:`save_variant_tables` writes) as long rows (panel, variant, mean, low, high), empty
+    cells dropped: what :func:`variant_plot` draws, rebuilt from a saved table."""
+    rows = [(panel, variant, *parse_interval(table.at[variant, panel])) for panel in table.columns for variant in table.index]
+    frame = pd.DataFrame(rows, columns=["panel", "variant", "mean", "low", "high"]).dropna(subset=["mean"])
+    return frame.set_index(["panel", "variant"])
+
+
+SC_SUFFIX = " + SC"
+
+
+def variant_plot(comparison: pd.DataFrame, order: list[str], reference: str | None = "base", line: list[str] | None = None,
+                 xlabel: str = "", ylabel: str = "%", ncols: int = 3) -> plt.Figure:
+    """An ablation's figure, drawn as the paper draws Fig. 3: one panel per metric (``comparison``
+    indexed by (panel, variant) with ``mean``, ``low``, ``high``: the tables' own 95 % intervals),
+    the swept setting on the x axis (a variant "<setting> + SC" is the self-corrected twin of
+    "<setting>", drawn at the same x in its own colour), each panel showing only the settings it
+    has. ``reference`` (the base model) is a dashed line with its interval shaded, not a point;
+    the settings in ``line`` (an ordered sweep: blocks bottom to top, ranks) are joined by a line;
+    the others (fusions, other recipes) stand apart at the right."""
+    frame = comparison.reset_index()
+    frame["setting"] = frame["variant"].str.removesuffix(SC_SUFFIX)
+    frame["method"] = np.where(frame["variant"].str.endswith(SC_SUFFIX), "self-corrected", "plain")
+    settings = [s for s in dict.fromkeys(v.removesuffix(SC_SUFFIX) for v in order) if s != reference]
+    line = [s for s in (line or []) if s in settings]
+    settings = line + [s for s in settings if s not in line]
+    names = list(dict.fromkeys(frame["panel"]))
+    ncols = min(ncols, len(names))
+    nrows = -(-len(names) // ncols)
+    figure, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False)
+    colours = dict(zip(["plain", "self-corrected"], sns.color_palette(n_colors=2)))
+    labels = {"plain": "without self-correction", "self-corrected": "with self-correction (Eq. 9)"}
+    for ax, name in zip(axes.flat, names):
+        panel = frame[frame["panel"] == name]
+        shown = [s for s in settings if s in set(panel["setting"])]
+        x = {s: i + (0.5 if s not in line and line else 0) for i, s in enumerate(shown)}
+        base = panel[panel["setting"] == reference]
+        if not base.empty:
+            mean, low, high = base.iloc[0][["mean", "low", "high"]]
+            ax.axhline(mean, color="0.3", ls="--", lw=1, label="base model (shaded: its 95 % interval)")
+            ax.axhspan(low, high, color="0.3", alpha=0.12, lw=0)
+        methods = [m for m in colours if m in set(panel.loc[panel["setting"] != reference, "method"])]
+        for k, method in enumerate(methods):
+            rows = panel[(panel["method"] == method) & panel["setting"].isin(shown)].set_index("setting").reindex(
+                [s for s in shown if s in set(panel.loc[panel["method"] == method, "setting"])])
+            offset = (k - (len(methods) - 1) / 2) * 0.15
+            xs = np.array([x[s] for s in rows.index]) + offset
+            ax.errorbar(xs, rows["mean"], yerr=[rows["mean"] - rows["low"], rows["high"] - rows["mean"]], fmt="o",
+                        color=colours[method], capsize=2, markersize=4, label=labels[method])
+            joined = [i for i, s in enumerate(rows.index) if s in line]
+            ax.plot(xs[joined], rows["mean"].to_numpy()[joined], color=colours[method], lw=1)
+        ax.set_xticks(list(x.values()), [_setting_label(s) for s in x], rotation=45, ha="right")
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    handles = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels())}
+    figure.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), frameon=False,
+                  bbox_to_anchor=(0.5, -0.02))
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    return figure
+
+
+def _setting_label(setting: str) -> str:
+    """A tick label: "lora_rank=4" -> "4" (the x axis names the parameter), others as they are."""
+    return setting.split("=", 1)[1] if "=" in setting else setting
+
+
 ONE_RUN_COLUMNS = ["claim", "paper", "toy (difference, 95 % interval)", "n", "on test items", "family size", "size vs paper", "verdict"]
 
 

@@ -3,13 +3,14 @@ variant is skipped (same parameters hash), a killed batch resumes, a failing var
 the others. The notebook run itself is stubbed: these tests are about the batch's bookkeeping."""
 
 import json
+import math
 import shutil
 import time
 
 import pandas as pd
 import pytest
 
-from dptlib import ablations, report
+from dptlib import ablations, report, stats
 from dptlib.config import figures_dir
 from dptlib.train import ProbeConfig
 
@@ -181,6 +182,41 @@ def test_results_are_collected_and_compared_paired_with_the_reference(tmp_path, 
     assert claim["n"] == 4 and claim["toy (difference, 95 % interval)"].startswith("+100.0")
     assert ablations.variant_claim(results, "rank 4 beats rank 1", "+1", "lora_rank=1", "lora_rank=4", "toy-cc (ID)") is None
     assert ablations.variant_claim(results, "ITM", "+1", "lora_rank=1", "lora_rank=2", "ITM overall")["n"] == 4
+
+
+def test_a_saved_interval_cell_reads_back_as_its_numbers():
+    assert report.parse_interval(stats.format_interval(32.24, 28.1, 36.44)) == (32.2, 28.1, 36.4)
+    assert all(math.isnan(v) for v in report.parse_interval("")) and math.isnan(report.parse_interval("—")[0])
+    table = pd.DataFrame({"ITM overall": ["", "81.4 [78.9, 83.8]"], "toy-cc (ID)": ["37.0 [28.0, 47.0]", ""]},
+                         index=["base", "lora_rank=4"])
+    long = report.interval_long(table)
+    assert list(long.index) == [("ITM overall", "lora_rank=4"), ("toy-cc (ID)", "base")]
+    assert long.loc[("ITM overall", "lora_rank=4")].tolist() == [81.4, 78.9, 83.8]
+
+
+def test_a_batch_figure_has_a_panel_per_metric_showing_only_its_settings(runs):
+    """Fig. 3 as the paper draws it: the swept setting on x (a "+ SC" variant at its plain twin's
+    x), per panel only the settings it has, the base model a line rather than a tick, the sweep
+    joined in its numeric order, other recipes apart at the right."""
+    cells = {("ITM overall", "lora_rank=4"): 80, ("ITM overall", "lora_rank=1"): 70, ("ITM overall", "other"): 60,
+             ("toy-cc (ID)", "base"): 30, ("toy-cc (ID)", "lora_rank=4 + SC"): 40, ("toy-cc (ID)", "lora_rank=1 + SC"): 35}
+    frame = pd.DataFrame([(p, v, m, m - 5, m + 5) for (p, v), m in cells.items()],
+                         columns=["panel", "variant", "mean", "low", "high"]).set_index(["panel", "variant"])
+    order = ["base", "lora_rank=4", "lora_rank=4 + SC", "lora_rank=1", "lora_rank=1 + SC", "other"]
+    figure = ablations.batch_figure(frame, order, "tab7_rank")
+    itm, generation = figure.axes[:2]
+    assert [t.get_text() for t in itm.get_xticklabels()] == ["1", "4", "other"]  # by rank, the rest apart
+    assert [t.get_text() for t in generation.get_xticklabels()] == ["1", "4"]  # no "base" tick
+    assert itm.get_title() == "ITM overall" and itm.get_xlabel() == "LoRA rank"
+    joined = [line for line in itm.get_lines() if len(line.get_xdata()) == 2 and line.get_linestyle() == "-"]
+    assert [list(line.get_ydata()) for line in joined] == [[70, 80]]  # the sweep's line skips "other"
+    assert any(line.get_linestyle() == "--" and list(line.get_ydata()) == [30, 30] for line in generation.get_lines())
+    # the toy's saved table redrawn alone, no run: a new design reaches runs made before it
+    table = pd.DataFrame({"ITM overall": ["", "81.4 [78.9, 83.8]", ""], "toy-cc (ID)": ["37.0 [28.0, 47.0]", "", "40.0 [30.0, 50.0]"]},
+                         index=pd.Index(["base", "lora_rank=4", "lora_rank=4 + SC"], name="LoRA rank"))
+    report.save_table(table, "tab7_rank", "smoke")
+    assert ablations.redraw_figures("smoke") == ["tab7_rank"]
+    assert (figures_dir("smoke") / "tab7_rank.png").stat().st_size > 0
 
 
 def test_the_readme_section_between_markers_is_replaced(tmp_path):
