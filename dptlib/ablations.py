@@ -64,7 +64,7 @@ from tqdm.auto import tqdm
 from . import report, stats
 from .checkpoint import atomic_write_text
 from .checks import UserInputError, check_names, check_resources, cli_errors, command_line
-from .config import check_parameters, declared_parameters, figures_dir, repo_root, resolve_scale, runs_dir
+from .config import check_parameters, declared_parameters, figures_dir, progress_bars, repo_root, resolve_scale, runs_dir
 
 KERNEL = "dpt"
 OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
@@ -267,7 +267,7 @@ def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execu
         raise UserInputError(f"batch {batch.name!r} has no variant(s) {unknown}; variants: {list(batch.variants)}")
     outcome = {}
     names = [name for name in batch.variants if not only or name in only]
-    for name in tqdm(names, desc=batch.name, disable=not progress):
+    for name in tqdm(names, desc=batch.name, disable=not progress_bars(progress)):
         parameters = {**batch.variants[name], "scale": scale}
         digest = run_hash(batch.notebook, parameters, scale)
         folder = variant_dir(batch, name, scale)

@@ -39,6 +39,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import prompt_sets, stats
+from .config import progress_bars
 from .sampling import generate
 
 TABLE_1 = ("coco_nss1k", "cc500", "abc6k")
@@ -188,7 +189,7 @@ def generate_images(pipe, items: pd.DataFrame, seeds: Sequence[int], folder: str
     folder, items = Path(folder), items.reset_index(drop=True)
     rows = []
     plan = [(seed, start) for seed in seeds for start in range(0, len(items), chunk)]
-    for seed, start in tqdm(plan, desc=f"images: {method}", disable=not progress):
+    for seed, start in tqdm(plan, desc=f"images: {method}", disable=not progress_bars(progress)):
         part = items.iloc[start : start + chunk]
         paths = [_image_path(folder, method, b, int(p), seed) for b, p in zip(part["benchmark"], part["prompt_id"])]
         if not all(p.is_file() for p in paths):
@@ -299,7 +300,7 @@ class EvaluatorSuite:
         Benchmarks whose graders are missing are recorded in :attr:`missing`."""
         parts = []
         groups = list(index.groupby("benchmark", sort=False))
-        for benchmark, rows in tqdm(groups, desc="grading", disable=not progress):
+        for benchmark, rows in tqdm(groups, desc="grading", disable=not progress_bars(progress)):
             rows = rows.reset_index(drop=True)
             images = load_images(rows["path"])
             table = rows.copy()

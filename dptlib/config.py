@@ -64,6 +64,13 @@ def figures_dir(scale: str) -> Path:
     return path
 
 
+def progress_bars(wanted: bool = True) -> bool:
+    """Whether to show a progress bar: ``wanted``, unless ``TQDM_DISABLE`` is set (as
+    ``dptlib.reproduce`` and the ablation batches set it for their kernels). tqdm reads that
+    variable only for bars given no ``disable=``; dptlib's bars pass ``disable=not progress_bars(...)``."""
+    return wanted and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+
+
 def quiet_libraries() -> None:
     """Silence the loading bars and notices of diffusers / transformers in notebook outputs
     (warnings and errors still show)."""

@@ -19,6 +19,8 @@ import yaml
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .config import progress_bars
+
 
 @dataclass
 class CaptionedImage:
@@ -185,7 +187,7 @@ def load_discrimination_data(captions_json, refexp_json, image_root, limit: int 
         images = ImageFiles(paths, *size)
     else:
         pixels = []
-        for path in tqdm(paths, desc="images", disable=len(paths) < 1000, mininterval=10):
+        for path in tqdm(paths, desc="images", disable=not progress_bars(len(paths) >= 1000), mininterval=10):
             pixels.append(_read_image(path, size))
             size = size or pixels[0].shape[:2]
         images = Uint8Images(np.stack(pixels)) if storage == "uint8" else to_model_images(np.stack(pixels))

@@ -102,6 +102,17 @@ def matching_loss(image_to_text: torch.Tensor, text_to_image: torch.Tensor, logi
     return F.cross_entropy(scale * text_to_image, target) + F.cross_entropy(scale * image_to_text, target)
 
 
+def denoising_loss(prediction: torch.Tensor, noise: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """The noise-prediction MSE of Eq. 8 (the "MSE" of Tab. 5, 9), on the true pairs only.
+
+    prediction (B, C, h, w): the U-Net's noise prediction for every (image, caption) row of a
+    batch; noise (P, C, h, w): the noise added to each true pair's latent; positives (P,): the row
+    of each true pair in ``prediction``. Rows with a negative caption are left out: a U-Net is not
+    taught to denoise an image towards a caption it does not show.
+    """
+    return F.mse_loss(prediction[positives], noise.to(prediction.device))
+
+
 # --------------------------------------------------------------------------------------------
 # Local grounding (Eq. 6-7)
 # --------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -65,12 +66,48 @@ def validate_run(notebook: str, parameters: dict, resources: bool = False) -> No
         check_resources(vars(values))
 
 
+PROGRESS_LINE = re.compile(r"(\d+%\|.*\|)|(\d+(\.\d+)?(it/s|s/it)\])|TqdmWarning: IProgress not found|warn_noipywidgets|"
+                           r"^\s*from \.autonotebook import tqdm as notebook_tqdm\s*$")
+
+
+def strip_progress(nb) -> int:
+    """Remove progress-bar noise from an executed notebook, in place: tqdm bars shown as widgets
+    (and the widget state saved with them), bar lines and tqdm's IProgress warning on stderr.
+    Results, tables, figures and every other line stay as the run wrote them. Returns how many
+    outputs were removed or trimmed."""
+    changed = 0
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        kept, before = [], changed
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data and PROGRESS_LINE.search(str(data.get("text/plain", ""))):
+                changed += 1
+                continue
+            if output.get("output_type") == "stream":
+                lines = output["text"].splitlines(keepends=True)
+                clean = [line for line in lines if not any(PROGRESS_LINE.search(part) for part in line.split("\r"))]
+                if len(clean) != len(lines):
+                    changed += 1
+                    if not "".join(clean).strip():
+                        continue
+                    output["text"] = "".join(clean)
+            kept.append(output)
+        if changed > before:  # a bar's closing newline, alone on stderr
+            kept = [o for o in kept if not (o.get("output_type") == "stream" and not o["text"].strip())]
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    return changed
+
+
 def write_back(executed: Path, target: Path) -> None:
-    """Copy an executed notebook over its source, without papermill's injected-parameters cell."""
+    """Copy an executed notebook over its source, without papermill's injected-parameters cell
+    and without progress-bar noise (:func:`strip_progress`)."""
     import jupytext
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
+    strip_progress(nb)
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbone import Backbone, encode_text, extract_features, image_generators, image_noise
+from .config import progress_bars
 from .losses import matching_similarity
 
 
@@ -52,7 +53,7 @@ def generate(
     device = pipe.device
     out = []
     starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc="generate", disable=not progress or len(starts) == 1):
+    for start in tqdm(starts, desc="generate", disable=not progress_bars(progress) or len(starts) == 1):
         chunk = prompts[start : start + batch_size]
         chunk_indices = indices[start : start + len(chunk)]
         images = dict(direction_seed=seed, indices=chunk_indices)

@@ -182,3 +182,161 @@ def check_choose_eta(choose_eta: Callable, sweep, chosen: float | None = None) -
         if float(answer) != best:
             raise ExerciseError(f"{name}: expected eta = {best:g}, got {answer!r}")
     return _report(f"{name} (eta = {expected:g})", CORRECT)
+
+
+def _toy_unet(seed: int = 0):
+    """A randomly initialised U-Net of the toy SD's architecture at the smoke size (seconds to build)."""
+    from .toy.model import ToyModelConfig, build_unet
+
+    torch.manual_seed(seed)
+    return build_unet(ToyModelConfig.preset("smoke"), cross_attention_dim=16).eval()
+
+
+def blocks_run_by_early_exit(unet, blocks: list[str]) -> list[str]:
+    """The blocks of ``unet`` that :func:`dptlib.backbone.extract_features` runs, in order, when it
+    probes ``blocks`` with its early exit: observed with a forward hook on every block."""
+    from .backbone import block_modules, extract_features
+
+    ran: list[str] = []
+    hooks = [module.register_forward_hook(lambda *_, name=name: ran.append(name)) for name, module in block_modules(unet).items()]
+    size = unet.config.sample_size
+    try:
+        with torch.no_grad():
+            extract_features(unet, torch.randn(1, 4, size, size), torch.tensor([500]), torch.randn(1, 4, 16), blocks)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return ran
+
+
+def check_blocks_run(blocks_run: Callable, probes: Iterable[str] = ("down0", "mid", "up1", "down1+up0", "all")) -> str:
+    """Exercise (04): ``blocks_run(blocks) -> list`` names the U-Net blocks an early-exit forward
+    runs (in execution order) to read the probed ``blocks`` (a list in execution order); compared
+    with what a toy U-Net actually runs (:func:`blocks_run_by_early_exit`) for each of ``probes``.
+    Prints each probe's share of the U-Net's blocks: what a training step on it costs."""
+    from .backbone import block_modules, resolve_blocks
+
+    name = "the blocks an early exit runs"
+    unet = _toy_unet()
+    total = len(block_modules(unet))
+    for probe in probes:
+        blocks = resolve_blocks(probe, unet)
+        answer = blocks_run(blocks)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        expected = blocks_run_by_early_exit(unet, blocks)
+        if list(answer) != expected:
+            raise ExerciseError(f"{name}: probing {blocks} runs {expected}, got {answer!r}")
+        print(f"  probe {probe:10s} runs {len(expected)} of {total} blocks: {' -> '.join(expected)}")
+    return _report(name, CORRECT)
+
+
+def lora_parameters_by_peft(d_in: int, d_out: int, rank: int) -> int:
+    """The trainable weights peft's LoRA adds to one ``Linear(d_in, d_out)`` at ``rank``, counted."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    holder = torch.nn.Module()
+    holder.proj = torch.nn.Linear(d_in, d_out)
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=["proj"]), holder)
+    return sum(p.numel() for n, p in holder.named_parameters() if "lora_" in n)
+
+
+def check_lora_parameters(lora_parameters: Callable, cases: Iterable[tuple] = ((32, 32, 1), (64, 32, 4), (96, 160, 16), (320, 320, 64))) -> str:
+    """Exercise (05): ``lora_parameters(d_in, d_out, rank) -> int``, the weights LoRA adds to one
+    linear layer (W + B A, A: (rank, d_in), B: (d_out, rank)); compared with what peft adds
+    (:func:`lora_parameters_by_peft`) for each (d_in, d_out, rank) of ``cases``."""
+    name = "LoRA's parameter count"
+    for d_in, d_out, rank in cases:
+        answer = lora_parameters(d_in, d_out, rank)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        expected = lora_parameters_by_peft(d_in, d_out, rank)
+        if answer != expected:
+            raise ExerciseError(f"{name}: a Linear({d_in}, {d_out}) at rank {rank} gets {expected} weights, got {answer!r}")
+    return _report(name, CORRECT)
+
+
+def check_holm(holm_adjust: Callable, cases: Iterable = ()) -> str:
+    """Exercise (06): ``holm_adjust(p_values (m,)) -> (m,)``, Holm's step-down adjusted p-values in
+    the input's order (:func:`dptlib.stats.holm`); tried on random families, ties, p's that cap
+    at 1, and ``cases``."""
+    import numpy as np
+
+    name = "Holm's adjustment"
+    rng = np.random.default_rng(0)
+    tried = [rng.random(m) ** 3 for m in (1, 4, 7)] + [np.array([0.01, 0.04, 0.04, 0.3]), np.array([0.5, 0.2, 0.9])]
+    tried += [np.asarray(c, float) for c in cases]
+    for p_values in tried:
+        answer = holm_adjust(p_values.copy())
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        expected = stats.holm(p_values)
+        if np.shape(answer) != expected.shape or not np.allclose(np.asarray(answer, float), expected, atol=1e-12):
+            raise ExerciseError(f"{name}: for p = {np.round(p_values, 4).tolist()} expected {np.round(expected, 4).tolist()}, "
+                                f"got {answer!r}")
+    return _report(f"{name} ({len(tried)} families)", CORRECT)
+
+
+def p_values(texts: Iterable[str]) -> list[float]:
+    """The p-values written in formatted differences ("+2.8 [-0.2, +5.8] (p = 0.07)"): "p < 0.001"
+    reads 0.001 (an upper bound); a text without a p reads NaN."""
+    import re
+
+    found = [re.search(r"p ([=<]) ([\d.]+)", str(text)) for text in texts]
+    return [float(m.group(2)) if m else float("nan") for m in found]
+
+
+def snr_from_add_noise(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    """The signal-to-noise ratio of z_t at ``timesteps``, read off the scheduler's own
+    ``add_noise``: the share of a clean latent of ones it keeps, squared, over the share of unit
+    noise it adds, squared."""
+    ones = torch.ones(len(timesteps), 1)
+    signal = scheduler.add_noise(ones, torch.zeros_like(ones), timesteps)[:, 0]
+    noise = scheduler.add_noise(torch.zeros_like(ones), ones, timesteps)[:, 0]
+    return (signal / noise) ** 2
+
+
+def check_snr(snr: Callable, timesteps: Iterable[int] = (0, 250, 500, 750, 999)) -> str:
+    """Exercise (07): ``snr(alphas_cumprod (T,), timesteps (k,)) -> (k,)``, SNR(t) = abar_t / (1 - abar_t)
+    of the forward process z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps; compared with what the toy
+    SD's scheduler and a linear-beta one do (:func:`snr_from_add_noise`) at ``timesteps``."""
+    from diffusers import DDPMScheduler
+
+    from .toy.model import build_scheduler
+
+    name = "the signal-to-noise ratio"
+    steps = torch.tensor(list(timesteps))
+    for scheduler in (build_scheduler(), DDPMScheduler(beta_schedule="linear")):
+        answer = snr(scheduler.alphas_cumprod, steps)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        expected = snr_from_add_noise(scheduler, steps)
+        if not torch.is_tensor(answer) or answer.shape != expected.shape or not torch.allclose(answer.double(), expected.double(), rtol=1e-4):
+            raise ExerciseError(f"{name}: at t = {steps.tolist()} expected {expected.tolist()}, got {answer!r}")
+    return _report(name, CORRECT)
+
+
+def check_denoising_loss(denoising: Callable, cases: list[tuple] = ()) -> str:
+    """Exercise (08): ``denoising(prediction (B, C, h, w), noise (P, C, h, w), positives (P,)) -> scalar``,
+    the MSE term of Eq. 8 on the true pairs' rows only (:func:`dptlib.losses.denoising_loss`); tried
+    on batches of septuples (B = 6 P, the true pair first) and on ``cases``."""
+    name = "the denoising term (Eq. 8)"
+    generator = torch.Generator().manual_seed(0)
+    tried = []
+    for septuples in (1, 2, 3):
+        b = 6 * septuples
+        tried.append((torch.randn(b, 4, 8, 8, generator=generator), torch.randn(septuples, 4, 8, 8, generator=generator),
+                      torch.arange(septuples) * 6))
+    tried += [tuple(c) for c in cases]
+    for prediction, noise, positives in tried:
+        answer = denoising(prediction, noise, positives)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        expected = losses.denoising_loss(prediction, noise, positives)
+        if not torch.is_tensor(answer) or answer.numel() != 1 or not torch.allclose(answer.float(), expected, atol=1e-6):
+            everything = torch.nn.functional.mse_loss(prediction, noise.repeat_interleave(prediction.shape[0] // noise.shape[0], 0))
+            hint = " (that is the MSE over every row: only the true pairs' rows count)" if torch.is_tensor(answer) and torch.allclose(
+                answer.float().reshape(()), everything, atol=1e-6) else ""
+            raise ExerciseError(f"{name}: for {len(positives)} true pairs in {prediction.shape[0]} rows expected {expected.item():.5f}, "
+                                f"got {answer}{hint}")
+    return _report(f"{name} ({len(tried)} batches)", CORRECT)

@@ -49,9 +49,9 @@ from .checkpoint import (
     save_tuned,
     training_state_step,
 )
-from .config import resolve_model
+from .config import progress_bars, resolve_model
 from .data import DiscriminationData, Septuple, manifest_splits, open_clip_embedder, sample_septuple
-from .losses import grounding_loss, matching_loss, matching_similarity
+from .losses import denoising_loss, grounding_loss, matching_loss, matching_similarity
 
 PAIRS_PER_SEPTUPLE = 6
 LR_SCHEDULES = ("constant", "cosine", "linear")
@@ -229,7 +229,7 @@ class DPTModel(torch.nn.Module):
                 features = extract_features(self.unet, batch.latents, batch.timesteps, batch.text_hidden, self.blocks)
         losses = dpt_losses(self.adapter, features, batch, self.objectives)
         if self.mse_coef > 0:
-            mse = torch.nn.functional.mse_loss(prediction[batch.positives], batch.noise.to(prediction.device))
+            mse = denoising_loss(prediction, batch.noise, batch.positives)
             losses["loss"] = losses["loss"] + self.mse_coef * mse
             losses["mse"] = mse.detach()
         return losses
@@ -285,7 +285,7 @@ def _fit(*, config, data: DiscriminationData, out_dir: Path, backbone: Backbone,
         validation.append({"step": 0, **validate(0, accelerator.unwrap_model(model))})
     model.train()
     bar = tqdm(range(start, config.steps), desc=name, initial=start, total=config.steps,
-               disable=not progress or not accelerator.is_main_process, mininterval=5)
+               disable=not progress_bars(progress) or not accelerator.is_main_process, mininterval=5)
     t0 = time.time()
     for step in bar:
         step_lr = scheduler.get_last_lr()[0]  # the learning rate of this step

@@ -73,6 +73,7 @@ from dptlib.toy.world import ToyWorld, ToyWorldConfig
 params = config.notebook_parameters("00b_base_model", globals())
 config.set_threads()
 report.set_theme()
+config.quiet_libraries()  # no loading bars from diffusers / transformers
 params
 
 # %% tags=["nbval-ignore-output"]

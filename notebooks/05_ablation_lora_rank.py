@@ -33,8 +33,9 @@ run = True  # run the variants whose results are missing; False: show the result
 
 # %%
 import pandas as pd
+from IPython.display import display
 
-from dptlib import ablations, config, report
+from dptlib import ablations, config, report, teaching
 
 params = config.notebook_parameters("05_ablation_lora_rank", globals())
 report.set_theme()
@@ -149,3 +150,35 @@ claims += [  # the adapter acts on generation through self-correction: both samp
 claims = ablations.claims_frame(claims)
 report.save_table(claims, "tab7_rank_claims", params.scale)
 claims
+
+
+# %% [markdown]
+# ## Exercise: what a LoRA rank costs
+#
+# LoRA keeps a linear layer's weight $W$ ($d_{out} \times d_{in}$) frozen and trains a low-rank
+# update beside it: $W x + \tfrac{\alpha}{r} B A x$ with $A$ ($r \times d_{in}$) and $B$
+# ($d_{out} \times r$, zero at the start, so that tuning starts from the U-Net as it is).
+# Write `lora_parameters(d_in, d_out, rank)`, the number of weights LoRA adds to one layer; the
+# check counts what `peft` adds to a `Linear` for four shapes. The table below then compares
+# the update with $W$ itself at the toy U-Net's width (64 channels) and at SD-2.1's widest
+# (1,280): what does rank 64 mean at each width?
+
+# %%
+def lora_parameters(d_in, d_out, rank):
+    """The trainable weights of LoRA's A (rank, d_in) and B (d_out, rank)."""
+    # solution
+    return rank * (d_in + d_out)
+
+
+# %%
+if teaching.check_lora_parameters(lora_parameters) == teaching.CORRECT:
+    ranks = [1, 2, 4, 8, 16, 32, 64]
+    display(pd.DataFrame({f"share of W, {d}x{d}": [lora_parameters(d, d, r) / d**2 for r in ranks] for d in (64, 1280)},
+                         index=pd.Index(ranks, name="LoRA rank")).round(3))
+
+# %% [markdown] tags=["solution"]
+# *Reading it:* a rank-$r$ update of a $d \times d$ layer has $2rd$ weights, a share $2r/d$ of the
+# layer. At SD-2.1's width rank 64 is a 10 % update; at the toy's width rank 32 already has as
+# many weights as $W$ and rank 64 twice as many, so the toy's sweep runs from a small update to
+# more than a full one. The paper's "rank barely matters" and the toy's flat Tab. 7 are about
+# different regimes.

@@ -31,9 +31,11 @@ max_variants = None  # the batch's first variants only (None: all)
 run = True  # run the variants whose results are missing; False: show the results there are
 
 # %%
+import numpy as np
 import pandas as pd
+from IPython.display import display
 
-from dptlib import ablations, config, report
+from dptlib import ablations, config, report, teaching
 
 params = config.notebook_parameters("06_ablation_adapter_layers", globals())
 report.set_theme()
@@ -150,3 +152,31 @@ claims = [
 claims = ablations.claims_frame(claims)
 report.save_table(claims, "tab8_layers_claims", params.scale)
 claims
+
+
+# %% [markdown]
+# ## Exercise: a family of claims, adjusted
+#
+# The claims above are tested together: with $m$ claims at 5 % each, the chance that at least
+# one "holds" by luck grows with $m$. Holm's step-down adjustment keeps that chance at 5 %: sort
+# the $m$ p-values, multiply the $k$-th smallest ($k = 0, \dots, m-1$) by $m - k$, carry the
+# running maximum (an adjusted p never falls below a smaller p's), cap at 1, and return them in
+# the input's order. Write `holm_adjust(p_values)`; the check compares it with `dptlib.stats.holm`
+# (which `09_results` uses for the claims table). Then adjust this notebook's family.
+
+# %%
+def holm_adjust(p_values):
+    """Holm's adjusted p-values (m,), in the order of ``p_values`` (m,)."""
+    # solution
+    p = np.asarray(p_values, float)
+    order = np.argsort(p)
+    m = len(p)
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(1, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    return adjusted
+
+
+# %%
+if teaching.check_holm(holm_adjust) == teaching.CORRECT and not claims.empty:
+    family = claims[["claim", "toy (difference, 95 % interval)"]].assign(p=teaching.p_values(claims["toy (difference, 95 % interval)"]))
+    display(family.assign(**{"p (Holm)": holm_adjust(family["p"].fillna(1).to_numpy())}))

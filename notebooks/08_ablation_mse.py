@@ -38,7 +38,7 @@ run = True  # run the variants whose results are missing; False: show the result
 import pandas as pd
 from IPython.display import display
 
-from dptlib import ablations, config, report
+from dptlib import ablations, config, report, teaching
 
 params = config.notebook_parameters("08_ablation_mse", globals())
 report.set_theme()
@@ -147,3 +147,32 @@ claims = [
 claims = ablations.claims_frame(claims)
 report.save_table(claims, "tab9_mse_claims", params.scale)
 claims
+
+
+# %% [markdown]
+# ## Exercise: the denoising term of Eq. 8
+#
+# Stage 2 adds $\lambda\, \mathcal{L}^{mse}$ to the discriminative losses, with
+# $\mathcal{L}^{mse} = \lVert \epsilon - \epsilon_\theta(z_t, t, y) \rVert^2$ averaged over its
+# elements, so that LoRA keeps the U-Net a denoiser while it learns to discriminate. A training
+# batch holds $B = 6P$ rows ($P$ septuples; each opens with its true pair $(x, y)$, then the
+# pairs with a negative caption or image): `prediction` (B, 4, h, w) is the U-Net's noise
+# prediction for every row, `noise` (P, 4, h, w) the noise added to each true pair's latent,
+# `positives` (P,) the true pairs' rows. Write `denoising(prediction, noise, positives)`; the
+# check compares it with `dptlib.losses.denoising_loss`, which stage 2 calls. Why are the other
+# rows left out?
+
+# %%
+def denoising(prediction, noise, positives):
+    """The mean squared error of the true pairs' noise predictions: a scalar."""
+    # solution
+    return ((prediction[positives] - noise) ** 2).mean()
+
+
+# %%
+teaching.check_denoising_loss(denoising)
+
+# %% [markdown] tags=["solution"]
+# *Why the true pairs only:* a row with a negative caption asks the U-Net to predict the noise of
+# an image given a caption it does not show. Training it to denoise well there would teach the
+# U-Net to ignore the caption — the opposite of what stage 2 wants from it.

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from dptlib.config import check_parameters, resolve_scale
-from dptlib.reproduce import load_runs, parse_overrides, validate_run
+from dptlib.config import check_parameters, progress_bars, resolve_scale
+from dptlib.reproduce import load_runs, parse_overrides, strip_progress, validate_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,3 +148,35 @@ def test_verify_ignores_where_the_clone_lies_and_how_long_it_took_but_not_a_numb
     assert _sanitized(here) == _sanitized(elsewhere)
     assert _sanitized(here) != _sanitized(here.replace("ITM 79.8", "ITM 79.9"))
     assert _sanitized(here) != _sanitized(here.replace("tqdm/auto.py", "tqdm/std.py"))
+
+
+def test_progress_noise_is_stripped_and_everything_else_kept():
+    """What write-back removes from an executed notebook: tqdm bars (widgets and stderr lines),
+    the widget state, tqdm's IProgress warning; a real warning and the results stay."""
+    import nbformat
+
+    bar = {"application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2, "version_minor": 0},
+           "text/plain": "generate:   0%|          | 0/4 [00:00<?, ?it/s]"}
+    cell = nbformat.v4.new_code_cell("run()", outputs=[
+        nbformat.v4.new_output("display_data", data=bar),
+        nbformat.v4.new_output("stream", name="stderr", text="\radapter_layers: 100%|██████████| 8/8 [00:00<00:00, 2636.89it/s]"),
+        nbformat.v4.new_output("stream", name="stderr", text="\n"),
+        nbformat.v4.new_output("stream", name="stderr", text=".../tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update\n"
+                                                              "  from .autonotebook import tqdm as notebook_tqdm\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="UserWarning: torch.meshgrid: pass the indexing argument\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "ITM 81.4 %"}, execution_count=1),
+    ])
+    quiet = nbformat.v4.new_code_cell("x = 1", outputs=[nbformat.v4.new_output("stream", name="stdout", text="\n")])
+    nb = nbformat.v4.new_notebook(cells=[cell, quiet], metadata={"widgets": {"state": {}}, "language_info": {"name": "python"}})
+    assert strip_progress(nb) == 3
+    assert [o.get("text", o.get("data", {}).get("text/plain")) for o in nb.cells[0].outputs] == [
+        "UserWarning: torch.meshgrid: pass the indexing argument\n", "ITM 81.4 %"]
+    assert nb.cells[1].outputs[0]["text"] == "\n"  # a cell without bars keeps even its blank line
+    assert "widgets" not in nb.metadata and nb.metadata["language_info"] == {"name": "python"}
+
+
+def test_progress_bars_follow_tqdm_disable(monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert progress_bars() and not progress_bars(False)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert not progress_bars() and not progress_bars(True)

@@ -6,8 +6,9 @@ import math
 import jupytext
 import nbformat
 import pytest
+import torch
 
-from dptlib import exercises, teaching
+from dptlib import exercises, losses, teaching
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
 
 SOLUTION_PY = '''# %% [markdown]
@@ -186,3 +187,67 @@ def test_choose_eta_check_follows_the_data_and_waits_for_the_stub():
     with pytest.raises(teaching.ExerciseError, match="eta"):  # the official variant's rows are not candidates
         teaching.check_choose_eta(lambda table: float(table.groupby("method")["correct"].mean().drop("no correction").idxmax()
                                                       .split("eta ")[1]), sweep)
+
+
+BLOCK_ORDER = ["down0", "down1", "down2", "mid", "up0", "up1", "up2"]
+
+
+def test_blocks_run_check_observes_the_early_exit_and_rejects_the_probed_blocks_alone():
+    # what the hooks see: every block up to the last probed one, in execution order
+    unet = teaching._toy_unet()
+    assert teaching.blocks_run_by_early_exit(unet, ["down1", "up0"]) == BLOCK_ORDER[:5]
+    assert teaching.blocks_run_by_early_exit(unet, ["down0"]) == ["down0"]
+    assert teaching.check_blocks_run(lambda blocks: BLOCK_ORDER[:BLOCK_ORDER.index(blocks[-1]) + 1]) == teaching.CORRECT
+    assert teaching.check_blocks_run(lambda blocks: None) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="probing \\['mid'\\] runs"):
+        teaching.check_blocks_run(lambda blocks: list(blocks))  # the probed blocks, not what runs before them
+
+
+def test_lora_count_check_agrees_with_peft_and_rejects_a_square_count():
+    assert teaching.lora_parameters_by_peft(64, 32, 4) == 4 * (64 + 32)  # A (4, 64) and B (32, 4), by hand
+    assert teaching.check_lora_parameters(lambda d_in, d_out, r: r * (d_in + d_out)) == teaching.CORRECT
+    assert teaching.check_lora_parameters(lambda d_in, d_out, r: None) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="Linear\\(64, 32\\) at rank 4 gets 384"):
+        teaching.check_lora_parameters(lambda d_in, d_out, r: 2 * r * d_in)
+
+
+def test_holm_check_passes_the_step_down_and_rejects_bonferroni():
+    import numpy as np
+
+    def holm(p):  # by hand: sort, multiply the k-th smallest by m - k, carry the running maximum, cap at 1
+        order = np.argsort(p)
+        adjusted = np.minimum(1, np.maximum.accumulate(p[order] * (len(p) - np.arange(len(p)))))
+        out = np.empty_like(adjusted)
+        out[order] = adjusted
+        return out
+
+    assert np.allclose(holm(np.array([0.01, 0.04, 0.03])), [0.03, 0.06, 0.06])
+    assert teaching.check_holm(holm) == teaching.CORRECT
+    assert teaching.check_holm(lambda p: None) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="Holm"):
+        teaching.check_holm(lambda p: np.minimum(1, p * len(p)))  # Bonferroni is not Holm
+    assert teaching.p_values(["+2.8 [-0.2, +5.8] (p = 0.07)", "+9.0 [+5.0, +13.0] (p < 0.001)", "—"])[:2] == [0.07, 0.001]
+
+
+def test_snr_check_reads_the_scheduler_and_rejects_the_noise_share_alone():
+    from dptlib.toy.model import build_scheduler
+
+    scheduler = build_scheduler()
+    t = torch.tensor([0, 999])
+    abar = scheduler.alphas_cumprod[t]
+    assert torch.allclose(teaching.snr_from_add_noise(scheduler, t), abar / (1 - abar))
+    assert teaching.snr_from_add_noise(scheduler, torch.tensor([999]))[0] < 0.01  # t = 999: almost no signal left
+    assert teaching.check_snr(lambda a, steps: a[steps] / (1 - a[steps])) == teaching.CORRECT
+    assert teaching.check_snr(lambda a, steps: None) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="signal-to-noise"):
+        teaching.check_snr(lambda a, steps: a[steps].sqrt() / (1 - a[steps]).sqrt())  # the amplitude ratio, not its square
+
+
+def test_denoising_check_takes_the_true_pairs_only_and_says_so():
+    prediction, noise = torch.zeros(6, 4, 2, 2), torch.ones(1, 4, 2, 2)
+    prediction[0] = 1  # the true pair's row predicts its noise exactly: loss 0 on it, 1 on the negatives' rows
+    assert losses.denoising_loss(prediction, noise, torch.tensor([0])).item() == 0.0
+    assert teaching.check_denoising_loss(lambda p, n, pos: ((p[pos] - n) ** 2).mean()) == teaching.CORRECT
+    assert teaching.check_denoising_loss(lambda p, n, pos: None) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="only the true pairs' rows count"):
+        teaching.check_denoising_loss(lambda p, n, pos: ((p - n.repeat_interleave(p.shape[0] // n.shape[0], 0)) ** 2).mean())

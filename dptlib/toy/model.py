@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..backbone import load_pipeline, noise_latents
 from ..checkpoint import atomic_save_file, load_training_state, save_training_state
-from ..config import TOY_EVALUATOR_DIR, TOY_SD_DIR, runs_dir, set_threads
+from ..config import TOY_EVALUATOR_DIR, TOY_SD_DIR, progress_bars, runs_dir, set_threads
 from ..data import to_model_images, to_uint8_images
 from .world import (
     NUMBER_WORDS,
@@ -362,7 +362,7 @@ def _train(name, model, steps, lr, loss_fn, work_dir: Path, every: int, log: lis
     if state_path.exists():
         step, extra = load_training_state(state_path, model, optimizer, ema)
         log[:] = extra.get("log", [])
-    bar = tqdm(range(step, steps), desc=name, initial=step, total=steps, mininterval=5)
+    bar = tqdm(range(step, steps), desc=name, initial=step, total=steps, mininterval=5, disable=not progress_bars())
     for step in bar:
         _cosine_lr(optimizer, lr, step, steps)
         loss = loss_fn(step)
