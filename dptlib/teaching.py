@@ -340,3 +340,81 @@ def check_denoising_loss(denoising: Callable, cases: list[tuple] = ()) -> str:
             raise ExerciseError(f"{name}: for {len(positives)} true pairs in {prediction.shape[0]} rows expected {expected.item():.5f}, "
                                 f"got {answer}{hint}")
     return _report(f"{name} ({len(tried)} batches)", CORRECT)
+
+
+def check_iou(iou: Callable, cases: Iterable[tuple] = ()) -> str:
+    """Exercise (00): ``iou(a, b) -> float`` for two (x0, y0, x1, y1) boxes, the intersection over
+    union REC P@1 thresholds at 0.5 (:func:`dptlib.metrics.rec_hits`); compared with
+    :func:`dptlib.losses.box_iou` on random boxes, disjoint, nested and touching ones, and ``cases``."""
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.rand(6, 2, 2, generator=generator) * 32
+    tried = [(tuple(torch.cat([c.min(0).values, c.max(0).values]).tolist()), tuple(torch.cat([d.min(0).values, d.max(0).values]).tolist()))
+             for c, d in zip(corners[:3], corners[3:])]
+    tried += [((0, 0, 4, 4), (6, 6, 9, 9)), ((0, 0, 8, 8), (2, 2, 4, 4)), ((0, 0, 4, 4), (4, 0, 8, 4)), ((1, 2, 5, 9), (1, 2, 5, 9))]
+    tried += [tuple(c) for c in cases]
+    name = "intersection over union"
+    for a, b in tried:
+        answer = iou(a, b)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        expected = float(losses.box_iou(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))[0])
+        if abs(float(answer) - expected) > 1e-6:
+            raise ExerciseError(f"{name}: for boxes {a} and {b} expected {expected:.4f}, got {answer!r}")
+    return _report(f"{name} ({len(tried)} pairs)", CORRECT)
+
+
+def lora_layers(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The peft LoRA layers of ``module`` with an active adapter, by name."""
+    return {name: m for name, m in module.named_modules()
+            if hasattr(m, "lora_A") and getattr(m, "active_adapters", None) and m.active_adapters[0] in m.lora_A}
+
+
+def check_lora_delta(lora_delta: Callable, module: torch.nn.Module | None = None, n_layers: int = 4) -> str:
+    """Exercise (02): ``lora_delta(layer) -> (d_out, d_in)``, the change ΔW LoRA makes to a peft
+    LoRA ``Linear`` (its active adapter's scaled B A); checked by what peft's forward does,
+    ``layer(x) - layer.base_layer(x) = x ΔWᵀ``, on randomly initialised LoRA layers (B not zero,
+    alpha != rank) and on the first ``n_layers`` LoRA layers of ``module`` (a tuned U-Net)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    torch.manual_seed(0)
+    holder = torch.nn.Module()
+    holder.a, holder.b = torch.nn.Linear(24, 16), torch.nn.Linear(8, 40)
+    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=8, target_modules=["a", "b"], init_lora_weights=False), holder)
+    layers = list(lora_layers(holder).items()) + list(lora_layers(module).items())[:n_layers] if module is not None else \
+        list(lora_layers(holder).items())
+    name = "the LoRA update ΔW"
+    for layer_name, layer in layers:
+        answer = lora_delta(layer)
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        weight = layer.base_layer.weight
+        x = torch.randn(3, weight.shape[1], dtype=weight.dtype, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            expected = layer(x) - layer.base_layer(x)
+        if not torch.is_tensor(answer) or answer.shape != weight.shape or not torch.allclose(x @ answer.detach().T, expected, atol=1e-5,
+                                                                                            rtol=1e-4):
+            raise ExerciseError(f"{name}: for layer {layer_name!r} ({weight.shape[1]} -> {weight.shape[0]}) x ΔWᵀ does not give what "
+                                f"peft's forward adds (got {type(answer).__name__} of shape {getattr(answer, 'shape', None)})")
+    return _report(f"{name} ({len(layers)} layers)", CORRECT)
+
+
+def check_unit_rms(unit_rms: Callable, cases: Iterable[tuple] = ()) -> str:
+    """Exercise (03): ``unit_rms(x (n, ...)) -> (n, ...)``, each row divided by its root mean square:
+    what makes Eq. 9's step and its random-direction null the same size. Compared with
+    :func:`dptlib.sampling.random_directions` (unit-RMS noise per image) and on ``cases``: pairs
+    (raw gradient, what :func:`dptlib.sampling.correction_gradient` returns for it)."""
+    from .backbone import image_noise
+    from .sampling import NULL_SEED_OFFSET, random_directions
+
+    name = "a unit-RMS step"
+    tried = [(image_noise(shape, seed + NULL_SEED_OFFSET, indices), random_directions(shape, seed, indices))
+             for shape, seed, indices in (((4, 8, 8), 0, [0, 1, 2]), ((4, 16, 16), 5, [3]))]
+    tried += [tuple(c) for c in cases]
+    for raw, expected in tried:
+        answer = unit_rms(raw.clone())
+        if not _attempted(answer):
+            return _report(name, NOT_ATTEMPTED)
+        if not torch.is_tensor(answer) or answer.shape != expected.shape or not torch.allclose(answer, expected, atol=1e-5, rtol=1e-4):
+            raise ExerciseError(f"{name}: for a batch of shape {tuple(raw.shape)} the rows' RMS should be 1 each; got "
+                                f"{answer.pow(2).mean(dim=tuple(range(1, answer.dim()))).sqrt().tolist() if torch.is_tensor(answer) else answer!r}")
+    return _report(f"{name} ({len(tried)} batches)", CORRECT)

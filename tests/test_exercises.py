@@ -251,3 +251,36 @@ def test_denoising_check_takes_the_true_pairs_only_and_says_so():
     assert teaching.check_denoising_loss(lambda p, n, pos: None) == teaching.NOT_ATTEMPTED
     with pytest.raises(teaching.ExerciseError, match="only the true pairs' rows count"):
         teaching.check_denoising_loss(lambda p, n, pos: ((p - n.repeat_interleave(p.shape[0] // n.shape[0], 0)) ** 2).mean())
+
+
+def test_iou_check_passes_the_toy_worlds_iou_and_rejects_intersection_over_the_first_box():
+    from dptlib.toy.world import box_iou
+
+    assert teaching.check_iou(box_iou) == teaching.CORRECT
+    assert teaching.check_iou(lambda a, b: None) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="intersection over union: for boxes"):
+        teaching.check_iou(lambda a, b: box_iou(a, b) * 0 + max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+                           / ((a[2] - a[0]) * (a[3] - a[1])))
+
+
+def test_lora_delta_check_uses_peft_forward_and_rejects_a_delta_without_its_scaling():
+    def delta(layer):
+        name = layer.active_adapters[0]
+        return layer.scaling[name] * layer.lora_B[name].weight @ layer.lora_A[name].weight
+
+    assert teaching.check_lora_delta(delta) == teaching.CORRECT
+    assert teaching.check_lora_delta(lambda layer: None) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="does not give what peft's forward adds"):
+        teaching.check_lora_delta(lambda layer: layer.lora_B[layer.active_adapters[0]].weight @ layer.lora_A[layer.active_adapters[0]].weight)
+
+
+def test_unit_rms_check_matches_the_null_directions_and_rejects_a_unit_norm():
+    def unit_rms(x):
+        return x / x.pow(2).mean(dim=tuple(range(1, x.dim())), keepdim=True).sqrt()
+
+    raw = torch.randn(2, 4, 4, 4)
+    assert torch.allclose(unit_rms(raw).pow(2).mean(dim=(1, 2, 3)), torch.ones(2))
+    assert teaching.check_unit_rms(unit_rms, cases=[(raw, unit_rms(raw))]) == teaching.CORRECT
+    assert teaching.check_unit_rms(lambda x: None) == teaching.NOT_ATTEMPTED
+    with pytest.raises(teaching.ExerciseError, match="RMS should be 1"):
+        teaching.check_unit_rms(lambda x: x / x.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1)))  # unit norm, not unit RMS
