@@ -98,6 +98,11 @@ def check_verdict(verdict: Callable) -> str:
     return _report(f"{name} ({len(verdict_cases())} cases)", CORRECT)
 
 
+def _same_scalar(answer, expected: torch.Tensor, atol: float) -> bool:
+    """Whether ``answer`` is a one-element tensor equal to the scalar ``expected`` within ``atol``."""
+    return torch.is_tensor(answer) and answer.numel() == 1 and torch.allclose(answer.float().reshape(()), expected.reshape(()), atol=atol)
+
+
 def _random_cases(shapes, n: int = 3, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     return [tuple(torch.randn(*shape(k), generator=generator) for shape in shapes) for k in range(n)]
@@ -133,7 +138,7 @@ def check_matching_loss(match_loss: Callable, cases: list[tuple] = ()) -> str:
         if not _attempted(answer):
             return _report(name, NOT_ATTEMPTED)
         expected = losses.matching_loss(image_to_text, text_to_image, logit_scale)
-        if not torch.is_tensor(answer) or answer.numel() != 1 or not torch.allclose(answer.float(), expected, atol=1e-5):
+        if not _same_scalar(answer, expected, atol=1e-5):
             raise ExerciseError(f"{name}: for scores of shapes {tuple(image_to_text.shape)}, {tuple(text_to_image.shape)} and "
                                 f"log(1/tau) = {float(logit_scale):.2f} expected {expected.item():.5f}, got {answer}")
     return _report(f"{name} ({len(tried)} batches)", CORRECT)
@@ -333,10 +338,9 @@ def check_denoising_loss(denoising: Callable, cases: list[tuple] = ()) -> str:
         if not _attempted(answer):
             return _report(name, NOT_ATTEMPTED)
         expected = losses.denoising_loss(prediction, noise, positives)
-        if not torch.is_tensor(answer) or answer.numel() != 1 or not torch.allclose(answer.float(), expected, atol=1e-6):
+        if not _same_scalar(answer, expected, atol=1e-6):
             everything = torch.nn.functional.mse_loss(prediction, noise.repeat_interleave(prediction.shape[0] // noise.shape[0], 0))
-            hint = " (that is the MSE over every row: only the true pairs' rows count)" if torch.is_tensor(answer) and torch.allclose(
-                answer.float().reshape(()), everything, atol=1e-6) else ""
+            hint = " (that is the MSE over every row: only the true pairs' rows count)" if _same_scalar(answer, everything, 1e-6) else ""
             raise ExerciseError(f"{name}: for {len(positives)} true pairs in {prediction.shape[0]} rows expected {expected.item():.5f}, "
                                 f"got {answer}{hint}")
     return _report(f"{name} ({len(tried)} batches)", CORRECT)
