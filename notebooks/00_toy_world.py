@@ -62,6 +62,7 @@ import json
 
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
 from dptlib import config, report, teaching
 from dptlib.data import read_coco_captions, read_refexp
@@ -217,6 +218,40 @@ teaching.check_swap_colours(swap_colours, world, world.scenes("test", 50))
 # between them ("one purple triangle and one cyan triangle"): swapping their colours says the
 # same thing. A minimal edit is not automatically a negative, which is why `dptlib/toy/data.py`
 # checks every hard negative against its scene.
+
+# %% [markdown]
+# ### Exercise: when is a box a hit?
+#
+# REC P@1 (Tab. 3) counts a referring expression as grounded when the predicted box overlaps the
+# referred object's box with an intersection over union
+# $\mathrm{IoU}(a, b) = |a \cap b| \,/\, |a \cup b| \ge 0.5$. Write `iou(a, b)` for two boxes
+# $(x_0, y_0, x_1, y_1)$; the check compares it with `dptlib.losses.box_iou`, which the grounding
+# loss (Eq. 7) and REC P@1 use. The table then slides the first object's box sideways: how far
+# off may a predicted box be and still count?
+
+# %%
+def iou(a, b):
+    """|a ∩ b| / |a ∪ b| of two (x0, y0, x1, y1) boxes."""
+    # solution
+    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - width * height
+    return width * height / union
+
+
+# %%
+if teaching.check_iou(iou) == teaching.CORRECT:
+    box = scenes[0].objects[0].box
+    side = box[2] - box[0]
+    shifts = sorted({round(side * f) for f in (0, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 1)})
+    slid = pd.DataFrame({"IoU": [iou(box, (box[0] + s, box[1], box[2] + s, box[3])) for s in shifts]},
+                        index=pd.Index(shifts, name=f"shift in pixels (box {side} wide)"))
+    display(slid.assign(hit=slid["IoU"] >= 0.5).round(3))
+
+# %% [markdown] tags=["solution"]
+# *Reading it:* a box slid sideways by a share $f$ of its width keeps $\mathrm{IoU} =
+# (1 - f) / (1 + f)$, which is 0.5 at $f = 1/3$: a predicted box may be off by up to a third of the
+# object's width, which is where the table's `hit` turns false.
 
 # %% [markdown]
 # ## Toy benchmarks

@@ -65,6 +65,7 @@ import json
 
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
 from dptlib import config, report, teaching
 from dptlib.data import read_coco_captions, read_refexp
@@ -212,6 +213,31 @@ def swap_colours(spec):
 
 # %%
 teaching.check_swap_colours(swap_colours, world, world.scenes("test", 50))
+
+# %% [markdown]
+# ### Exercise: when is a box a hit?
+#
+# REC P@1 (Tab. 3) counts a referring expression as grounded when the predicted box overlaps the
+# referred object's box with an intersection over union
+# $\mathrm{IoU}(a, b) = |a \cap b| \,/\, |a \cup b| \ge 0.5$. Write `iou(a, b)` for two boxes
+# $(x_0, y_0, x_1, y_1)$; the check compares it with `dptlib.losses.box_iou`, which the grounding
+# loss (Eq. 7) and REC P@1 use. The table then slides the first object's box sideways: how far
+# off may a predicted box be and still count?
+
+# %%
+def iou(a, b):
+    """|a ∩ b| / |a ∪ b| of two (x0, y0, x1, y1) boxes."""
+    # Write your code here.
+
+
+# %%
+if teaching.check_iou(iou) == teaching.CORRECT:
+    box = scenes[0].objects[0].box
+    side = box[2] - box[0]
+    shifts = sorted({round(side * f) for f in (0, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 1)})
+    slid = pd.DataFrame({"IoU": [iou(box, (box[0] + s, box[1], box[2] + s, box[3])) for s in shifts]},
+                        index=pd.Index(shifts, name=f"shift in pixels (box {side} wide)"))
+    display(slid.assign(hit=slid["IoU"] >= 0.5).round(3))
 
 # %% [markdown]
 # ## Toy benchmarks

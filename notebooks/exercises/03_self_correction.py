@@ -67,12 +67,13 @@ import time
 import pandas as pd
 import seaborn as sns
 import torch
+from IPython.display import display
 
 from dptlib import checks, config, report, stats, teaching
 from dptlib.backbone import Backbone, encode_text, extract_features, image_noise, load_pipeline
 from dptlib.checkpoint import load_adapter
 from dptlib.losses import matching_similarity
-from dptlib.sampling import correction_gradient, generate
+from dptlib.sampling import correction_gradient, generate, random_directions
 from dptlib.toy.evaluation import compare_methods, oracle_scores
 from dptlib.toy.prompts import generation_prompts
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
@@ -154,6 +155,33 @@ assert torch.allclose(unit, correction_gradient(unet, dpt_adapter, dpt_blocks, z
 with torch.no_grad():
     moved = {f"eta = {e:g}": float(score_of(z + e * unit)) for e in (0.0, 0.03, 0.1, 0.3)}
 pd.Series(moved, name=f"s(z_T + eta g, y) for {prompt!r}").round(4)
+
+# %% [markdown]
+# ### Exercise: the same step along a random direction
+#
+# Eq. 9 moves the latent by η along the gradient rescaled to unit RMS. Tab. 4's null control takes
+# a step of the same size along a random direction, fixed per image: if a step of that size
+# helped by itself, the null would gain as much as self-correction. Both rescale a tensor to
+# unit RMS per image, $\hat{\mathbf x} = \mathbf x \,/\, \sqrt{\tfrac{1}{d} \sum_i x_i^2}$ with $d$
+# its 4 × 16 × 16 entries. Write `unit_rms(x)` for a batch (n, 4, h, w); the check compares it
+# with `dptlib.sampling.random_directions` and, on the gradient above, with
+# `correction_gradient`. The table then moves $\mathbf z_T$ both ways.
+
+# %%
+def unit_rms(x):
+    """Each row of x (n, ...) divided by its root mean square."""
+    # Write your code here.
+
+
+# %%
+library_step = correction_gradient(unet, dpt_adapter, dpt_blocks, z, t, hidden, pooled)
+if teaching.check_unit_rms(unit_rms, cases=[(gradient, library_step)]) == teaching.CORRECT:
+    direction = random_directions((4, side, side), params.seed, [0])  # the null's direction for image 0
+    cosine = float(torch.nn.functional.cosine_similarity(unit.flatten(), direction.flatten(), dim=0))
+    print(f"cosine between the gradient and the random direction: {cosine:+.3f}")
+    with torch.no_grad():
+        along_random = {f"eta = {e:g}": float(score_of(z + e * direction)) for e in (0.0, 0.03, 0.1, 0.3)}
+    display(pd.DataFrame({"along the gradient": moved, "along a random direction": along_random}).round(4))
 
 # %% [markdown]
 # ## Fig. 4b analogue: the strength η, and the two variants, on validation prompts
