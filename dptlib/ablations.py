@@ -258,11 +258,17 @@ def _prepare(folder: Path, digest: str) -> None:
     atomic_write_text(json.dumps({"hash": digest}), started)
 
 
-def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execute, progress: bool = True) -> dict[str, str]:
+def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execute, progress: bool = True,
+              rerun: list[str] | None = None) -> dict[str, str]:
     """Run the batch's variants (or ``only`` those); returns variant -> "done" / "skipped" /
-    "failed: <error>". ``run(notebook, output, parameters, runs_folder)`` executes one variant."""
+    "failed: <error>". ``run(notebook, output, parameters, runs_folder)`` executes one variant.
+
+    ``rerun`` names variants to run again although finished (in ``runs/`` or ``results/``): a
+    finished run folder is emptied first, a killed re-run resumes, and the new outcomes replace
+    the exported ones. (A stage-1 adapter in the shared folder is still reused: re-run on a fresh
+    clone to train it again.)"""
     batch = batch.for_scale(scale)
-    unknown = sorted(set(only or []) - set(batch.variants))
+    unknown = sorted((set(only or []) | set(rerun or [])) - set(batch.variants))
     if unknown:
         raise UserInputError(f"batch {batch.name!r} has no variant(s) {unknown}; variants: {list(batch.variants)}")
     outcome = {}
@@ -271,7 +277,10 @@ def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execu
         parameters = {**batch.variants[name], "scale": scale}
         digest = run_hash(batch.notebook, parameters, scale)
         folder = variant_dir(batch, name, scale)
-        if outcomes_dir(batch, name, scale, digest) is not None:
+        if name in (rerun or []):
+            if finished(folder, digest):
+                shutil.rmtree(folder)  # its saved states would "resume" the re-run at its end
+        elif outcomes_dir(batch, name, scale, digest) is not None:
             exported = exported_dir(batch, name, scale)
             if finished(folder, digest) and not finished(exported, digest) and (folder / "runs" / scale / "metrics.json").exists():
                 export_outcomes(folder, exported, scale)  # finished before its export (killed between, or an older run)
@@ -512,6 +521,9 @@ def _main(argv: list[str], state) -> int:
     parser.add_argument("batches", nargs="*", help="batch names (files in papermill_params/ablations); none: all but 'seeds'")
     parser.add_argument("--scale", default=None)
     parser.add_argument("--variant", nargs="*", default=None, help="run only these variants")
+    parser.add_argument("--rerun", action="store_true",
+                        help="with --variant: run those variants again although finished (their outcomes in results/ are "
+                             "replaced); e.g. re-run a seed on a fresh clone, then `make check-claims`")
     parser.add_argument("--list", action="store_true", help="list the variants and whether they are done")
     parser.add_argument("--redraw-figures", action="store_true",
                         help="redraw the batches' figures from their saved tables (figures/), running nothing")
@@ -530,6 +542,8 @@ def _main(argv: list[str], state) -> int:
         if not args.variant:
             raise UserInputError("--variant names the variants to run: give at least one")
         check_names("variant", args.variant, [name for batch in batches for name in batch.for_scale(scale).variants])
+    if args.rerun and not args.variant:
+        raise UserInputError("--rerun re-runs the variants named by --variant: give them (e.g. --variant dpt-s0 --rerun)")
     for batch in batches:
         for parameters in batch.for_scale(scale).variants.values():
             check_resources(check_parameters(batch.notebook, {**parameters, "scale": scale}).__dict__)
@@ -545,7 +559,7 @@ def _main(argv: list[str], state) -> int:
         only = [v for v in args.variant if v in batch.variants] if args.variant else None
         if args.variant and not only:
             continue  # the variants asked for belong to another of the batches named
-        for name, result in run_batch(batch, scale, only).items():
+        for name, result in run_batch(batch, scale, only, rerun=only if args.rerun else None).items():
             print(f"[{batch.name}] {name}: {result}", flush=True)
             failed += result.startswith("failed")
     return 1 if failed else 0

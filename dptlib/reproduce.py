@@ -145,6 +145,7 @@ def _main(argv: list[str], state) -> int:
     parser.add_argument("--ablation", nargs="*", default=None, metavar="BATCH",
                         help="run these ablation batches (papermill_params/ablations/BATCH.yaml) and nothing else")
     parser.add_argument("--variant", nargs="*", default=None, help="with --ablation: only these variants")
+    parser.add_argument("--rerun", action="store_true", help="with --ablation and --variant: run them again although finished")
     parser.add_argument("--params", default="papermill_params",
                         help="folder of run files (default papermill_params; paper scale: papermill_params/paper)")
     parser.add_argument("--no-write-back", action="store_true", help="leave notebooks/*.ipynb untouched")
@@ -157,9 +158,11 @@ def _main(argv: list[str], state) -> int:
 
         state.working = True  # the batch runner checks its own input (one line, exit 2)
         return ablations.main([*args.ablation, *(["--scale", args.scale] if args.scale else []),
-                               *(["--variant", *args.variant] if args.variant is not None else []), *(["--debug"] if args.debug else [])])
-    if args.variant is not None:
-        raise ValueError("--variant names variants of an ablation batch: give --ablation BATCH with it")
+                               *(["--variant", *args.variant] if args.variant is not None else []), *(["--rerun"] if args.rerun else []),
+                               *(["--debug"] if args.debug else [])])
+    if args.variant is not None or args.rerun:
+        raise ValueError(f"{'--variant' if args.variant is not None else '--rerun'} acts on an ablation batch's variants: "
+                         "give --ablation BATCH with it")
     overrides = parse_overrides(args.set)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")  # the kernels inherit it: no progress bars in the written-back outputs

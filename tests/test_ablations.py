@@ -125,6 +125,26 @@ def test_a_killed_batch_resumes_without_redoing_finished_variants(tmp_path, runs
     assert resume_state.exists()  # the variant it was killed in resumes from its own states
 
 
+def test_a_rerun_runs_a_finished_variant_again_from_scratch_and_replaces_its_export(tmp_path, runs, monkeypatch):
+    monkeypatch.setattr(ablations, "results_dir", lambda scale: tmp_path / "results" / scale)
+    batch = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [1, 2]\n"))
+    ablations.run_batch(batch, "smoke", run=_fake_run({1: 1, 2: 1}), progress=False)
+    folder = runs / "smoke" / "ablations" / "rank" / "lora_rank=1"
+    exported = tmp_path / "results" / "smoke" / "rank" / "lora_rank=1"
+    (folder / "runs" / "tune.state.safetensors").write_text("the finished run's last state")
+    old_table = (exported / "generation_scores.csv.gz").read_bytes()
+    result = ablations.run_batch(batch, "smoke", run=_fake_run({1: 0, 2: 0}), progress=False, rerun=["lora_rank=1"])
+    assert result == {"lora_rank=1": "done", "lora_rank=2": "skipped"}
+    assert not (folder / "runs" / "tune.state.safetensors").exists()  # started afresh, not resumed at its end
+    assert (exported / "generation_scores.csv.gz").read_bytes() != old_table  # the new outcomes replace the old
+    # on a fresh clone only the export exists: the re-run still runs
+    shutil.rmtree(runs)
+    assert ablations.run_batch(batch, "smoke", run=_fake_run({1: 1}), only=["lora_rank=1"], progress=False,
+                               rerun=["lora_rank=1"]) == {"lora_rank=1": "done"}
+    with pytest.raises(ValueError, match="no variant"):
+        ablations.run_batch(batch, "smoke", run=_fake_run({1: 1}), progress=False, rerun=["lora_rank=9"])
+
+
 def test_one_variant_alone_and_unknown_ones(tmp_path, runs):
     batch = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [1, 2]\n"))
     assert ablations.run_batch(batch, "smoke", only=["lora_rank=2"], run=lambda *a: None, progress=False) == {"lora_rank=2": "done"}

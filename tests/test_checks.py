@@ -75,6 +75,8 @@ REPRODUCE = [
     (["--ablation", "seeds", "--variant", "dpt-s9"], ["'dpt-s9'", "dpt-s4"]),
     (["--ablation", "seeds", "--scale", "huge"], ["'huge'", "toy"]),
     (["--ablation", "blocks", "--variant"], ["--variant", "at least one"]),
+    (["--rerun"], ["--rerun", "--ablation"]),
+    (["--ablation", "seeds", "--rerun"], ["--rerun", "--variant"]),
 ]
 
 
