@@ -9,7 +9,11 @@ Prints ratios measured in one run, medians of repeated timings, on this machine:
     against DiffusionITM (10 timesteps, normalised) and Diffusion Classifier (500 timesteps per
     candidate, its zero-shot default).
 
-(c) ``float-paths``: what pinning the CPU's float path would cost. The same toy stage-1 steps
+(c) ``queries``: the toy stage-1 step with the preset's 40 adapter queries against 16 (the
+    ``cosine-*-q16`` arms of :mod:`dptlib.convergence`): the frozen U-Net part once, the adapter's
+    forward, backward and AdamW per query count, timed in turns on the same batch.
+
+(d) ``float-paths``: what pinning the CPU's float path would cost. The same toy stage-1 steps
     run in a fresh process per setting (the pins are read when torch loads): the median step time
     against the default path, and a checksum of the adapter's weights after the steps. Equal
     checksums on two CPUs mean that setting rounds identically there, which strict ``make verify``
@@ -29,7 +33,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -214,9 +220,65 @@ def bench_float_paths(steps: int = 12) -> list[dict]:
     return rows
 
 
+def bench_queries(counts: tuple[int, ...] = (40, 16), repeats: int = 7) -> dict[int, float]:
+    """Seconds per toy stage-1 step (16 septuples, block ``up1``) for each adapter query count:
+    the frozen U-Net part (the same for every count) plus the adapter part, each a median of
+    ``repeats`` timings taken in turns, so that a slower minute of the machine hits every count."""
+    import numpy as np
+
+    from .backbone import load_backbone
+    from .data import sample_septuple
+    from .toy.data import toy_discrimination_data
+    from .train import ProbeConfig, build_adapter, cache_latents, dpt_losses, septuple_batch
+
+    with tempfile.TemporaryDirectory() as folder:
+        splits, _ = toy_discrimination_data(Path(folder), {"train": 160}, seed=0)
+    train = splits["train"]
+    backbone = load_backbone("toy")
+    base = ProbeConfig.preset("toy", blocks="up1")
+    latents = cache_latents(backbone, train.images)
+    rng = np.random.default_rng(0)
+    septuples = [sample_septuple(train, rng) for _ in range(base.batch_size)]
+    step = septuple_batch(backbone, train, latents, septuples, [[0, 0, 0, i] for i in range(base.batch_size)], base.timesteps)
+    parts = {}
+    for n in counts:
+        torch.manual_seed(0)
+        config = ProbeConfig.preset("toy", blocks="up1", adapter={**ProbeConfig.PRESETS["toy"]["adapter"], "num_queries": n})
+        adapter, blocks = build_adapter(config, backbone)
+        parts[n] = (adapter, torch.optim.AdamW(adapter.parameters(), lr=config.lr))
+
+    def unet_part():
+        with torch.no_grad():
+            return extract_features(backbone.unet, step.latents, step.timesteps, step.text_hidden, blocks)
+
+    features = unet_part()
+
+    def adapter_part(n):
+        adapter, optimizer = parts[n]
+        dpt_losses(adapter, features, step)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    unet_seconds = _median_time(unet_part, repeats)
+    times = {n: [] for n in counts}
+    for n in counts:
+        adapter_part(n)  # warm-up
+    for _ in range(repeats):
+        for n in counts:
+            start = time.perf_counter()
+            adapter_part(n)
+            times[n].append(time.perf_counter() - start)
+    seconds = {n: unet_seconds + statistics.median(times[n]) for n in counts}
+    print(f"toy stage-1 step ({base.batch_size} septuples, up1), medians of {repeats}: U-Net part {unet_seconds:.3f} s")
+    for n in counts:
+        print(f"  {n:3d} queries: adapter part {statistics.median(times[n]):.3f} s, step {seconds[n]:.3f} s, "
+              f"{seconds[counts[0]] / seconds[n]:.2f}x the {counts[0]}-query step's speed")
+    return seconds
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["probe", "sample", "float-paths", "float-step", "profile"])
+    parser.add_argument("what", choices=["probe", "sample", "queries", "float-paths", "float-step", "profile"])
     parser.add_argument("--scale", default="toy", help="profile: the scale whose finished runs are read")
     parser.add_argument("--no-measure", action="store_true", help="profile: only read what finished runs recorded")
     parser.add_argument("--no-sd21", action="store_true", help="skip the SD-2.1-sized U-Net")
@@ -228,6 +290,8 @@ def main(argv=None) -> int:
         bench_probe(sd21=not args.no_sd21, septuples=args.septuples)
     elif args.what == "sample":
         bench_sample(sd21=not args.no_sd21)
+    elif args.what == "queries":
+        bench_queries()
     elif args.what == "profile":
         from .profiling import profile
 

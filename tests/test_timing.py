@@ -42,3 +42,14 @@ def test_profile_sums_cells_by_section_and_estimates_an_arm(tmp_path):
     estimate = profiling.arm_estimate(costs)
     assert estimate["seconds"].sum() == pytest.approx(0.01 * sum(n for _, n, _ in profiling.SEEDS_DPT_ARM))
     assert estimate["share (%)"].sum() == pytest.approx(100)
+
+
+def test_queries_bench_times_each_query_count_on_one_shared_unet_part(capsys):
+    from dptlib.timing import bench_queries
+
+    seconds = bench_queries(counts=(40, 16), repeats=1)
+    assert set(seconds) == {40, 16} and all(s > 0 for s in seconds.values())
+    out = capsys.readouterr().out
+    unet = float(out.split("U-Net part ")[1].split(" s")[0])
+    assert all(s > unet for s in seconds.values())  # each step is the shared U-Net part plus its adapter part
+    assert " 40 queries:" in out and " 16 queries:" in out
