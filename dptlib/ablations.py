@@ -68,7 +68,7 @@ from .config import check_parameters, declared_parameters, figures_dir, progress
 
 KERNEL = "dpt"
 OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
-ON_REQUEST = ("seeds",)  # batches run only when named (hours): not part of "every batch"
+ON_REQUEST = ("seeds", "seeds_q16")  # batches run only when named (hours): not part of "every batch"
 METHOD_SUFFIX = {"plain": "", "self-corrected": " + SC", "random direction": " + null"}  # generation methods' labels
 
 

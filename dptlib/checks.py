@@ -29,9 +29,11 @@ CHOICES = {
     "trainable": ("adapter+lora", "lora"),
     "lora_targets": ("cross-attention", "all-attention"),
     "selection": ("clip", "oracle"),
+    "probe_schedule": ("constant", "cosine", "linear"),
 }
 NON_NEGATIVE = ("steps", "probe_steps", "tune_steps", "comparison_steps", "control_steps", "ablation_steps", "eta", "mse_coef",
-                "lora_rank", "n_train_images", "n_val_images", "n_test_images", "n_rec_expressions", "prompts_per_cell")
+                "lora_rank", "n_train_images", "n_val_images", "n_test_images", "n_rec_expressions", "prompts_per_cell",
+                "probe_warmup")
 POSITIVE = ("batch_size", "num_inference_steps", "adapter_layers", "denoising_timesteps", "refresh_every")
 BLOCK_PARAMETERS = ("blocks", "candidate_blocks")
 PAPER_BLOCKS = ("bottom1", "bottom2", "bottom3", "middle")  # names of the paper's Tab. 6 that resolve_blocks also reads
@@ -110,6 +112,14 @@ def check_values(notebook: str, values: dict) -> None:
             raise UserInputError(f"{name}={values[name]!r} for notebook {notebook!r}: must lie in [0, {high}]")
     if isinstance(values.get("eval_timestep"), int) and not 0 <= values["eval_timestep"] < 1000:
         raise UserInputError(f"eval_timestep={values['eval_timestep']!r} for notebook {notebook!r}: must lie in [0, 999]")
+    if values.get("probe_queries") is not None:
+        from .train import ProbeConfig  # (torch: imported only when the value is given)
+
+        preset = ProbeConfig.PRESETS.get(values.get("scale"), ProbeConfig.PRESETS["toy"])
+        matching = preset.get("adapter", {}).get("num_matching_queries", 10)
+        if values["probe_queries"] <= matching:
+            raise UserInputError(f"probe_queries={values['probe_queries']!r} for notebook {notebook!r}: must exceed the "
+                                 f"{matching} matching queries (the rest are object queries)")
     for name in BLOCK_PARAMETERS:
         if name in values:
             check_blocks(name, values[name], values.get("model") or "toy")

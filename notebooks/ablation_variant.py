@@ -55,6 +55,9 @@ train_timesteps = [0, 1000]  # t drawn from [lo, hi) in both stages; [250, 251]:
 eval_timestep = 250  # the t at which ITM / REC are asked
 probe_steps = None  # 0: the base model, no adapter
 probe_lr = None  # stage-1 learning rate; None: the scale's preset (toy: 1e-3)
+probe_schedule = None  # stage-1 learning-rate schedule: "constant", "cosine" or "linear"; None: the preset's (toy: constant)
+probe_warmup = None  # stage-1 warm-up steps; None: the preset's (toy: 0)
+probe_queries = None  # adapter queries, matching ones included; None: the preset's (toy: 40, 8 of them matching)
 tune_steps = None  # 0: stage 1 only
 lora_rank = 4
 trainable = "adapter+lora"  # or "lora" (Tab. 11)
@@ -146,8 +149,11 @@ seconds["data"] = time.time() - start
 def stage1_config() -> ProbeConfig:
     base = ProbeConfig.preset(preset)
     adapter = {**vars(base.adapter), "encoder_layers": params.adapter_layers, "decoder_layers": params.adapter_layers}
+    if params.probe_queries is not None:
+        adapter["num_queries"] = params.probe_queries
     return ProbeConfig.preset(preset, model=params.model, blocks=params.blocks, steps=params.probe_steps, batch_size=params.batch_size,
-                              lr=params.probe_lr, timesteps=tuple(params.train_timesteps), adapter=adapter, seed=training_seed)
+                              lr=params.probe_lr, lr_schedule=params.probe_schedule, warmup_steps=params.probe_warmup,
+                              timesteps=tuple(params.train_timesteps), adapter=adapter, seed=training_seed)
 
 
 backbone = load_backbone(params.model, device=config.device())

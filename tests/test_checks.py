@@ -4,8 +4,8 @@ nothing started (papermill, training) before the error."""
 
 import pytest
 
-from dptlib import ablations, checks, reproduce, train
-from dptlib.train import LORA_TARGETS, TuneConfig
+from dptlib import ablations, checks, config, reproduce, train
+from dptlib.train import LORA_TARGETS, LR_SCHEDULES, TuneConfig
 
 
 class Started(Exception):
@@ -137,6 +137,7 @@ def test_ablations_alone_refuse_an_unknown_batch(capsys):
 
 def test_the_choices_are_the_trainers_own():
     assert list(checks.CHOICES["lora_targets"]) == list(LORA_TARGETS)
+    assert list(checks.CHOICES["probe_schedule"]) == list(LR_SCHEDULES)
     for name in ("objectives", "trainable", "lora_targets"):
         for value in checks.CHOICES[name]:
             TuneConfig(**{name: value, **({"mse_coef": 1.0} if value == "none" else {})})
@@ -175,3 +176,17 @@ def test_a_notebook_runs_its_missing_prerequisites_first_at_the_smoke_scale_only
     assert ran == [("01_probing", "smoke"), ("02_tuning", "smoke")]
     assert checks.ensure_prerequisites("03_self_correction", "smoke", run) == []  # present now: nothing runs
     assert checks.ensure_prerequisites("01_probing", "smoke", run) == [] and len(ran) == 2
+
+
+@pytest.mark.parametrize("values, named", [
+    ({"probe_schedule": "warm"}, ["'warm'", "cosine"]),
+    ({"probe_queries": 8}, ["probe_queries=8", "8 matching"]),
+    ({"probe_warmup": -1}, ["probe_warmup=-1", ">= 0"]),
+])
+def test_a_bad_stage1_recipe_of_a_variant_is_refused_before_it_runs(values, named):
+    with pytest.raises(checks.UserInputError) as error:
+        config.check_parameters("ablation_variant", {"scale": "toy", **values})
+    for text in named:
+        assert text in str(error.value)
+    assert config.check_parameters("ablation_variant", {"scale": "toy", "probe_schedule": "cosine", "probe_warmup": 100,
+                                                        "probe_queries": 16}).probe_queries == 16
