@@ -27,9 +27,11 @@ ablations: setup
 	$(BIN)/python -m dptlib.reproduce --scale toy --only ablations
 
 ## seeds: every trained arm of the core claims for training seeds 0-4 (papermill_params/ablations/seeds.yaml; hours on 2 cores,
-##        resumable: finished runs are skipped, and exported to results/toy/seeds/ to be committed); then 09_results
+##        resumable: finished runs are skipped, and exported to results/toy/seeds/ to be committed); then 09_results.
+##        SEEDS_BATCH=seeds_q16: the same arms with the converging stage 1 (16 queries, cosine; docs/evidence.md)
+SEEDS_BATCH ?= seeds
 seeds: setup
-	$(BIN)/python -m dptlib.reproduce --scale toy --ablation seeds
+	$(BIN)/python -m dptlib.reproduce --scale toy --ablation $(SEEDS_BATCH)
 	$(BIN)/python -m dptlib.reproduce --scale toy --only 09_results
 
 ## convergence: stage 1 under shorter learning-rate schedules, validation ITM / REC at every fifth of the steps

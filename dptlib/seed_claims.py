@@ -8,6 +8,7 @@ so this table is rebuilt in seconds on any machine:
 
     python -m dptlib.seed_claims [--scale toy]          # print the table from the runs present
     python -m dptlib.seed_claims check [--scale toy]    # make check-claims: compare with figures/seed_claims.csv
+    python -m dptlib.seed_claims --batch seeds_q16      # the same claims from another seeds batch's runs
 
 ``check`` passes when every claim's verdict is the committed one and every point estimate lies
 inside the committed interval; it prints the rows that moved and exits 1 otherwise.
@@ -108,10 +109,13 @@ class Runs:
     missing: list[str]
 
 
-def load_runs(scale: str | None = None) -> Runs:
-    """Read the seeds batch's finished variants (``runs/`` or the committed ``results/``)."""
+def load_runs(scale: str | None = None, batch: str = BATCH) -> Runs:
+    """Read a seeds batch's finished variants (``runs/`` or the committed ``results/``): ``batch``
+    names its file in ``papermill_params/ablations`` (one of :data:`dptlib.ablations.ON_REQUEST`)."""
     scale = resolve_scale(scale)
-    batch = ablations.load_batch(repo_root() / "papermill_params" / "ablations" / f"{BATCH}.yaml")
+    if batch not in ablations.ON_REQUEST:
+        raise ValueError(f"unknown seeds batch {batch!r}; seeds batches: {list(ablations.ON_REQUEST)}")
+    batch = ablations.load_batch(repo_root() / "papermill_params" / "ablations" / f"{batch}.yaml")
     results = ablations.collect(batch, scale)
 
     def label(frame: pd.DataFrame) -> pd.DataFrame:
@@ -260,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="show", choices=["show", "check"])
     parser.add_argument("--scale", default=None, help="toy (default: $DPT_SCALE or toy) or smoke")
+    parser.add_argument("--batch", default=BATCH, choices=list(ablations.ON_REQUEST), help=f"the seeds batch read (default: {BATCH})")
     args = parser.parse_args(argv)
     scale = resolve_scale(args.scale)
-    runs = load_runs(scale)
+    runs = load_runs(scale, args.batch)
     table = claims_table(runs)
     with pd.option_context("display.width", 250, "display.max_colwidth", 80, "display.max_rows", 200):
         print(table.drop(columns=["difference", "low", "high"]).to_string(index=False) if len(table) else "no claims measured")

@@ -138,3 +138,25 @@ def test_the_arm_table_gives_each_arms_mean_and_its_seed_range():
     assert table.loc["dpt + SC", "runs"] == 3 and table.loc["base", "runs"] == 1
     per_run = runs.generation[runs.generation["method"] == "dpt"].groupby("run")["correct"].mean() * 100
     assert table.loc["dpt", CELL] == f"{per_run.mean():.1f} ({per_run.min():.1f}-{per_run.max():.1f})"
+
+
+def test_the_converging_stage1_batch_shares_the_untrained_base_and_needs_its_own_trained_runs():
+    """seeds_q16 changes stage 1 only: its base variant is seeds' own (same hash, so its committed
+    outcomes are read), while its trained arms are other runs than seeds' (different hashes)."""
+    from dptlib import ablations
+
+    folder = ablations.repo_root() / "papermill_params" / "ablations"
+    old, new = (ablations.load_batch(folder / f"{name}.yaml").for_scale("toy") for name in ("seeds", "seeds_q16"))
+    assert list(old.variants) == list(new.variants)
+
+    def digest(batch, name):
+        return ablations.run_hash(batch.notebook, {**batch.variants[name], "scale": "toy"}, "toy")
+
+    assert digest(old, "base") == digest(new, "base")
+    for name in (v for v in old.variants if v != "base"):
+        assert digest(old, name) != digest(new, name)
+        assert {k: v for k, v in new.variants[name].items() if not k.startswith("probe_") or k == "probe_steps"} == old.variants[name]
+    runs = seed_claims.load_runs("toy", "seeds_q16")
+    assert set(runs.generation["arm"]) >= {"base"} and "base" not in runs.missing
+    with pytest.raises(ValueError, match="seeds_q16"):
+        seed_claims.load_runs("toy", "blocks")
