@@ -122,6 +122,9 @@ class DiscriminativeAdapter(nn.Module):
         """features: one (B, C_l, h_l, w_l) map per probed block; timesteps (B,)."""
         if len(features) != len(self.input_projections):
             raise ValueError(f"expected {len(self.input_projections)} feature maps, got {len(features)}")
+        # a U-Net in half precision (bf16 / fp16 weights) hands over half-precision maps; the adapter
+        # keeps its own dtype (under autocast the layers still run in the autocast dtype)
+        features = [f.to(self.queries.weight.dtype) for f in features]
         size = (self.config.fusion_size,) * 2 if self.config.fusion_size else tuple(features[0].shape[-2:])
         if self.config.max_side and max(size) > self.config.max_side:
             size = (self.config.max_side,) * 2

@@ -86,6 +86,7 @@ def match_queries(grounding_logits: torch.Tensor, boxes: torch.Tensor, target: t
 # --------------------------------------------------------------------------------------------
 def matching_similarity(match_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
     """s(z, y) = max over the M matching queries of cos(CLIP(y), h_i): (P,) from (P, M, D) and (P, D)."""
+    text_embeddings = text_embeddings.to(match_embeddings.dtype)  # e.g. an fp16 text encoder's
     cosine = F.cosine_similarity(match_embeddings, text_embeddings[:, None, :], dim=-1)  # (P, M)
     return cosine.max(-1).values
 

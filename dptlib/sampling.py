@@ -86,8 +86,9 @@ def correction_gradient(unet, adapter, blocks, latents, timesteps, text_hidden, 
         features = extract_features(unet, z, timesteps, text_hidden, blocks)
         similarity = matching_similarity(adapter(features, timesteps).match_embeddings, text_pooled)
         (gradient,) = torch.autograd.grad(similarity.sum(), z)
-    if normalize:
-        gradient = gradient / gradient.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1e-12)
+    if normalize:  # in float32: a half-precision square of a small gradient underflows
+        gradient = gradient.float()
+        gradient = (gradient / gradient.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1e-12)).to(latents.dtype)
     return gradient
 
 

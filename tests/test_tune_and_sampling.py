@@ -218,6 +218,28 @@ def test_correction_gradient_is_the_per_sample_gradient_at_unit_rms(probed):
     torch.testing.assert_close(alone[0], raw[1])
 
 
+def test_self_correction_runs_on_a_half_precision_unet_with_a_float32_adapter(probed):
+    """A U-Net loaded in bf16 (as on a GPU, ``torch_dtype=...``) hands bf16 maps to a float32
+    adapter: the gradient comes back in the latents' dtype, at unit RMS, pointing where the
+    float32 model's does."""
+    from dptlib.backbone import encode_text
+    from dptlib.sampling import correction_gradient
+
+    root, _ = probed
+    backbone = tiny_backbone()
+    adapter, blocks, _ = load_adapter(root / "probe")
+    hidden, pooled = encode_text(backbone, ["a red circle", "two blue squares"])
+    z = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    t = torch.tensor([200, 600])
+    full = correction_gradient(backbone.unet, adapter, blocks, z, t, hidden, pooled)
+    half_unet = backbone.unet.to(torch.bfloat16)
+    half = correction_gradient(half_unet, adapter, blocks, z.bfloat16(), t, hidden.bfloat16(), pooled.bfloat16())
+    assert half.dtype == torch.bfloat16 and adapter.queries.weight.dtype == torch.float32
+    torch.testing.assert_close(half.float().pow(2).mean(dim=(1, 2, 3)).sqrt(), torch.ones(2), rtol=1e-2, atol=0)
+    cosine = torch.nn.functional.cosine_similarity(half.float().flatten(1), full.flatten(1))
+    assert (cosine > 0.9).all(), cosine
+
+
 class _Spies:
     """What the guided U-Net calls of a pipeline saw: the latents handed to the U-Net (unmoved),
     the latents its first layer actually got (moved), their timestep and text, and the latent the
