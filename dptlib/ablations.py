@@ -38,6 +38,7 @@ so they regenerate in seconds on a fresh clone, and a batch skips what ``results
 (Smoke runs export under ``runs/smoke/results``: a test never writes into ``results/``.)
 
     python -m dptlib.ablations lora_rank [--scale toy] [--variant lora_rank=8] [--list]
+    python -m dptlib.ablations seeds_q16 --jobs 8           # on a GPU: 8 variants at once, one process each
     python -m dptlib.ablations --redraw-figures [--scale toy]   # figures from saved tables only
 """
 
@@ -49,9 +50,11 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +67,7 @@ from tqdm.auto import tqdm
 from . import report, stats
 from .checkpoint import atomic_write_text
 from .checks import UserInputError, check_names, check_resources, cli_errors, command_line
-from .config import check_parameters, declared_parameters, figures_dir, progress_bars, repo_root, resolve_scale, runs_dir
+from .config import check_parameters, declared_parameters, device, figures_dir, progress_bars, repo_root, resolve_scale, runs_dir
 
 KERNEL = "dpt"
 OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
@@ -259,24 +262,30 @@ def _prepare(folder: Path, digest: str) -> None:
 
 
 def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execute, progress: bool = True,
-              rerun: list[str] | None = None) -> dict[str, str]:
+              rerun: list[str] | None = None, jobs: int = 1, launch=None) -> dict[str, str]:
     """Run the batch's variants (or ``only`` those); returns variant -> "done" / "skipped" /
     "failed: <error>". ``run(notebook, output, parameters, runs_folder)`` executes one variant.
 
     ``rerun`` names variants to run again although finished (in ``runs/`` or ``results/``): a
     finished run folder is emptied first, a killed re-run resumes, and the new outcomes replace
     the exported ones. (A stage-1 adapter in the shared folder is still reused: re-run on a fresh
-    clone to train it again.)"""
+    clone to train it again.)
+
+    ``jobs > 1`` runs the unfinished variants as separate processes, that many at a time
+    (:func:`run_apart`; ``launch`` replaces the process launcher in tests)."""
     batch = batch.for_scale(scale)
     unknown = sorted((set(only or []) | set(rerun or [])) - set(batch.variants))
     if unknown:
         raise UserInputError(f"batch {batch.name!r} has no variant(s) {unknown}; variants: {list(batch.variants)}")
-    outcome = {}
+    outcome, pending = {}, []
     names = [name for name in batch.variants if not only or name in only]
-    for name in tqdm(names, desc=batch.name, disable=not progress_bars(progress)):
+    for name in tqdm(names, desc=batch.name, disable=not progress_bars(progress) or jobs > 1):
         parameters = {**batch.variants[name], "scale": scale}
         digest = run_hash(batch.notebook, parameters, scale)
         folder = variant_dir(batch, name, scale)
+        if jobs > 1 and (name in (rerun or []) or outcomes_dir(batch, name, scale, digest) is None):
+            pending.append(name)  # its own process does what follows
+            continue
         if name in (rerun or []):
             if finished(folder, digest):
                 shutil.rmtree(folder)  # its saved states would "resume" the re-run at its end
@@ -300,6 +309,42 @@ def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execu
         if (folder / "runs" / scale / "metrics.json").exists():
             export_outcomes(folder, exported_dir(batch, name, scale), scale)
         outcome[name] = "done"
+    if pending:
+        outcome.update(run_apart(batch, scale, pending, jobs, rerun=[n for n in pending if n in (rerun or [])], launch=launch,
+                                 progress=progress))
+    return {name: outcome[name] for name in names}
+
+
+def launch_variant(batch: Batch, scale: str, name: str, rerun: bool) -> str:
+    """``python -m dptlib.ablations <batch> --scale <scale> --variant <name> [--rerun]`` in a process
+    of its own, its output in ``runs/<scale>/ablations/<batch>/<variant>.log``; returns its result
+    ("done", "skipped" or "failed: ...") as the child printed it."""
+    folder = variant_dir(batch, name, scale)
+    log = folder.with_name(folder.name + ".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "dptlib.ablations", batch.name, "--scale", scale, "--variant", name] + (["--rerun"] if rerun else [])
+    with open(log, "w") as out:
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=repo_root(), env={**os.environ, "TQDM_DISABLE": "1"}).returncode
+    prefix = f"[{batch.name}] {name}: "
+    said = [line[len(prefix):] for line in log.read_text().splitlines() if line.startswith(prefix)]
+    return said[-1] if said else f"failed: exit status {code} (see {log})"
+
+
+def run_apart(batch: Batch, scale: str, names: list[str], jobs: int, rerun: list[str] | None = None, launch=None,
+              progress: bool = True) -> dict[str, str]:
+    """Run ``names`` of ``batch`` as separate processes, ``jobs`` at a time, in the batch's order
+    (``--jobs``; for a GPU, which one toy variant leaves mostly idle). Variants that share an
+    artefact take turns on it (:func:`dptlib.checkpoint.exclusive` in the notebook: the exported
+    data, a stage-1 adapter), so an arm that needs another's stage 1 waits for it; seed-major
+    batches keep such arms next to each other. ``launch(batch, scale, name, rerun)`` runs one
+    variant and returns its result (default :func:`launch_variant`)."""
+    launch = launch or launch_variant
+    outcome = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(launch, batch, scale, name, name in (rerun or [])): name for name in names}
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"{batch.name} ({jobs} at a time)",
+                           disable=not progress_bars(progress)):
+            outcome[futures[future]] = future.result()
     return outcome
 
 
@@ -524,6 +569,9 @@ def _main(argv: list[str], state) -> int:
     parser.add_argument("--rerun", action="store_true",
                         help="with --variant: run those variants again although finished (their outcomes in results/ are "
                              "replaced); e.g. re-run a seed on a fresh clone, then `make check-claims`")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="run this many variants at once, each in its own process (for a GPU, which one toy variant "
+                             "leaves mostly idle; on a 2-core CPU keep 1)")
     parser.add_argument("--list", action="store_true", help="list the variants and whether they are done")
     parser.add_argument("--redraw-figures", action="store_true",
                         help="redraw the batches' figures from their saved tables (figures/), running nothing")
@@ -542,6 +590,10 @@ def _main(argv: list[str], state) -> int:
         if not args.variant:
             raise UserInputError("--variant names the variants to run: give at least one")
         check_names("variant", args.variant, [name for batch in batches for name in batch.for_scale(scale).variants])
+    if args.jobs < 1:
+        raise UserInputError(f"--jobs {args.jobs}: the number of variants run at once is 1 or more")
+    if args.jobs > 1 and device() == "cpu":
+        print(f"note: --jobs {args.jobs} on the CPU: the variants share its {os.cpu_count()} cores", file=sys.stderr)
     if args.rerun and not args.variant:
         raise UserInputError("--rerun re-runs the variants named by --variant: give them (e.g. --variant dpt-s0 --rerun)")
     for batch in batches:
@@ -559,7 +611,7 @@ def _main(argv: list[str], state) -> int:
         only = [v for v in args.variant if v in batch.variants] if args.variant else None
         if args.variant and not only:
             continue  # the variants asked for belong to another of the batches named
-        for name, result in run_batch(batch, scale, only, rerun=only if args.rerun else None).items():
+        for name, result in run_batch(batch, scale, only, rerun=only if args.rerun else None, jobs=args.jobs).items():
             print(f"[{batch.name}] {name}: {result}", flush=True)
             failed += result.startswith("failed")
     return 1 if failed else 0

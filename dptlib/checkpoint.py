@@ -9,10 +9,12 @@ safetensors, its scalars in the metadata), optionally an EMA copy, and the step 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,6 +49,28 @@ def atomic_write_text(text: str, path: str | Path) -> Path:
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+@contextmanager
+def exclusive(path: str | Path):
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the ``with`` block.
+
+    Variants run at once (``python -m dptlib.ablations ... --jobs N``) share artefacts: the exported
+    toy data, a stage-1 adapter that several arms build on. Whoever takes the lock first builds
+    the artefact; the others wait, then find it built. A POSIX advisory lock (``fcntl.flock``):
+    the operating system releases it when its process dies, so a killed run blocks no one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for {path.name}: another run is building it", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def save_training_state(

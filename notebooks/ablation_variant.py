@@ -98,7 +98,7 @@ from IPython.display import display
 from dptlib import config
 from dptlib.backbone import Backbone, load_backbone, load_pipeline
 from dptlib.baselines import DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes
-from dptlib.checkpoint import atomic_write_text, load_adapter
+from dptlib.checkpoint import atomic_write_text, exclusive, load_adapter
 from dptlib.data import shuffled_pairs
 from dptlib.inference import DPTScorer
 from dptlib.metrics import frechet_distance, image_features, itm_outcomes, itm_test_set, rec_outcomes
@@ -130,8 +130,9 @@ params
 # %%
 start = time.time()
 world = ToyWorld(ToyWorldConfig(seed=params.seed))
-splits, embed = toy_discrimination_data(shared / "toyworld", {"train": params.n_train_images, "test": params.n_test_images},
-                                        seed=params.seed)
+with exclusive(shared / "locks" / "toyworld.lock"):  # variants run at once (--jobs) export and read the data in turn
+    splits, embed = toy_discrimination_data(shared / "toyworld", {"train": params.n_train_images, "test": params.n_test_images},
+                                            seed=params.seed)
 train, test = splits["train"], splits["test"]
 if params.shuffle_pairs:  # the negative control: no image shown with a text it belongs to
     train = shuffled_pairs(train, training_seed)
@@ -165,11 +166,12 @@ if params.probe_steps > 0:
         key["shuffle_pairs"] = True
     probe_dir = shared / "stage1" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     start = time.time()
-    if (probe_dir / "adapter.safetensors").exists() and not (probe_dir / "probe.state.safetensors").exists():
-        print(f"stage 1: reusing {probe_dir.name}")
-    else:
-        probe(probe_config, train, probe_dir, backbone=backbone, progress=False)
-        atomic_write_text(json.dumps(key, indent=1), probe_dir / "key.json")
+    with exclusive(shared / "locks" / f"stage1-{probe_dir.name}.lock"):  # an arm run at once with the same stage 1 waits for it
+        if (probe_dir / "adapter.safetensors").exists() and not (probe_dir / "probe.state.safetensors").exists():
+            print(f"stage 1: reusing {probe_dir.name}")
+        else:
+            probe(probe_config, train, probe_dir, backbone=backbone, progress=False)
+            atomic_write_text(json.dumps(key, indent=1), probe_dir / "key.json")
     seconds["stage 1"] = time.time() - start
     print(f"stage 1 ({params.blocks}, {params.adapter_layers} layer(s), t in {params.train_timesteps}): {seconds['stage 1']:.0f} s")
 

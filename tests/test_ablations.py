@@ -125,6 +125,58 @@ def test_a_killed_batch_resumes_without_redoing_finished_variants(tmp_path, runs
     assert resume_state.exists()  # the variant it was killed in resumes from its own states
 
 
+def test_jobs_run_the_unfinished_variants_apart_at_most_n_at_once_in_the_batch_order(tmp_path, runs):
+    import threading
+
+    batch = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [1, 2, 4, 8, 16]\n"))
+    ablations.run_batch(batch, "smoke", only=["lora_rank=2"], run=lambda *a: None, progress=False)  # finished before
+    lock, running, peak, launched = threading.Lock(), [0], [0], []
+
+    def launch(batch_, scale, name, rerun):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            launched.append((name, rerun))
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return "failed: exit status 1" if name == "lora_rank=8" else "done"
+
+    result = ablations.run_batch(batch, "smoke", jobs=2, launch=launch, progress=False, rerun=["lora_rank=16"])
+    assert list(result) == ["lora_rank=1", "lora_rank=2", "lora_rank=4", "lora_rank=8", "lora_rank=16"]
+    assert result == {"lora_rank=1": "done", "lora_rank=2": "skipped", "lora_rank=4": "done", "lora_rank=8": "failed: exit status 1",
+                      "lora_rank=16": "done"}
+    assert peak[0] == 2  # two at a time, never more
+    assert [name for name, _ in launched][:2] == ["lora_rank=1", "lora_rank=4"]  # started in the batch's order
+    assert dict(launched) == {"lora_rank=1": False, "lora_rank=4": False, "lora_rank=8": False, "lora_rank=16": True}
+
+
+def test_exclusive_makes_a_second_process_wait_until_the_first_has_built(tmp_path, capsys):
+    """What variants run at once share (the exported data, a stage-1 adapter) is built once: a
+    second process entering the lock waits for the first to leave it, then finds it built."""
+    import subprocess
+    import sys
+
+    from dptlib.checkpoint import exclusive
+
+    lock, holding, built = tmp_path / "stage1.lock", tmp_path / "holding", tmp_path / "built"
+    first = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, time\nfrom dptlib.checkpoint import exclusive\n"
+        f"with exclusive({str(lock)!r}):\n"
+        f"    pathlib.Path({str(holding)!r}).touch(); time.sleep(1.0); pathlib.Path({str(built)!r}).touch()\n")])
+    deadline = time.time() + 60
+    while not holding.exists():
+        assert time.time() < deadline and first.poll() is None, "the first process never took the lock"
+        time.sleep(0.05)
+    with exclusive(lock):
+        assert built.exists()  # entered only after the first left
+    assert first.wait(timeout=60) == 0
+    assert "waiting for stage1.lock" in capsys.readouterr().out
+    with exclusive(lock):  # free again: no wait
+        pass
+    assert "waiting" not in capsys.readouterr().out
+
+
 def test_a_rerun_runs_a_finished_variant_again_from_scratch_and_replaces_its_export(tmp_path, runs, monkeypatch):
     monkeypatch.setattr(ablations, "results_dir", lambda scale: tmp_path / "results" / scale)
     batch = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [1, 2]\n"))

@@ -135,6 +135,11 @@ def test_ablations_alone_refuse_an_unknown_batch(capsys):
     assert "'nothing'" in line and "adapter_layers" in line
 
 
+def test_ablations_refuse_fewer_than_one_job(capsys):
+    line = error_line(capsys, ablations.main, ["lora_rank", "--jobs", "0"])
+    assert "--jobs 0" in line and "1 or more" in line
+
+
 def test_the_choices_are_the_trainers_own():
     assert list(checks.CHOICES["lora_targets"]) == list(LORA_TARGETS)
     assert list(checks.CHOICES["probe_schedule"]) == list(LR_SCHEDULES)
