@@ -130,9 +130,8 @@ params
 # %%
 start = time.time()
 world = ToyWorld(ToyWorldConfig(seed=params.seed))
-with exclusive(shared / "locks" / "toyworld.lock"):  # variants run at once (--jobs) export and read the data in turn
-    splits, embed = toy_discrimination_data(shared / "toyworld", {"train": params.n_train_images, "test": params.n_test_images},
-                                            seed=params.seed)
+splits, embed = toy_discrimination_data(shared / "toyworld", {"train": params.n_train_images, "test": params.n_test_images},
+                                        seed=params.seed)
 train, test = splits["train"], splits["test"]
 if params.shuffle_pairs:  # the negative control: no image shown with a text it belongs to
     train = shuffled_pairs(train, training_seed)

@@ -202,3 +202,33 @@ def test_minimal_edit_check_rejects_wrong_edits():
     assert not _is_minimal_edit(world, "remove", scene, edits["add"])
     assert not _is_minimal_edit(world, "add", scene, edits["remove"])
     assert not _is_minimal_edit(world, "colour change", scene, edits["colour swap"])
+
+
+def test_the_data_is_exported_once_per_split_and_world_then_read_from_disk(tmp_path, monkeypatch):
+    """``export_once``: a second request for the same splits writes nothing (runs at once share
+    it, reading only); a new split exports that split alone; another world exports afresh; the
+    paths are what ``export_world`` returns."""
+    from dptlib.toy import data as toy_data
+    from dptlib.toy.world import export_world
+
+    calls = []
+
+    def counting(world, root, splits, n):
+        calls.append((world.config.seed, splits, n))
+        return export_world(world, root, splits=splits, n=n)
+
+    monkeypatch.setattr(toy_data, "export_world", counting)
+    world = ToyWorld(ToyWorldConfig())
+    first = toy_data.export_once(world, tmp_path / "toyworld", ("train", "test"), 6)
+    assert {s: {k: p.relative_to(tmp_path / "toyworld") for k, p in d.items()} for s, d in first.items()} == \
+        {s: {k: p.relative_to(tmp_path / "fresh") for k, p in d.items()} for s, d in
+         export_world(world, tmp_path / "fresh", splits=("train", "test"), n=6).items()}
+    stamp = first["train"]["captions"].stat().st_mtime_ns
+    assert toy_data.export_once(world, tmp_path / "toyworld", ("train", "test"), 6) == first
+    assert calls == [(0, ("train", "test"), 6)] and first["train"]["captions"].stat().st_mtime_ns == stamp
+    toy_data.export_once(world, tmp_path / "toyworld", ("train", "val"), 6)
+    assert calls[-1] == (0, ("val",), 6)
+    toy_data.export_once(world, tmp_path / "toyworld", ("train",), 8)  # another size: that split again
+    assert calls[-1] == (0, ("train",), 8)
+    toy_data.export_once(ToyWorld(ToyWorldConfig(seed=1)), tmp_path / "toyworld", ("train",), 8)  # another world
+    assert calls[-1] == (1, ("train",), 8)

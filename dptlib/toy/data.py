@@ -29,9 +29,20 @@ import numpy as np
 import torch
 import yaml
 
+from ..checkpoint import atomic_write_text, exclusive
 from ..data import DiscriminationData, clip_embedder, load_discrimination_data, mine_hard_negatives, to_model_images
 from .model import TOY_EVALUATOR_DIR, hard_negatives, load_evaluator
-from .world import PromptSpec, Scene, ToyObject, ToyWorld, ToyWorldConfig, export_world, scene_from_dict, score_objects
+from .world import (
+    PromptSpec,
+    Scene,
+    ToyObject,
+    ToyWorld,
+    ToyWorldConfig,
+    export_paths,
+    export_world,
+    scene_from_dict,
+    score_objects,
+)
 
 SCENE_EDIT_KINDS = ("colour change", "colour swap", "shape change", "mirror", "flip", "remove", "add")
 EDIT_SHARE = 0.5  # part of the hard negatives that are edits; the rest are mined with CLIP
@@ -210,6 +221,25 @@ def toy_split(world: ToyWorld, paths: dict, embed, limit: int | None = None, k_c
     )
 
 
+def export_once(world: ToyWorld, out_dir: str | Path, splits: tuple[str, ...], n: int) -> dict[str, dict[str, Path]]:
+    """:func:`export_world` for the ``splits`` that ``out_dir`` does not hold yet (same world,
+    same ``n``: ``out_dir/export.json`` records what was written, after it was written), under a
+    lock (``out_dir`` + ``.lock``): runs at once (``--jobs``) export the data once, then read it
+    together. Returns every split's paths, as :func:`export_world` does."""
+    out_dir = Path(out_dir)
+    record_path = out_dir / "export.json"
+    with exclusive(out_dir.with_name(out_dir.name + ".lock")):
+        record = json.loads(record_path.read_text()) if record_path.exists() else {}
+        if record.get("world") != repr(world.config):
+            record = {"world": repr(world.config), "splits": {}}
+        missing = tuple(split for split in splits if record["splits"].get(split) != n)
+        if missing:
+            export_world(world, out_dir, splits=missing, n=n)
+            record["splits"].update({split: n for split in missing})
+            atomic_write_text(json.dumps(record, indent=1), record_path)
+    return {split: export_paths(out_dir, split) for split in splits}
+
+
 def toy_discrimination_data(out_dir: str | Path, sizes: dict[str, int], seed: int = 0, evaluator_dir=None,
                             k_captions: int = 20, k_images: int = 4) -> tuple[dict[str, DiscriminationData], object]:
     """The toy world's ITM / REC data as a COCO / RefCOCO user would have them: exported in the
@@ -219,7 +249,7 @@ def toy_discrimination_data(out_dir: str | Path, sizes: dict[str, int], seed: in
     :func:`dptlib.data.clip_embedder`."""
     world = ToyWorld(ToyWorldConfig(seed=seed))
     wanted = {split: n for split, n in sizes.items() if n}
-    paths = export_world(world, out_dir, splits=tuple(wanted), n=max(wanted.values()))
+    paths = export_once(world, out_dir, tuple(wanted), max(wanted.values()))
     evaluator, tokenizer = load_evaluator(evaluator_dir or TOY_EVALUATOR_DIR)
     embed = clip_embedder(evaluator, tokenizer)
     splits = {split: toy_split(world, paths[split], embed, limit=n, k_captions=k_captions, k_images=k_images, seed=seed)

@@ -833,15 +833,19 @@ def export_world(world: ToyWorld, root, splits=("train", "val", "test"), n: int 
             "refexp": {"info": info, "images": ref_images, "annotations": ref_annotations, "categories": categories},
             "scenes": {"info": info, "split": split, "scenes": [scene_to_dict(s) for s in scenes]},
         }
-        names = {"captions": f"captions_{split}.json", "instances": f"instances_{split}.json",
-                 "refexp": f"final_toyref_{split}.json", "scenes": f"scenes_{split}.json"}
-        paths[split] = {}
+        paths[split] = export_paths(root, split)
         for kind, content in files.items():
-            path = root / "annotations" / names[kind]
-            path.write_text(json.dumps(content))
-            paths[split][kind] = path
-        paths[split]["images"] = root / "images"
+            paths[split][kind].write_text(json.dumps(content))
     return paths
+
+
+def export_paths(root, split: str) -> dict[str, Path]:
+    """Where :func:`export_world` writes ``split`` under ``root``: the four annotation files and
+    the images folder."""
+    root = Path(root)
+    names = {"captions": f"captions_{split}.json", "instances": f"instances_{split}.json",
+             "refexp": f"final_toyref_{split}.json", "scenes": f"scenes_{split}.json"}
+    return {**{kind: root / "annotations" / name for kind, name in names.items()}, "images": root / "images"}
 
 
 def oracle_accuracy(world: ToyWorld, scenes: list[Scene], noise_std: float = 0.0, blur_sigma: float = 0.0) -> dict:
