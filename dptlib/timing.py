@@ -19,6 +19,9 @@ Prints ratios measured in one run, medians of repeated timings, on this machine:
     checksums on two CPUs mean that setting rounds identically there, which strict ``make verify``
     of trained numbers needs across CPUs.
 
+(e) ``jobs``: toy stage-1 steps in one process, then in ``--jobs`` processes at once: what running
+    variants at once (``python -m dptlib.ablations ... --jobs N``) can gain on this device.
+
 (a) and (b) at the SD-2.1 U-Net architecture (random weights; 32x32 latents to stay within CPU time) and
 on the toy model. Where a baseline would take minutes at SD-2.1 size, its time is the measured
 time of one U-Net forward times the number of forwards it needs; the output says so.
@@ -168,24 +171,28 @@ FLOAT_PATHS = {
 }
 
 
-def float_step(steps: int = 12, septuples: int | None = None, seed: int = 0) -> dict:
+def float_step(steps: int = 12, septuples: int | None = None, seed: int = 0, device: str = "cpu", queries: int | None = None) -> dict:
     """``steps`` AdamW steps of a toy stage-1 adapter (the toy preset's shape, probing up1; a batch
-    of ``septuples``, default the preset's) on fixed random latents and text states. Returns the
-    median step time (s, after one warm-up step) and a sha256 prefix of the adapter's weights."""
+    of ``septuples``, default the preset's; ``queries`` adapter queries, default the preset's) on
+    fixed random latents and text states, on ``device``. Returns the median step time (s, after
+    one warm-up step) and a sha256 prefix of the adapter's weights."""
     from .train import ProbeConfig
 
     if os.environ.get("DPT_NO_ONEDNN"):
         torch.backends.mkldnn.enabled = False
     preset = ProbeConfig.preset("toy")
+    adapter_config = AdapterConfig(**{**vars(preset.adapter), **({"num_queries": queries} if queries else {})})
     _, unet, side, text_dim, length = next(_unets(sd21=False, toy=True, sd21_latent=0))
+    unet.to(device)
     n = 6 * (septuples or preset.batch_size)
     generator = torch.Generator().manual_seed(seed)
-    latents = torch.randn(n, 4, side, side, generator=generator)
-    t = torch.randint(0, 1000, (n,), generator=generator)
-    hidden = torch.randn(n, length, text_dim, generator=generator)
+    latents = torch.randn(n, 4, side, side, generator=generator).to(device)
+    t = torch.randint(0, 1000, (n,), generator=generator).to(device)
+    hidden = torch.randn(n, length, text_dim, generator=generator).to(device)
     torch.manual_seed(seed)
-    adapter = DiscriminativeAdapter(preset.adapter, [block_channels(unet, "up1")], text_dim)
+    adapter = DiscriminativeAdapter(adapter_config, [block_channels(unet, "up1")], text_dim).to(device)
     optimizer = torch.optim.AdamW(adapter.parameters(), lr=1e-3)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
@@ -195,13 +202,41 @@ def float_step(steps: int = 12, septuples: int | None = None, seed: int = 0) -> 
         (out.match_embeddings.square().mean() + out.boxes.square().mean()).backward()
         optimizer.step()
         optimizer.zero_grad()
+        sync()
         times.append(time.perf_counter() - start)
     digest = hashlib.sha256()
     for name, value in sorted(adapter.state_dict().items()):
         digest.update(name.encode())
-        digest.update(value.detach().contiguous().numpy().tobytes())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return {"seconds_per_step": statistics.median(times[1:]), "checksum": digest.hexdigest()[:16],
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "onednn": torch.backends.mkldnn.enabled}
+
+
+def bench_jobs(jobs: int, steps: int = 60, queries: int = 16) -> dict:
+    """What ``python -m dptlib.ablations ... --jobs N`` can gain: toy stage-1 steps (16 adapter
+    queries, the ``seeds_q16`` arms') in one process, then in ``jobs`` processes at once, on
+    ``config.device()``. Prints the median step time of each and the speed-up of running ``jobs``
+    at once over running them one after another (jobs x one step's time / the slowest concurrent
+    process's step time)."""
+    from .config import device
+
+    command = [sys.executable, "-m", "dptlib.timing", "float-step", "--steps", str(steps), "--queries", str(queries),
+               "--device", device()]
+
+    def run(count: int) -> list[float]:
+        processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+        outputs = [process.communicate()[0] for process in processes]
+        if any(process.returncode for process in processes):
+            raise RuntimeError(f"a float-step process failed: {command}")
+        return [json.loads(out.strip().splitlines()[-1])["seconds_per_step"] for out in outputs]
+
+    alone = run(1)[0]
+    together = run(jobs)
+    speedup = jobs * alone / max(together)
+    print(f"[jobs] toy stage-1 step on {device()}: {alone * 1000:.1f} ms alone; {jobs} processes at once "
+          f"{statistics.median(together) * 1000:.1f} ms (slowest {max(together) * 1000:.1f} ms) -> {speedup:.2f}x the throughput "
+          f"of running them one after another", flush=True)
+    return {"device": device(), "jobs": jobs, "alone_s": alone, "together_s": together, "speedup": speedup}
 
 
 def bench_float_paths(steps: int = 12) -> list[dict]:
@@ -278,12 +313,15 @@ def bench_queries(counts: tuple[int, ...] = (40, 16), repeats: int = 7) -> dict[
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["probe", "sample", "queries", "float-paths", "float-step", "profile"])
+    parser.add_argument("what", choices=["probe", "sample", "queries", "float-paths", "float-step", "jobs", "profile"])
     parser.add_argument("--scale", default="toy", help="profile: the scale whose finished runs are read")
     parser.add_argument("--no-measure", action="store_true", help="profile: only read what finished runs recorded")
     parser.add_argument("--no-sd21", action="store_true", help="skip the SD-2.1-sized U-Net")
     parser.add_argument("--septuples", type=int, default=2)
     parser.add_argument("--steps", type=int, default=12, help="float-paths: stage-1 steps per float path")
+    parser.add_argument("--jobs", type=int, default=8, help="jobs: processes at once")
+    parser.add_argument("--queries", type=int, default=None, help="float-step: adapter queries (default the preset's)")
+    parser.add_argument("--device", default="cpu", help="float-step: where the steps run")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("DPT_THREADS", "2")))
     if args.what == "probe":
@@ -298,8 +336,10 @@ def main(argv=None) -> int:
         profile(args.scale, measure=not args.no_measure)
     elif args.what == "float-paths":
         bench_float_paths(steps=args.steps)
-    else:  # one float path, in this process (float-paths runs it once per setting)
-        print(json.dumps(float_step(steps=args.steps)))
+    elif args.what == "jobs":
+        print(json.dumps(bench_jobs(args.jobs, steps=args.steps)))
+    else:  # one float path, in this process (float-paths and jobs run it once per setting)
+        print(json.dumps(float_step(steps=args.steps, device=args.device, queries=args.queries)))
     return 0
 
 

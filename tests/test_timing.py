@@ -53,3 +53,15 @@ def test_queries_bench_times_each_query_count_on_one_shared_unet_part(capsys):
     unet = float(out.split("U-Net part ")[1].split(" s")[0])
     assert all(s > unet for s in seconds.values())  # each step is the shared U-Net part plus its adapter part
     assert " 40 queries:" in out and " 16 queries:" in out
+
+
+def test_the_jobs_benchmark_times_one_process_then_several_at_once():
+    from dptlib.timing import bench_jobs
+
+    result = bench_jobs(2, steps=1)
+    assert result["jobs"] == 2 and len(result["together_s"]) == 2 and result["alone_s"] > 0
+    assert result["speedup"] == 2 * result["alone_s"] / max(result["together_s"])
+
+
+def test_float_step_takes_the_query_count():
+    assert float_step(steps=1, septuples=1, queries=16)["checksum"] != float_step(steps=1, septuples=1)["checksum"]
