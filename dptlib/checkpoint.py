@@ -9,7 +9,6 @@ safetensors, its scalars in the metadata), optionally an EMA copy, and the step 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +23,11 @@ from safetensors.torch import load_file, save_file
 
 from .adapter import AdapterConfig, DiscriminativeAdapter
 from .data import DiscriminationData, fingerprint
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no lock, so run variants one at a time there
+    fcntl = None
 
 
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
@@ -59,6 +63,9 @@ def exclusive(path: str | Path):
     toy data, a stage-1 adapter that several arms build on. Whoever takes the lock first builds
     the artefact; the others wait, then find it built. A POSIX advisory lock (``fcntl.flock``):
     the operating system releases it when its process dies, so a killed run blocks no one."""
+    if fcntl is None:
+        yield
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
