@@ -334,8 +334,8 @@ def run_apart(batch: Batch, scale: str, names: list[str], jobs: int, rerun: list
               progress: bool = True) -> dict[str, str]:
     """Run ``names`` of ``batch`` as separate processes, ``jobs`` at a time, in the batch's order
     (``--jobs``; for a GPU, which one toy variant leaves mostly idle). Variants that share an
-    artefact take turns on it (:func:`dptlib.checkpoint.exclusive` in the notebook: the exported
-    data, a stage-1 adapter), so an arm that needs another's stage 1 waits for it; seed-major
+    artefact take turns on it (:func:`dptlib.checkpoint.exclusive`: the exported data in
+    :func:`dptlib.toy.data.export_once`, a stage-1 adapter in the notebook), so an arm that needs another's stage 1 waits for it; seed-major
     batches keep such arms next to each other. ``launch(batch, scale, name, rerun)`` runs one
     variant and returns its result (default :func:`launch_variant`)."""
     launch = launch or launch_variant
