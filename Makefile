@@ -28,7 +28,7 @@ ablations: setup
 
 ## seeds: every trained arm of the core claims for training seeds 0-4 (papermill_params/ablations/seeds.yaml; hours on 2 cores,
 ##        resumable: finished runs are skipped, and exported to results/toy/seeds/ to be committed); then 09_results.
-##        SEEDS_BATCH=seeds_q16: the same arms with the converging stage 1 (16 queries, cosine; docs/evidence.md)
+##        SEEDS_BATCH=seeds_q40: the same arms with the 40-query, constant-rate stage 1 they replaced (docs/evidence.md)
 SEEDS_BATCH ?= seeds
 seeds: setup
 	$(BIN)/python -m dptlib.reproduce --scale toy --ablation $(SEEDS_BATCH)

@@ -38,7 +38,7 @@ so they regenerate in seconds on a fresh clone, and a batch skips what ``results
 (Smoke runs export under ``runs/smoke/results``: a test never writes into ``results/``.)
 
     python -m dptlib.ablations lora_rank [--scale toy] [--variant lora_rank=8] [--list]
-    python -m dptlib.ablations seeds_q16 --jobs 8           # on a GPU: 8 variants at once, one process each
+    python -m dptlib.ablations seeds --jobs 8               # on a GPU: 8 variants at once, one process each
     python -m dptlib.ablations --redraw-figures [--scale toy]   # figures from saved tables only
 """
 
@@ -71,7 +71,7 @@ from .config import check_parameters, declared_parameters, device, figures_dir, 
 
 KERNEL = "dpt"
 OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
-ON_REQUEST = ("seeds", "seeds_q16")  # batches run only when named (hours): not part of "every batch"
+ON_REQUEST = ("seeds", "seeds_q40")  # batches run only when named (hours): not part of "every batch"
 METHOD_SUFFIX = {"plain": "", "self-corrected": " + SC", "random direction": " + null"}  # generation methods' labels
 
 
@@ -563,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str], state) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("batches", nargs="*", help="batch names (files in papermill_params/ablations); none: all but 'seeds'")
+    parser.add_argument("batches", nargs="*", help="batch names (files in papermill_params/ablations); none: all but the seeds batches (ON_REQUEST)")
     parser.add_argument("--scale", default=None)
     parser.add_argument("--variant", nargs="*", default=None, help="run only these variants")
     parser.add_argument("--rerun", action="store_true",

@@ -8,7 +8,7 @@ so this table is rebuilt in seconds on any machine:
 
     python -m dptlib.seed_claims [--scale toy]          # print the table from the runs present
     python -m dptlib.seed_claims check [--scale toy]    # make check-claims: compare with figures/seed_claims.csv
-    python -m dptlib.seed_claims --batch seeds_q16      # the same claims from another seeds batch's runs
+    python -m dptlib.seed_claims --batch seeds_q40      # the same claims from the 40-query runs it replaced
 
 ``check`` passes when every claim's verdict is the committed one and every point estimate lies
 inside the committed interval; it prints the rows that moved and exits 1 otherwise.

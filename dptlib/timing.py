@@ -214,7 +214,7 @@ def float_step(steps: int = 12, septuples: int | None = None, seed: int = 0, dev
 
 def bench_jobs(jobs: int, steps: int = 60, queries: int = 16) -> dict:
     """What ``python -m dptlib.ablations ... --jobs N`` can gain: toy stage-1 steps (16 adapter
-    queries, the ``seeds_q16`` arms') in one process, then in ``jobs`` processes at once, on
+    queries, the ``seeds`` arms') in one process, then in ``jobs`` processes at once, on
     ``config.device()``. Prints the median step time of each and the speed-up of running ``jobs``
     at once over running them one after another (jobs x one step's time / the slowest concurrent
     process's step time)."""

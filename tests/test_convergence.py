@@ -56,6 +56,9 @@ def test_an_arm_changes_only_the_adapter_entries_it_names():
     from dptlib.train import ProbeConfig
 
     preset = ProbeConfig.preset("toy").adapter
-    changed = convergence.probe_config("cosine-1500-q16", "toy").adapter
-    assert changed.num_queries == 16 and preset.num_queries == 40
+    changed = convergence.probe_config("cosine-1500", "toy").adapter  # an arm of the 40-query stage 1 the preset replaced
+    assert changed.num_queries == 40 and preset.num_queries == 16
+    assert convergence.probe_config("cosine-1500-q16", "toy").adapter.num_queries == 16
+    reference = convergence.probe_config("constant-3000", "toy")
+    assert (reference.lr_schedule, reference.warmup_steps, reference.adapter.num_queries) == ("constant", 0, 40)
     assert (changed.d_model, changed.num_matching_queries, changed.max_side) == (preset.d_model, preset.num_matching_queries, preset.max_side)

@@ -140,23 +140,53 @@ def test_the_arm_table_gives_each_arms_mean_and_its_seed_range():
     assert table.loc["dpt", CELL] == f"{per_run.mean():.1f} ({per_run.min():.1f}-{per_run.max():.1f})"
 
 
-def test_the_converging_stage1_batch_shares_the_untrained_base_and_needs_its_own_trained_runs():
-    """seeds_q16 changes stage 1 only: its base variant is seeds' own (same hash, so its committed
-    outcomes are read), while its trained arms are other runs than seeds' (different hashes)."""
+def test_the_record_batch_differs_from_seeds_in_stage1_only_and_shares_the_untrained_base():
+    """seeds_q40 (the 40-query, constant-rate runs seeds replaced) changes stage 1 only: its trained
+    arms are other runs (different hashes) with the same parameters but the stage-1 settings each side
+    names; the base model trains nothing, so both batches hold the same base run."""
     from dptlib import ablations
 
     folder = ablations.repo_root() / "papermill_params" / "ablations"
-    old, new = (ablations.load_batch(folder / f"{name}.yaml").for_scale("toy") for name in ("seeds", "seeds_q16"))
+    old, new = (ablations.load_batch(folder / f"{name}.yaml").for_scale("toy") for name in ("seeds_q40", "seeds"))
     assert list(old.variants) == list(new.variants)
 
     def digest(batch, name):
         return ablations.run_hash(batch.notebook, {**batch.variants[name], "scale": "toy"}, "toy")
 
-    assert digest(old, "base") == digest(new, "base")
+    def without_stage1(values):
+        return {k: v for k, v in values.items() if k not in ("probe_queries", "probe_schedule", "probe_warmup")}
+
+    assert without_stage1(old.variants["base"]) == without_stage1(new.variants["base"])
+    exported = ablations.repo_root() / "results" / "toy"
+    for table in ("metrics.json", "generation_scores.csv.gz", "discrimination_outcomes.csv.gz"):
+        assert (exported / "seeds" / "base" / table).read_bytes() == (exported / "seeds_q40" / "base" / table).read_bytes()
     for name in (v for v in old.variants if v != "base"):
         assert digest(old, name) != digest(new, name)
-        assert {k: v for k, v in new.variants[name].items() if not k.startswith("probe_") or k == "probe_steps"} == old.variants[name]
-    runs = seed_claims.load_runs("toy", "seeds_q16")
-    assert set(runs.generation["arm"]) >= {"base"} and "base" not in runs.missing
-    with pytest.raises(ValueError, match="seeds_q16"):
+        assert without_stage1(new.variants[name]) == without_stage1(old.variants[name])
+        assert (old.variants[name]["probe_queries"], old.variants[name]["probe_schedule"], old.variants[name]["probe_warmup"]) == (40, "constant", 0)
+    runs = seed_claims.load_runs("toy", "seeds_q40")
+    assert set(runs.generation["arm"]) >= {"base", "dpt", "lora", "shuffled"} and not runs.missing
+    with pytest.raises(ValueError, match="seeds_q40"):
         seed_claims.load_runs("toy", "blocks")
+
+
+def test_every_batch_that_trains_names_the_toy_presets_stage1_settings():
+    """A finished variant is recognised by its batch-file parameters, not by the preset values they
+    fall back to: a batch that left the stage-1 settings to the preset would look finished after the
+    preset changed. So each trained variant names them, equal to the toy preset (seeds_q40: its own)."""
+    from dptlib import ablations
+    from dptlib.train import ProbeConfig
+
+    preset = ProbeConfig.preset("toy")
+    expected = {"probe_queries": preset.adapter.num_queries, "probe_schedule": preset.lr_schedule, "probe_warmup": preset.warmup_steps}
+    folder = ablations.repo_root() / "papermill_params" / "ablations"
+    for path in sorted(folder.glob("*.yaml")):
+        batch = ablations.load_batch(path).for_scale("toy")
+        for name, values in batch.variants.items():
+            if values.get("probe_steps") == 0:
+                continue  # the base model: no stage 1
+            named = {k: values.get(k) for k in expected}
+            if path.stem == "seeds_q40":
+                assert named == {"probe_queries": 40, "probe_schedule": "constant", "probe_warmup": 0}, (path.stem, name)
+            else:
+                assert named == expected, (path.stem, name)
