@@ -592,8 +592,14 @@ def _main(argv: list[str], state) -> int:
         check_names("variant", args.variant, [name for batch in batches for name in batch.for_scale(scale).variants])
     if args.jobs < 1:
         raise UserInputError(f"--jobs {args.jobs}: the number of variants run at once is 1 or more")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if args.jobs > 1 and device() == "cpu":
-        print(f"note: --jobs {args.jobs} on the CPU: the variants share its {os.cpu_count()} cores", file=sys.stderr)
+        print(f"note: --jobs {args.jobs} on the CPU: the variants share its {cores} cores", file=sys.stderr)
+    elif args.jobs > cores:
+        # each variant renders, encodes and batches its data on the CPU: on a GPU machine that lends this
+        # process 1 core, 15 variants at once all stayed in their first cells for 505 s (docs/gpu.md)
+        print(f"note: --jobs {args.jobs} but this process may use {cores} CPU core(s): the variants' CPU work "
+              f"(data, batching) will queue; --jobs {cores} or fewer keeps each one moving", file=sys.stderr)
     if args.rerun and not args.variant:
         raise UserInputError("--rerun re-runs the variants named by --variant: give them (e.g. --variant dpt-s0 --rerun)")
     for batch in batches:

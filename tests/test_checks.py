@@ -140,6 +140,15 @@ def test_ablations_refuse_fewer_than_one_job(capsys):
     assert "--jobs 0" in line and "1 or more" in line
 
 
+def test_ablations_say_when_more_jobs_than_usable_cores_are_asked_for_on_a_gpu(capsys, monkeypatch):
+    monkeypatch.setattr(ablations, "device", lambda: "cuda")
+    monkeypatch.setattr(ablations.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert ablations.main(["lora_rank", "--scale", "smoke", "--jobs", "4", "--list"]) == 0
+    assert "--jobs 4 but this process may use 1 CPU core(s)" in capsys.readouterr().err
+    assert ablations.main(["lora_rank", "--scale", "smoke", "--jobs", "1", "--list"]) == 0
+    assert "CPU core" not in capsys.readouterr().err
+
+
 def test_the_choices_are_the_trainers_own():
     assert list(checks.CHOICES["lora_targets"]) == list(LORA_TARGETS)
     assert list(checks.CHOICES["probe_schedule"]) == list(LR_SCHEDULES)

@@ -392,14 +392,16 @@ claims
 # %% [markdown]
 # ## What we learned
 #
-# - On validation prompts a small step helps (η = 0.03: +22.7 [+12.5, +32.8] points of exact
-#   match) and a large one hurts (η = 1: −15.6); the release's variant at η = 0.03 does not help
-#   (+1.6 [−5.5, +8.6]). η was chosen there, so the test prompts report it once.
-# - On the test prompts self-correction improves on DPT by +19.2 [+14.7, +23.8] (toy-CC) and +7.8
-#   [+4.0, +11.5] (toy-NSS) in this run; over five training seeds +22.9 [+18.5, +27.3] and +9.6
-#   [+6.6, +12.6], every seed agreeing, and a random step of the same size changes nothing
+# - On validation prompts a small step helps (η = 0.03: +11.7 [+3.9, +19.5] points of exact
+#   match; η = 0.1 about the same) and a large one hurts (η = 1: −19.5); the release's variant at
+#   η = 0.03 does not help (+0.8 [−5.5, +7.8]). η was chosen there, so the test prompts report it once.
+# - On the test prompts self-correction improves on DPT by +20.3 [+15.5, +25.2] (toy-CC) and +7.8
+#   [+4.2, +11.5] (toy-NSS) in this run; over five training seeds +21.6 [+17.7, +25.6] and +10.3
+#   [+7.2, +13.4], every seed agreeing, and a random step of the same size changes nothing
 #   (`09_results`): the gain comes from the direction the adapter gives.
-# - The same step with the shuffled-pairs adapter *hurts* (−7.7 and −9.7 points): a gradient that
-#   means nothing moves the latent off what the U-Net knows.
-# - It costs 2.1× a plain sample on this CPU (1.9× when the gradient is refreshed every second
+# - The same step with the shuffled-pairs adapter *hurts* in this run (−5.3 [−10.7, +0.3] and
+#   −7.3 [−11.7, −3.0] points); over five seeds it leans the same way (−3.1 [−6.9, +0.8] and −2.5
+#   [−5.9, +0.8], 9 of 10 seed-cells below 0): a gradient that means nothing moves the latent off
+#   what the U-Net knows.
+# - It costs 1.8× a plain sample on this CPU (1.6× when the gradient is refreshed every second
 #   step).
