@@ -596,8 +596,7 @@ def _main(argv: list[str], state) -> int:
     if args.jobs > 1 and device() == "cpu":
         print(f"note: --jobs {args.jobs} on the CPU: the variants share its {cores} cores", file=sys.stderr)
     elif args.jobs > cores:
-        # each variant renders, encodes and batches its data on the CPU: on a GPU machine that lends this
-        # process 1 core, 15 variants at once all stayed in their first cells for 505 s (docs/gpu.md)
+        # each variant renders, embeds and batches its data on the CPU, so variants beyond the cores queue there
         print(f"note: --jobs {args.jobs} but this process may use {cores} CPU core(s): the variants' CPU work "
               f"(data, batching) will queue; --jobs {cores} or fewer keeps each one moving", file=sys.stderr)
     if args.rerun and not args.variant:
