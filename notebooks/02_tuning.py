@@ -302,7 +302,7 @@ if teaching.check_lora_delta(lora_delta, dpt_unet) == teaching.CORRECT:
 # %% [markdown] tags=["solution"]
 # *Reading it:* stage 2 moved the adapted projections by about 1 % of their weights (median
 # 1.0 %, at most 2.4 %), and the projections of `up2`, the block above the probed `up1`, not at
-# all (a quarter of the 28 read 0). The adapter reads the feature map of `up1`, which the blocks after it do not
+# all (at least a quarter of the 28 read 0). The adapter reads the feature map of `up1`, which the blocks after it do not
 # touch, so the discriminative losses send those blocks no gradient, with or without the early
 # exit; only the denoising term (`mse_coef > 0`, `08_ablation_mse`) reaches them. The images above
 # stay close to the base model's, as Tab. 1's differences do.

@@ -569,8 +569,9 @@ tab10
 #   reaches 84.6 % [82.3, 86.8] ITM and 93.4 % [91.8, 94.9] REC P@1 on the test split (this run),
 #   where the same adapter trained on shuffled pairs scores 19.2 % and 7.6 %.
 # - Stage 1 converges in its 3,000 steps: validation ITM went 19.3 → 82.4 % and REC 0.0 → 93.7 %,
-#   moving +0.7 and −0.3 points over the last fifth (the curve above). Grounding leaves its plateau
-#   between steps 600 and 1,800; with 40 queries and a constant rate it had not left it by the end.
+#   moving +0.7 and −0.3 points over the last fifth (the curve above). REC rises fastest between
+#   steps 600 and 1,200 and levels off by 1,800; with 40 queries and a constant rate it was still
+#   rising steeply at the end.
 # - Against the baselines of Tab. 3 this run beats DiffusionITM on ITM (+8.9 [+5.8, +12.1]) and
 #   local denoising on REC (+29.2 [+26.0, +32.5]); over five training seeds (`09_results`) both
 #   hold: +7.7 [+4.2, +11.3] and +29.6 [+26.5, +32.8], five of five seeds in favour. DPT's box
