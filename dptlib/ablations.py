@@ -388,6 +388,25 @@ def collect(batch: Batch, scale: str, only: list[str] | None = None) -> Results:
     return Results(frame, join(generation), join(discrimination), missing)
 
 
+def combine(*parts: Results) -> Results:
+    """One table from the results of several batch files of one ablation (a batch split to fit
+    its time budget, e.g. ``blocks`` and ``blocks_fused``), in order. A variant both parts ran
+    (their common reference, e.g. ``base``) is kept from the first part that has it."""
+    seen, metrics, generation, discrimination, missing = set(), [], [], [], []
+    for part in parts:
+        new = [name for name in part.metrics.index if name not in seen]
+        metrics.append(part.metrics.loc[new])
+        for table, into in ((part.generation, generation), (part.discrimination, discrimination)):
+            if not table.empty:
+                into.append(table[table["variant"].isin(new)])
+        missing += [name for name in part.missing if name not in seen and name not in missing]
+        seen.update(new)
+    join = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
+    present = [m for m in metrics if len(m)]
+    return Results(pd.concat(present) if present else pd.DataFrame(), join(generation), join(discrimination),
+                   [name for name in missing if name not in seen])
+
+
 def compare_variants(results: Results, reference: str, discrimination_reference: str | None = None,
                      metric: str = "correct") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Paired comparisons of every variant with a reference (:func:`dptlib.stats.compare_to_baseline`).

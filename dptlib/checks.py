@@ -127,8 +127,8 @@ def check_values(notebook: str, values: dict) -> None:
         from .config import repo_root
 
         folder = repo_root() / "papermill_params" / "ablations"
-        for name in ("batch", "trainable_batch"):
-            if name in values and not (folder / f"{values[name]}.yaml").is_file():
+        for name in [key for key in values if key == "batch" or key.endswith("_batch")]:  # e.g. trainable_batch
+            if not (folder / f"{values[name]}.yaml").is_file():
                 raise UserInputError(f"{name}={values[name]!r}: no batch file {folder / (str(values[name]) + '.yaml')}; "
                                      f"batches: {sorted(p.stem for p in folder.glob('*.yaml'))}")
 

@@ -256,6 +256,24 @@ def test_results_are_collected_and_compared_paired_with_the_reference(tmp_path, 
     assert ablations.variant_claim(results, "ITM", "+1", "lora_rank=1", "lora_rank=2", "ITM overall")["n"] == 4
 
 
+def test_two_files_of_one_ablation_combine_into_one_table_with_their_shared_reference_once(tmp_path, runs):
+    # a split ablation (blocks + blocks_fused): both files run the base model, the table holds it once
+    first = ablations.load_batch(_write(tmp_path / "single.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [1, 2]\n"))
+    second = ablations.load_batch(_write(tmp_path / "fused.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [1, 4, 8]\n"))
+    ablations.run_batch(first, "smoke", run=_fake_run({1: 0, 2: 1}), progress=False)
+    ablations.run_batch(second, "smoke", only=["lora_rank=1", "lora_rank=4"], run=_fake_run({1: 1, 4: 1}), progress=False)
+    single, fused = ablations.collect(first, "smoke"), ablations.collect(second, "smoke")
+    both = ablations.combine(single, fused)
+    assert list(both.metrics.index) == ["lora_rank=1", "lora_rank=2", "lora_rank=4"] and both.missing == ["lora_rank=8"]
+    # the shared variant's rows come from the first file only (the second's run of it scored differently)
+    assert both.metrics.loc["lora_rank=1", "ITM overall"] == single.metrics.loc["lora_rank=1", "ITM overall"] == 0.0
+    assert both.generation.groupby("variant").size().to_dict() == {"lora_rank=1": 4, "lora_rank=2": 4, "lora_rank=4": 4}
+    assert both.discrimination.groupby("variant").size().to_dict() == {"lora_rank=1": 4, "lora_rank=2": 4, "lora_rank=4": 4}
+    generation, _ = ablations.compare_variants(both, "lora_rank=1")
+    assert generation.loc[("toy-cc (ID)", "lora_rank=4"), "diff"] == 100.0  # paired with the first file's reference
+    assert ablations.combine(single).metrics.equals(single.metrics)
+
+
 def test_a_saved_interval_cell_reads_back_as_its_numbers():
     assert report.parse_interval(stats.format_interval(32.24, 28.1, 36.44)) == (32.2, 28.1, 36.4)
     assert all(math.isnan(v) for v in report.parse_interval("")) and math.isnan(report.parse_interval("—")[0])

@@ -75,6 +75,8 @@ REPRODUCE = [
     (["--ablation", "seeds", "--variant", "dpt-s9"], ["'dpt-s9'", "dpt-s4"]),
     (["--ablation", "seeds", "--scale", "huge"], ["'huge'", "toy"]),
     (["--ablation", "blocks", "--variant"], ["--variant", "at least one"]),
+    (["--set", "fused_batch=blocks_nothing", "--only", "04_ablation_blocks"], ["fused_batch='blocks_nothing'", "blocks_fused"]),
+    (["--set", "deep_batch=deep", "--only", "06_ablation_adapter_layers"], ["deep_batch='deep'", "adapter_layers_deep"]),
     (["--rerun"], ["--rerun", "--ablation"]),
     (["--ablation", "seeds", "--rerun"], ["--rerun", "--variant"]),
 ]
