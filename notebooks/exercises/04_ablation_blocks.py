@@ -31,7 +31,8 @@
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
-batch = "blocks"  # papermill_params/ablations/<batch>.yaml
+batch = "blocks"  # papermill_params/ablations/<batch>.yaml: the single blocks (Fig. 3)
+fused_batch = "blocks_fused"  # the fused maps of Tab. 6 (a second file, to keep each batch under an hour)
 max_variants = None  # the batch's first variants only (None: all)
 run = True  # run the variants whose results are missing; False: show the results there are
 
@@ -54,18 +55,22 @@ config.float_environment()
 # %% [markdown]
 # ## The batch
 #
-# One run of `ablation_variant` per block (`papermill_params/ablations/blocks.yaml`): stage 1 on
-# the block, then discrimination (ITM overall on true negatives, REC P@1) and generation (oracle
-# exact match per cell). Shrunk for the toy budget (11 adapters in an hour on 2 cores): 300
-# stage-1 steps, 150 prompts, and no stage 2 — the paper tunes on each block, but the toy's stage
-# 2 leaves plain generation unchanged (`02_tuning`), so each block is judged on generation through
-# self-correction with its adapter, against the base model's plain images. Block names are diffusers'
-# order; the paper's are bottom1-3 = `down0-2`, middle = `mid`, up1-3 = `up0-2`. The toy U-Net's
-# maps are 8×8 (down0, up0), 4×4 (down1, down2, mid) and 16×16 (up1, up2); maps above 8×8 are
-# resized to 8×8 before the adapter. Finished variants are read back, not run again.
+# One run of `ablation_variant` per block (`papermill_params/ablations/blocks.yaml`; the fused maps
+# are `blocks_fused.yaml`, the same budget in a second file): stage 1 on the block, then
+# discrimination (ITM overall on true negatives, REC P@1) and generation (oracle exact match per
+# cell). Shrunk for the toy budget (each file under an hour on 2 cores): 1,000 stage-1 steps
+# (the preset's 3,000 converge for `up1`; a third of them is what fits), 150 prompts, and no
+# stage 2 — the paper tunes on each block, but the toy's stage 2 leaves plain generation
+# unchanged (`02_tuning`), so each block is judged on generation through self-correction with its
+# adapter, against the base model's plain images. Block names are diffusers' order; the paper's
+# are bottom1-3 = `down0-2`, middle = `mid`, up1-3 = `up0-2`. The toy U-Net's maps are 8×8
+# (down0, up0), 4×4 (down1, down2, mid) and 16×16 (up1, up2); maps above 8×8 are resized to 8×8
+# before the adapter. Finished variants are read back, not run again.
 
 # %% tags=["nbval-ignore-output"]
-spec, results = ablations.run_and_collect(params.batch, params.scale, params.max_variants, run=params.run)
+spec, singles = ablations.run_and_collect(params.batch, params.scale, params.max_variants, run=params.run)
+_, fused = ablations.run_and_collect(params.fused_batch, params.scale, params.max_variants, run=params.run)
+results = ablations.combine(singles, fused)  # one table: the base model once, then every block
 results.metrics.round(1)
 
 # %% [markdown]
@@ -88,7 +93,10 @@ tab6_differences
 ablations.save_batch_figure(generation, discrimination, list(tab6.index), "fig3_blocks", params.scale)
 
 # %% [markdown]
-# **What the toy run found: at this budget, nothing about the blocks.** The batch ran in 53 min
+# **What the toy run found at the earlier budget: nothing about the blocks.** The outputs above
+# are still that run's: 300 stage-1 steps of the 40-query, constant-rate stage 1 that was the
+# toy preset until 2026-12-04, all eleven adapters in one batch file; the 1,000-step, 16-query
+# batches (`blocks`, `blocks_fused`) have not run yet. That batch ran in 53 min
 # (3.2-7.0 min per adapter: the higher the deepest probed block, the more of the U-Net each step
 # runs before its early exit; `up2`, `down0+up2` and `all` cost most), and its table cannot answer the paper's
 # question, because 300 stage-1 steps leave the adapters untrained: ITM overall is 20-28 % for
@@ -109,10 +117,11 @@ ablations.save_batch_figure(generation, discrimination, list(tab6.index), "fig3_
 # $t = 750$ `down0` reads colour better (67.5 vs 65.1 %); position is read worst at `up1` (47.2 %,
 # below its majority baseline of 66.7 %). So the up blocks hold the objects' attributes at least
 # as well as the bottom ones, which is the paper's direction for those attributes, not for
-# position. An adapter per block trained to convergence (about 3,000 steps, ~27 min each here,
-# ~5 h for the batch) does not fit the hour this batch is given on 2 cores; it is a GPU run
-# (`python -m dptlib.reproduce --ablation blocks` with `probe_steps` raised in
-# `papermill_params/ablations/blocks.yaml`).
+# position. The batch files now give each adapter 1,000 steps with the 16-query, cosine-rate
+# stage 1 (its `up1` adapter is at 65 / 63 % ITM / REC on validation by step 900 of a 1,500-step
+# run, `docs/evidence.md`): short of converged, but past the plateau that made the 300-step
+# table empty. A converged adapter per block (3,000 steps, about 5 h for both files here) is a
+# GPU run (`probe_steps` raised in both batch files).
 
 # %% [markdown]
 # ## The paper's claims, tested
