@@ -123,7 +123,8 @@ ablations.save_batch_figure(generation, discrimination, list(tab6.index), "fig3_
 # 2.14 → 1.59 for `down0` (`runs/toy/ablations/shared/stage1/*/log.json`). Fused with other
 # blocks, `up2` does not stop an adapter from learning (`all` 63.4 %). The diagnosis below rules
 # out one run's luck: at training seed 1 both stay near chance again (`up2` 23.4 / 6.4 %, `up0`
-# 25.6 / 20.2 %; matching loss 2.32 → 2.13 and 2.26 → 2.05 over the fifths). So at this budget
+# 25.6 / 20.2 %; matching loss 2.32 → 2.13 and 2.26 → 2.05 over the fifths), while `up1` learns
+# again (64.3 / 80.8 %; 2.22 → 1.17). So at this budget
 # these two blocks' adapters learn far more slowly than the others', for both seeds; whether more
 # steps get them there (`up2` at 2,000 steps) has not run yet. The claims rows that compare `up2`
 # carry a flag and say nothing about what the block holds.
@@ -154,7 +155,7 @@ ablations.save_batch_figure(generation, discrimination, list(tab6.index), "fig3_
 # (`python -m dptlib.ablations blocks_diagnosis --scale toy`, about 45 min here); the table shows
 # the variants that have finished beside the blocks batch's own runs (training seed 0). Finished
 # (2026-12-05): `up2-s1` (10.8 min) and `up0-s1` (5.8 min), both near chance again; `up1-s1` (the
-# positive control) and `up2-2000` have not run.
+# positive control, 7.5 min) learns again (64.3 / 80.8 %); `up2-2000` has not run.
 
 # %% tags=["nbval-ignore-output"]
 _, diagnosis = ablations.run_and_collect(params.diagnosis_batch, params.scale, run=False)  # run on request only
