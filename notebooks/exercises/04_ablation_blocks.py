@@ -116,8 +116,7 @@ ablations.save_batch_figure(generation, discrimination, list(tab6.index), "fig3_
 #
 # *Why `up0` and `up2` did not learn is not known.* Their maps hold the attributes:
 # `01_probing`'s linear probes read colour, shape and size from `up2` at 96-98 % and from `up0` at
-# 80-98 % (t = 250, `figures/probe_features.md`), and their feature scales are like the other
-# blocks' (standard deviation 0.7 and 1.2 against 0.6-1.1, random latents at t = 250). Their
+# 80-98 % (t = 250, `figures/probe_features.md`). Their
 # stage-1 losses fell slowly: the matching loss over the five fifths of training 2.25, 2.13, 2.07,
 # 1.99, 2.01 (`up0`) and 2.24, 2.20, 2.16, 2.09, 2.08 (`up2`), against 2.16 → 1.13 for `up1` and
 # 2.14 → 1.59 for `down0` (`runs/toy/ablations/shared/stage1/*/log.json`). Fused with other
