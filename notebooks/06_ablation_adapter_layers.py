@@ -95,7 +95,8 @@ ablations.save_batch_figure(generation, discrimination, list(tab8.index), "tab8_
 # **What the toy run found (one run per depth, 1,000 stage-1 steps at 3e-4): 2 and 3 layers
 # discriminate better than one, 4 and 5 do not, and no depth changes generation measurably, plain
 # or self-corrected. The ranking is the rate's: with the preset's warm-up, the 2-layer adapter
-# learns far more at 1e-3 than at 3e-4, while the 5-layer one learns only at 3e-4.**
+# learns far more at 1e-3 than at 3e-4, while the 5-layer one learns only at 3e-4 (validation
+# queries, one run each).**
 #
 # *Discrimination* (1,000 ITM queries, 500 REC expressions; paired differences to 1 layer, McNemar).
 # ITM overall: 51.0, 55.1, 55.6, 53.6 and 52.0 % for 1-5 layers (chance 25 %): 2 and 3 layers
@@ -106,7 +107,7 @@ ablations.save_batch_figure(generation, discrimination, list(tab8.index), "tab8_
 # alone gives 54.2 and 53.2 %. None of them is converged: at 3e-4, 1,000 steps leave the 1-layer
 # adapter at 51.0 / 41.4 %, where the 1-layer `up1` adapter of `04_ablation_blocks`, at the
 # preset's 1e-3 and otherwise the same, reached 67.5 / 66.2 % in as many steps. So the rise to 3
-# layers and the fall after it say how far each depth gets in 1,000 steps at this rate, not what a
+# layers and REC's fall after it say how far each depth gets in 1,000 steps at this rate, not what a
 # converged depth buys; and one training run per depth: the intervals hold the test queries'
 # variation, not the training seed's (`09_results`' seed rows show how far that moves REC).
 #
