@@ -12,11 +12,13 @@ blocks are fused by adding their projected, resized maps (Tab. 6).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+INPUT_NORMS = ("none", "batch")
 
 
 @dataclass
@@ -36,12 +38,19 @@ class AdapterConfig:
     max_side: int | None = None  # maps larger than this are first resized down to it (fewer tokens); None: no limit
     dropout: float = 0.1
     temperature: float = 0.07  # initial tau of Eq. 3, 4, 6 (learnable)
+    # "batch": standardise each channel of each probed map (BatchNorm without affine parameters)
+    # before the 1x1 projection. Not in the paper, whose projection takes the raw map; a diagnostic
+    # for blocks whose maps are offset or small (04_ablation_blocks). Left out of repr so that the
+    # stage-1 keys of runs made before it existed stay valid (ablation_variant adds it when set).
+    input_norm: str = field(default="none", repr=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.encoder_layers <= 5 or not 1 <= self.decoder_layers <= 5:
             raise ValueError("encoder_layers and decoder_layers must be in 1..5")
         if not 0 < self.num_matching_queries < self.num_queries:
             raise ValueError("need 0 < num_matching_queries < num_queries")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}; got {self.input_norm!r}")
         if self.position_embedding not in ("learned", "sine"):
             raise ValueError(f"position_embedding must be 'learned' or 'sine', got {self.position_embedding!r}")
         if self.d_model % self.heads or self.d_model % 4:
@@ -89,6 +98,7 @@ class DiscriminativeAdapter(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
+        self.input_norms = nn.ModuleList(nn.BatchNorm2d(c, affine=False) for c in in_channels) if config.input_norm == "batch" else None
         self.input_projections = nn.ModuleList(nn.Conv2d(c, d, kernel_size=1) for c in in_channels)
         if config.position_embedding == "learned":  # DETR's learned row + column embeddings
             self.row_embedding = nn.Embedding(config.max_positions, d // 2)
@@ -125,6 +135,8 @@ class DiscriminativeAdapter(nn.Module):
         # a U-Net in half precision (bf16 / fp16 weights) hands over half-precision maps; the adapter
         # keeps its own dtype (under autocast the layers still run in the autocast dtype)
         features = [f.to(self.queries.weight.dtype) for f in features]
+        if self.input_norms is not None:  # (F - running or batch mean) / std, per channel
+            features = [n(f) for n, f in zip(self.input_norms, features)]
         size = (self.config.fusion_size,) * 2 if self.config.fusion_size else tuple(features[0].shape[-2:])
         if self.config.max_side and max(size) > self.config.max_side:
             size = (self.config.max_side,) * 2

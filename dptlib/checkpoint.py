@@ -169,6 +169,8 @@ def run_identity(config, unet: torch.nn.Module, data: DiscriminationData) -> dic
     for key, default in (("lr_schedule", "constant"), ("warmup_steps", 0)):
         if settings.get(key, default) == default:
             settings.pop(key, None)
+    if isinstance(settings.get("adapter"), dict) and settings["adapter"].get("input_norm", "none") == "none":
+        settings["adapter"].pop("input_norm", None)  # likewise the adapter's input_norm (added later)
     return json.loads(json.dumps({"config": settings, "images": len(data.images), "data": fingerprint(data),
                                   "base_model": digest.hexdigest()}))
 

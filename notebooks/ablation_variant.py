@@ -51,6 +51,7 @@ scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
 model = "toy"  # the Stable Diffusion probed and tuned
 blocks = "up1"  # probed block(s); "mid+down2+up0" fuses several (Tab. 6)
 adapter_layers = 1  # encoder layers, and as many decoder layers, of the adapter (Tab. 8)
+adapter_input_norm = "none"  # "batch": standardise each channel of the probed map before the adapter (a diagnostic, 04)
 train_timesteps = [0, 1000]  # t drawn from [lo, hi) in both stages; [250, 251]: t 250 only (Tab. 10)
 eval_timestep = 250  # the t at which ITM / REC are asked
 probe_steps = None  # 0: the base model, no adapter
@@ -151,6 +152,7 @@ def stage1_config() -> ProbeConfig:
     adapter = {**vars(base.adapter), "encoder_layers": params.adapter_layers, "decoder_layers": params.adapter_layers}
     if params.probe_queries is not None:
         adapter["num_queries"] = params.probe_queries
+    adapter["input_norm"] = params.adapter_input_norm
     return ProbeConfig.preset(preset, model=params.model, blocks=params.blocks, steps=params.probe_steps, batch_size=params.batch_size,
                               lr=params.probe_lr, lr_schedule=params.probe_schedule, warmup_steps=params.probe_warmup,
                               timesteps=tuple(params.train_timesteps), adapter=adapter, seed=training_seed)
@@ -163,6 +165,8 @@ if params.probe_steps > 0:
     key = {"config": repr(probe_config), "n_train_images": params.n_train_images}
     if params.shuffle_pairs:  # (a key without it is an unshuffled adapter's: earlier runs' keys stay valid)
         key["shuffle_pairs"] = True
+    if params.adapter_input_norm != "none":  # (likewise; the config's repr leaves it out)
+        key["input_norm"] = params.adapter_input_norm
     probe_dir = shared / "stage1" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     start = time.time()
     with exclusive(shared / "locks" / f"stage1-{probe_dir.name}.lock"):  # an arm run at once with the same stage 1 waits for it

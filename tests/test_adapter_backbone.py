@@ -1,5 +1,7 @@
 """The adapter's shapes and gradients; the backbone's block registry and early exit."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -83,6 +85,35 @@ def test_adapter_config_is_checked():
         AdapterConfig(encoder_layers=6)
     with pytest.raises(ValueError):
         AdapterConfig(num_matching_queries=110)
+
+
+def test_input_norm_standardises_each_channel_of_the_map(tiny_pipe, tmp_path):
+    """With input_norm="batch" a per-channel offset and (positive) scale of the probed map change
+    nothing in training mode; without it they do. The running statistics survive a save / load."""
+    from dptlib.checkpoint import load_adapter, save_adapter
+
+    with pytest.raises(ValueError, match="input_norm"):
+        AdapterConfig(input_norm="layer")
+    unet = tiny_pipe.unet
+    blocks = resolve_blocks("up0", unet)
+    latents, t, text = _inputs()
+    features = extract_features(unet, latents, t, text, blocks)
+    scale = torch.rand(1, features[0].shape[1], 1, 1) + 0.5
+    offset = torch.randn(1, features[0].shape[1], 1, 1) * 5
+    outputs = {}
+    for norm in ("none", "batch"):
+        torch.manual_seed(0)
+        config = AdapterConfig(d_model=32, heads=4, ffn=64, num_queries=12, num_matching_queries=3, dropout=0.0, input_norm=norm)
+        adapter = DiscriminativeAdapter(config, [block_channels(unet, b) for b in blocks], text_dim=24).train()
+        outputs[norm] = (adapter(features, t).match_embeddings, adapter([features[0] * scale + offset], t).match_embeddings)
+    assert torch.allclose(*outputs["batch"], atol=1e-4)
+    assert not torch.allclose(*outputs["none"], atol=1e-2)
+    assert adapter.input_norms[0].num_batches_tracked.item() == 2
+    save_adapter(adapter.eval(), SimpleNamespace(model="tiny"), blocks, tmp_path)
+    loaded, _, meta = load_adapter(tmp_path)
+    assert meta["adapter"]["input_norm"] == "batch"
+    assert torch.equal(loaded.input_norms[0].running_mean, adapter.input_norms[0].running_mean)
+    assert torch.allclose(loaded(features, t).match_embeddings, adapter(features, t).match_embeddings)
 
 
 def test_fusion_size_resizes_every_map(tiny_pipe):

@@ -5,6 +5,7 @@ nothing started (papermill, training) before the error."""
 import pytest
 
 from dptlib import ablations, checks, config, reproduce, train
+from dptlib.adapter import INPUT_NORMS
 from dptlib.train import LORA_TARGETS, LR_SCHEDULES, TuneConfig
 
 
@@ -154,6 +155,7 @@ def test_ablations_say_when_more_jobs_than_usable_cores_are_asked_for_on_a_gpu(c
 def test_the_choices_are_the_trainers_own():
     assert list(checks.CHOICES["lora_targets"]) == list(LORA_TARGETS)
     assert list(checks.CHOICES["probe_schedule"]) == list(LR_SCHEDULES)
+    assert list(checks.CHOICES["adapter_input_norm"]) == list(INPUT_NORMS)
     for name in ("objectives", "trainable", "lora_targets"):
         for value in checks.CHOICES[name]:
             TuneConfig(**{name: value, **({"mse_coef": 1.0} if value == "none" else {})})
@@ -198,6 +200,7 @@ def test_a_notebook_runs_its_missing_prerequisites_first_at_the_smoke_scale_only
     ({"probe_schedule": "warm"}, ["'warm'", "cosine"]),
     ({"probe_queries": 8}, ["probe_queries=8", "8 matching"]),
     ({"probe_warmup": -1}, ["probe_warmup=-1", ">= 0"]),
+    ({"adapter_input_norm": "layer"}, ["'layer'", "batch"]),
 ])
 def test_a_bad_stage1_recipe_of_a_variant_is_refused_before_it_runs(values, named):
     with pytest.raises(checks.UserInputError) as error:

@@ -379,3 +379,14 @@ def test_the_schedule_enters_a_run_identity_only_when_it_is_not_the_default(sett
     cosine = run_identity(ProbeConfig.preset("smoke", steps=4, lr_schedule="cosine", warmup_steps=1), backbone.unet, data)["config"]
     assert "lr_schedule" not in plain and "warmup_steps" not in plain and "steps" not in plain
     assert cosine["lr_schedule"] == "cosine" and cosine["warmup_steps"] == 1 and cosine["steps"] == 4
+
+
+def test_the_input_norm_enters_a_run_identity_only_when_it_is_set(setting):
+    """Like the schedule: resume states from before `input_norm` existed keep their identity."""
+    backbone, data = setting
+    plain = run_identity(ProbeConfig.preset("smoke", steps=4), backbone.unet, data)["config"]
+    smoke_adapter = ProbeConfig.preset("smoke").adapter
+    normed = run_identity(ProbeConfig.preset("smoke", steps=4, adapter={**vars(smoke_adapter), "input_norm": "batch"}),
+                          backbone.unet, data)["config"]
+    assert "input_norm" not in plain["adapter"] and normed["adapter"]["input_norm"] == "batch"
+    assert "input_norm" not in repr(ProbeConfig.preset("smoke"))  # the stage-1 keys of earlier ablation runs stay valid
