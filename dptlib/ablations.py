@@ -71,7 +71,7 @@ from .config import check_parameters, declared_parameters, device, figures_dir, 
 
 KERNEL = "dpt"
 OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
-ON_REQUEST = ("seeds", "seeds_q40", "blocks_diagnosis")  # batches run only when named (hours; a diagnosis): not part of "every batch"
+ON_REQUEST = ("seeds", "seeds_q40", "blocks_diagnosis", "blocks_norm")  # batches run only when named (hours; a diagnosis): not part of "every batch"
 METHOD_SUFFIX = {"plain": "", "self-corrected": " + SC", "random direction": " + null"}  # generation methods' labels
 
 
@@ -525,6 +525,35 @@ def variant_claim(results: Results, claim: str, paper: str, baseline: str, metho
         return None
     row = stats.compare_pair(frame, metric, baseline, method, cell=cell, **options)
     return report.claim_row(claim, paper, row, expected_sign=expected_sign, control=control)
+
+
+def seeded_difference(discrimination: pd.DataFrame, base: dict[int, str], own: dict[int, str], task: str,
+                      expected_sign: int = +1) -> dict:
+    """``own - base`` on one discrimination ``task`` over training seeds and test queries.
+
+    ``discrimination``: rows (variant, task, item, correct) of one or more batches' results;
+    ``base`` / ``own``: {training seed: variant}. Runs pair by training seed where both arms have
+    it (the same test queries throughout), through :func:`dptlib.stats.seed_paired_difference`.
+    Returns its result in points with ``verdict`` (:func:`dptlib.stats.seed_verdict`: fewer than
+    3 paired seeds read "k runs"). Raises ``ValueError`` when the arms share no seed."""
+    seeds = sorted(set(base) & set(own))
+    if not seeds:
+        raise ValueError(f"the arms share no training seed: {sorted(base)} against {sorted(own)}")
+
+    def rows(arm: dict[int, str]) -> pd.DataFrame:
+        frame = discrimination[discrimination["task"] == task]
+        picked = [frame[frame["variant"] == arm[s]].assign(run=s) for s in seeds]
+        missing = [arm[s] for s, f in zip(seeds, picked) if f.empty]
+        if missing:
+            raise ValueError(f"no {task!r} outcomes for {missing}")
+        return pd.concat(picked)[["run", "item", "correct"]].astype({"correct": float})
+
+    found = stats.seed_paired_difference(rows(base), rows(own), "correct", item_cols=("item",), cluster_col=None)
+    for key in ("difference", "low", "high", "se"):
+        found[key] *= 100
+    found["per_run"] = [100 * v for v in found["per_run"]]
+    found["verdict"] = stats.seed_verdict(found, expected_sign)
+    return found
 
 
 def run_and_collect(name: str, scale: str | None = None, max_variants: int | None = None, run: bool = True,

@@ -98,3 +98,64 @@ def linear_probe_accuracy(features: torch.Tensor, labels: torch.Tensor, groups: 
     y_test = labels[is_test]
     chance = float(torch.bincount(y_test, minlength=classes).max()) / max(1, len(y_test))
     return {"accuracy": 100 * float((predicted == y_test).float().mean()), "chance": 100 * chance, "n_test": int(is_test.sum())}
+
+
+def held_out_r2(x: torch.Tensor, y: torch.Tensor, n_train: int) -> float:
+    """R^2 on rows ``n_train:`` of a least-squares fit (with intercept) of y (N, K) from x (N, C)
+    on rows ``:n_train``: the share of y's held-out variance a linear read-out of x explains."""
+    x = torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)
+    y = y.double()
+    weights = torch.linalg.lstsq(x[:n_train], y[:n_train]).solution
+    residual = y[n_train:] - x[n_train:] @ weights
+    return float(1 - residual.pow(2).sum() / (y[n_train:] - y[n_train:].mean(0)).pow(2).sum())
+
+
+def _per_position(a: torch.Tensor, side: tuple[int, int]) -> torch.Tensor:
+    """(N, K, h', w') -> (N * h * w, K): one row per position, resized (bilinear) to ``side`` = (h, w)."""
+    a = a if tuple(a.shape[-2:]) == side else F.interpolate(a, size=side, mode="bilinear", align_corners=False)
+    return a.permute(0, 2, 3, 1).reshape(-1, a.shape[1])
+
+
+@torch.no_grad()
+def map_statistics(backbone, latents: torch.Tensor, texts: list[str], blocks: list[str], timestep: int, seed: int = 0) -> dict[str, dict]:
+    """What the adapter's 1x1 input projection is handed: the raw scale of each block's map.
+
+    latents (N, 4, h, w) clean VAE latents, noised at ``timestep`` (row n seeded by n and ``seed``)
+    and conditioned on ``texts`` (N). For each block's map F (N, C, h_l, w_l), with m_nc the mean
+    of image n's channel c over positions:
+
+        offset  = median_c |mean_{n,y,x} F|        (a constant per channel, the same for every image;
+                                                    "largest offset" is the max over channels)
+        spread  = median_c std_{n,y,x} F           (how much a channel varies at all)
+        within  = mean_{n,c} var_{y,x} F           (variation across positions of one image)
+        between = mean_c var_n m_nc                (variation of the image mean between images)
+        image share = between / (between + within)
+        noise R2 / z0 R2 = held-out R^2 of a per-position linear read-out of the noise eps / the
+                           clean latent z0 (both resized to the map's side) from the map's channels
+                           (fit on the first half of the images, scored on the rest)
+
+    The linear probes of ``linear_probe_accuracy`` standardise every feature, so a block whose map
+    is small or offset reads as well as any; an adapter without ``input_norm`` takes the raw map.
+    Returns {block: {"channels", "side", "RMS", "offset", "largest offset", "spread", "within", "between",
+    "image share", "noise R2", "z0 R2"}}.
+    """
+    noise = image_noise(latents.shape[1:], seed, range(len(latents)))
+    t = torch.full((len(latents),), timestep)
+    z = add_noise(backbone, latents, t, noise).to(backbone.device)
+    hidden, _ = encode_text(backbone, texts)
+    maps = extract_features(backbone.unet, z, t.to(backbone.device), hidden, blocks)
+    out = {}
+    for block, fmap in zip(blocks, maps):
+        f = fmap.float().cpu()
+        within = float(f.var((2, 3)).mean())
+        between = float(f.mean((2, 3)).var(0).mean())
+        side = tuple(f.shape[-2:])
+        n_train = (len(f) // 2) * side[0] * side[1]  # the positions of the first half of the images
+        rows = _per_position(f, side)
+        read_out = {"noise R2": held_out_r2(rows, _per_position(noise.float(), side), n_train),
+                    "z0 R2": held_out_r2(rows, _per_position(latents.float().cpu(), side), n_train)}
+        out[block] = {"channels": f.shape[1], "side": f.shape[2], "RMS": float(f.pow(2).mean().sqrt()),
+                      "offset": float(f.mean((0, 2, 3)).abs().quantile(0.5)), "largest offset": float(f.mean((0, 2, 3)).abs().max()),
+                      "spread": float(f.std((0, 2, 3)).quantile(0.5)),
+                      "within": within, "between": between, "image share": between / (between + within), **read_out}
+    return out

@@ -466,3 +466,25 @@ def test_a_re_export_leaves_no_table_of_the_earlier_run(tmp_path):
     ablations.export_outcomes(folder, tmp_path / "out", "toy")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["done.json", "metrics.json"]
     assert not (tmp_path / "out.partial").exists()
+
+
+def test_a_seeded_difference_pairs_variants_by_training_seed():
+    """Base always wrong on 20 queries; the other arm right on 10, 6 and 8 of them at seeds 0-2:
+    +40 points, per seed +50, +30, +40, all positive; a seed only one arm has is left out."""
+    frames = []
+    for seed, right in ((0, 10), (1, 6), (2, 8)):
+        frames.append(pd.DataFrame({"variant": f"raw-s{seed}", "task": "ITM overall", "item": range(20), "correct": False}))
+        frames.append(pd.DataFrame({"variant": f"norm-s{seed}", "task": "ITM overall", "item": range(20),
+                                    "correct": [i < right for i in range(20)]}))
+    frames.append(pd.DataFrame({"variant": "norm-s3", "task": "ITM overall", "item": range(20), "correct": True}))
+    outcomes = pd.concat(frames)
+    raw = {s: f"raw-s{s}" for s in range(3)}
+    found = ablations.seeded_difference(outcomes, raw, {s: f"norm-s{s}" for s in range(4)}, "ITM overall")
+    assert found["difference"] == pytest.approx(40.0) and found["per_run"] == pytest.approx([50.0, 30.0, 40.0])
+    assert found["n_runs"] == 3 and found["low"] > 0 and found["verdict"] == "holds"
+    assert ablations.seeded_difference(outcomes, raw, {s: f"norm-s{s}" for s in range(4)}, "ITM overall", -1)["verdict"] == "contradicted"
+    assert ablations.seeded_difference(outcomes, {0: "raw-s0", 1: "raw-s1"}, {0: "norm-s0", 1: "norm-s1"}, "ITM overall")["verdict"] == "2 runs"
+    with pytest.raises(ValueError, match="share no training seed"):
+        ablations.seeded_difference(outcomes, {0: "raw-s0"}, {3: "norm-s3"}, "ITM overall")
+    with pytest.raises(ValueError, match="no 'REC P@1' outcomes"):
+        ablations.seeded_difference(outcomes, raw, raw, "REC P@1")

@@ -76,3 +76,37 @@ def test_pooled_features_are_the_block_maps_pooled(block):
     for row in range(3):
         copies = len(boxes[row]) if boxes[row] is not None else 1
         torch.testing.assert_close(pooled[block][row], box_pool(fmap[row : row + 1].expand(copies, -1, -1, -1), boxes[row]))
+
+
+def test_map_statistics_against_a_designed_map(monkeypatch):
+    """A 2x2 map built as channel offset + image effect + checkerboard: every statistic by hand."""
+    from types import SimpleNamespace
+
+    from dptlib import feature_probe
+
+    offsets = torch.tensor([3.0, -1.0])[None, :, None, None]  # per channel
+    image = torch.tensor([1.0, -1.0])[:, None, None, None]  # per image: unbiased variance 2
+    board = 0.5 * torch.tensor([[1.0, -1.0], [-1.0, 1.0]])[None, None]  # per position: unbiased variance 1/3
+    designed = offsets + image + board  # (2 images, 2 channels, 2, 2)
+    monkeypatch.setattr(feature_probe, "add_noise", lambda backbone, latents, t, noise: latents)
+    monkeypatch.setattr(feature_probe, "encode_text", lambda backbone, texts: (None, None))
+    monkeypatch.setattr(feature_probe, "extract_features", lambda unet, z, t, hidden, blocks: [designed])
+    stats = feature_probe.map_statistics(SimpleNamespace(device="cpu", unet=None), torch.randn(2, 4, 2, 2), ["", ""], ["b"], 250)["b"]
+    assert stats["channels"] == 2 and stats["side"] == 2
+    assert stats["offset"] == pytest.approx(2.0) and stats["largest offset"] == pytest.approx(3.0)  # median of |3|, |-1|; max
+    assert stats["within"] == pytest.approx(1 / 3) and stats["between"] == pytest.approx(2.0)
+    assert stats["image share"] == pytest.approx(2.0 / (2.0 + 1 / 3))
+    assert stats["RMS"] == pytest.approx(float(designed.pow(2).mean().sqrt()))
+    assert stats["spread"] == pytest.approx(float(designed[:, 0].std()))  # every channel spreads alike
+    assert {"noise R2", "z0 R2"} <= set(stats)  # (their values: test_held_out_r2_...)
+
+
+def test_held_out_r2_is_one_for_a_linear_target_and_near_zero_for_an_unrelated_one():
+    from dptlib.feature_probe import held_out_r2
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 5, generator=generator)
+    linear = x @ torch.randn(5, 3, generator=generator) + 2.0
+    assert held_out_r2(x, linear, 200) == pytest.approx(1.0)
+    unrelated = torch.randn(400, 3, generator=generator)
+    assert abs(held_out_r2(x, unrelated, 200)) < 0.1

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..data import to_model_images
-from ..feature_probe import linear_probe_accuracy, pooled_block_features
+from ..feature_probe import linear_probe_accuracy, map_statistics, pooled_block_features
 from ..train import cache_latents
 from .world import SIZES, Scene, ToyWorld
 
@@ -90,3 +90,11 @@ def block_probe_table(backbone, world: ToyWorld, scenes: list[Scene], blocks: li
                 score = linear_probe_accuracy(x, y, g, seed=seed)
                 results.append({"timestep": t, "block": block, "task": task, **score})
     return pd.DataFrame(results)
+
+
+def block_map_table(backbone, world: ToyWorld, scenes: list[Scene], blocks: list[str], timestep: int, seed: int = 0) -> pd.DataFrame:
+    """:func:`dptlib.feature_probe.map_statistics` of each block, one row per block, for the
+    rendered ``scenes`` noised at ``timestep`` and conditioned on each scene's first caption."""
+    latents = cache_latents(backbone, to_model_images(np.stack([world.render(s) for s in scenes])))
+    texts = [world.captions(s)[0].text for s in scenes]
+    return pd.DataFrame(map_statistics(backbone, latents, texts, blocks, timestep, seed=seed)).T.rename_axis("block")
