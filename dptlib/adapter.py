@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INPUT_NORMS = ("none", "batch")
+INPUT_NORMS = ("none", "batch", "whiten")
 
 
 @dataclass
@@ -39,8 +39,9 @@ class AdapterConfig:
     dropout: float = 0.1
     temperature: float = 0.07  # initial tau of Eq. 3, 4, 6 (learnable)
     # "batch": standardise each channel of each probed map (BatchNorm without affine parameters)
-    # before the 1x1 projection. Not in the paper, whose projection takes the raw map; a diagnostic
-    # for blocks whose maps are offset or small (04_ablation_blocks). Left out of repr so that the
+    # before the 1x1 projection; "whiten": decorrelate the channels as well (ChannelWhitening).
+    # Not in the paper, whose projection takes the raw map; a diagnostic for blocks whose maps are
+    # offset, small or dominated by a few directions (04_ablation_blocks). Left out of repr so that the
     # stage-1 keys of runs made before it existed stay valid (ablation_variant adds it when set).
     input_norm: str = field(default="none", repr=False)
 
@@ -87,6 +88,35 @@ def sine_position_embedding(h: int, w: int, dim: int, device=None) -> torch.Tens
     return torch.cat([y, x], -1).reshape(h * w, dim)
 
 
+class ChannelWhitening(nn.Module):
+    """ZCA whitening of a map's channels, (F - mu) Sigma^(-1/2), with the mean and covariance taken
+    over the batch and the positions (running estimates in eval mode, as BatchNorm keeps them).
+
+    (B, C, h, w) -> (B, C, h, w) whose channels have mean 0 and covariance I over the batch. The
+    statistics are detached: gradients flow through the (affine) transform, not into its estimate.
+    """
+
+    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_cov", torch.eye(channels))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        batch, channels, h, w = features.shape
+        rows = features.permute(0, 2, 3, 1).reshape(-1, channels)  # (B h w, C)
+        with torch.no_grad():
+            if self.training:
+                mean, cov = rows.mean(0), torch.cov(rows.T)
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_cov.lerp_(cov, self.momentum)
+            else:
+                mean, cov = self.running_mean, self.running_cov
+            values, vectors = torch.linalg.eigh(cov + self.eps * torch.eye(channels, device=cov.device, dtype=cov.dtype))
+            whitening = vectors @ torch.diag(values.clamp_min(self.eps).rsqrt()) @ vectors.T  # Sigma^(-1/2), symmetric
+        return ((rows - mean) @ whitening).reshape(batch, h, w, channels).permute(0, 3, 1, 2)
+
+
 class DiscriminativeAdapter(nn.Module):
     """f(F; W_a, Q) of Eq. 2 with the matching and grounding heads g(.; W_m / W_p / W_b / W_s).
 
@@ -98,7 +128,8 @@ class DiscriminativeAdapter(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.input_norms = nn.ModuleList(nn.BatchNorm2d(c, affine=False) for c in in_channels) if config.input_norm == "batch" else None
+        norm = {"batch": lambda c: nn.BatchNorm2d(c, affine=False), "whiten": ChannelWhitening}.get(config.input_norm)
+        self.input_norms = nn.ModuleList(norm(c) for c in in_channels) if norm else None
         self.input_projections = nn.ModuleList(nn.Conv2d(c, d, kernel_size=1) for c in in_channels)
         if config.position_embedding == "learned":  # DETR's learned row + column embeddings
             self.row_embedding = nn.Embedding(config.max_positions, d // 2)
@@ -135,7 +166,7 @@ class DiscriminativeAdapter(nn.Module):
         # a U-Net in half precision (bf16 / fp16 weights) hands over half-precision maps; the adapter
         # keeps its own dtype (under autocast the layers still run in the autocast dtype)
         features = [f.to(self.queries.weight.dtype) for f in features]
-        if self.input_norms is not None:  # (F - running or batch mean) / std, per channel
+        if self.input_norms is not None:  # (F - mean) / std per channel, or whitened
             features = [n(f) for n, f in zip(self.input_norms, features)]
         size = (self.config.fusion_size,) * 2 if self.config.fusion_size else tuple(features[0].shape[-2:])
         if self.config.max_side and max(size) > self.config.max_side:

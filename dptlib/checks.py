@@ -30,7 +30,7 @@ CHOICES = {
     "lora_targets": ("cross-attention", "all-attention"),
     "selection": ("clip", "oracle"),
     "probe_schedule": ("constant", "cosine", "linear"),
-    "adapter_input_norm": ("none", "batch"),
+    "adapter_input_norm": ("none", "batch", "whiten"),
 }
 NON_NEGATIVE = ("steps", "probe_steps", "tune_steps", "comparison_steps", "control_steps", "ablation_steps", "eta", "mse_coef",
                 "lora_rank", "n_train_images", "n_val_images", "n_test_images", "n_rec_expressions", "prompts_per_cell",

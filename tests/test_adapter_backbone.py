@@ -116,6 +116,23 @@ def test_input_norm_standardises_each_channel_of_the_map(tiny_pipe, tmp_path):
     assert torch.allclose(loaded(features, t).match_embeddings, adapter(features, t).match_embeddings)
 
 
+def test_channel_whitening_decorrelates_the_channels_and_keeps_running_estimates():
+    """Channels mixed by a random matrix come out with mean 0 and covariance I in training mode;
+    in eval mode the running estimates (after one batch at momentum 1: that batch's) do the same."""
+    from dptlib.adapter import ChannelWhitening
+
+    generator = torch.Generator().manual_seed(0)
+    mix = torch.randn(6, 6, generator=generator) + 3 * torch.eye(6)
+    features = torch.einsum("dc,bchw->bdhw", mix, torch.randn(8, 6, 5, 5, generator=generator)) + 4.0
+    whitening = ChannelWhitening(6, momentum=1.0).train()
+    rows = whitening(features).permute(0, 2, 3, 1).reshape(-1, 6)
+    torch.testing.assert_close(rows.mean(0), torch.zeros(6), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.cov(rows.T), torch.eye(6), atol=1e-3, rtol=0)
+    torch.testing.assert_close(whitening.eval()(features), whitening.train()(features), atol=1e-4, rtol=0)
+    assert not ChannelWhitening(6)(features.requires_grad_()).sum().backward()  # a gradient reaches the map
+    assert features.grad is not None and features.grad.abs().sum() > 0
+
+
 def test_fusion_size_resizes_every_map(tiny_pipe):
     unet = tiny_pipe.unet
     blocks = resolve_blocks("all", unet)
