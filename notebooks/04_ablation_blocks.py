@@ -32,6 +32,7 @@ batch = "blocks"  # papermill_params/ablations/<batch>.yaml: the single blocks (
 fused_batch = "blocks_fused"  # the fused maps of Tab. 6 (a second file, to keep each batch under an hour)
 diagnosis_batch = "blocks_diagnosis"  # why up0 / up2 did not learn (run on request only; shown where finished)
 norm_batch = "blocks_norm"  # the diagnosis's second file: the map standardised per channel (run on request only)
+whiten_batch = "blocks_whiten"  # its third file: the map whitened (run on request only)
 max_variants = None  # the batch's first variants only (None: all)
 map_scenes = 64  # validation scenes whose maps the diagnosis measures (the statistics of each block's map)
 run = True  # run the variants whose results are missing; False: show the results there are
@@ -209,7 +210,8 @@ maps.astype(float).round(3)
 
 # %% tags=["nbval-ignore-output"]
 _, standardised_runs = ablations.run_and_collect(params.norm_batch, params.scale, run=False)  # run on request only
-standardised_runs.metrics.reindex(columns=tasks).round(1)
+_, whitened_runs = ablations.run_and_collect(params.whiten_batch, params.scale, run=False)
+pd.concat([standardised_runs.metrics, whitened_runs.metrics]).reindex(columns=tasks).round(1)
 
 # %% [markdown]
 # The standardised map against the raw one, paired by training seed on the same test queries
@@ -219,28 +221,32 @@ standardised_runs.metrics.reindex(columns=tasks).round(1)
 # claims table's rules (fewer than 3 seeds: "k runs", no verdict).
 
 # %% tags=["nbval-ignore-output"]
-outcomes = pd.concat([results.discrimination, diagnosis.discrimination, standardised_runs.discrimination])
+outcomes = pd.concat([results.discrimination, diagnosis.discrimination, standardised_runs.discrimination, whitened_runs.discrimination])
 finished = set(outcomes.get("variant", []))
-arms = {"up0": ({0: "up0", 1: "up0-s1", 2: "up0-s2"}, {0: "up0-norm", 1: "up0-norm-s1", 2: "up0-norm-s2"}),
-        "up1": ({0: "up1", 1: "up1-s1"}, {0: "up1-norm", 1: "up1-norm-s1"}),
-        "up2": ({0: "up2"}, {0: "up2-norm"})}
+raw = {"up0": {0: "up0", 1: "up0-s1", 2: "up0-s2"}, "up1": {0: "up1", 1: "up1-s1"}, "up2": {0: "up2", 1: "up2-s1", 2: "up2-s2"}}
+treated = {("up0", "standardised"): {0: "up0-norm", 1: "up0-norm-s1", 2: "up0-norm-s2"},
+           ("up1", "standardised"): {0: "up1-norm", 1: "up1-norm-s1"},
+           ("up2", "standardised"): {0: "up2-norm"},
+           ("up2", "whitened"): {0: "up2-whiten", 1: "up2-whiten-s1", 2: "up2-whiten-s2"},
+           ("up1", "whitened"): {0: "up1-whiten"}}
 found = {}
-for block, (raw, standardised) in arms.items():
-    seeds = [s for s in raw if s in standardised and {raw[s], standardised[s]} <= finished]
+for (block, treatment), runs in treated.items():
+    seeds = [s for s in runs if s in raw[block] and {raw[block][s], runs[s]} <= finished]
     for task in tasks if seeds else []:
-        found[block, task] = ablations.seeded_difference(outcomes, {s: raw[s] for s in seeds}, {s: standardised[s] for s in seeds}, task)
+        found[block, treatment, task] = ablations.seeded_difference(outcomes, {s: raw[block][s] for s in seeds},
+                                                                    {s: runs[s] for s in seeds}, task)
 judged = [key for key, f in found.items() if f["n_runs"] >= 3]  # the others read "k runs" whatever their p
 adjusted = dict(zip(judged, stats.holm([found[key]["p_value"] for key in judged])))
-standardising = pd.DataFrame([
-    {"block": block, "task": task, "seeds": f["n_runs"],
-     "standardised − raw": stats.format_difference(f["difference"], f["low"], f["high"], f["p_value"]),
+treatments = pd.DataFrame([
+    {"block": block, "map": treatment, "task": task, "seeds": f["n_runs"],
+     "treated − raw": stats.format_difference(f["difference"], f["low"], f["high"], f["p_value"]),
      "per seed": ", ".join(f"{v:+.1f}" for v in f["per_run"]),
-     "Holm p": f"{adjusted[block, task]:.3f} (of {len(judged)})" if (block, task) in adjusted else "—",
-     "verdict": stats.seed_verdict(f, p_adjusted=adjusted.get((block, task)))}
-    for (block, task), f in found.items()])
+     "Holm p": f"{adjusted[key]:.3f} (of {len(judged)})" if key in adjusted else "—",
+     "verdict": stats.seed_verdict(f, p_adjusted=adjusted.get(key))}
+    for key, f in found.items() for block, treatment, task in [key]])
 if found:
-    report.save_table(standardising.set_index(["block", "task"]), "blocks_input_norm", params.scale)
-standardising
+    report.save_table(treatments.set_index(["block", "map", "task"]), "blocks_input_norm", params.scale)
+treatments
 
 # %% [markdown]
 # **What the runs say.** Standardising `up0`'s map lifts its adapter off chance at every seed:
