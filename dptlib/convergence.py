@@ -2,8 +2,10 @@
 
 A stage-1 run is *converged* when its validation ITM overall and REC P@1 each move less than
 ``tolerance`` (1 point) over its last fifth: from the score at 80 % of its steps to the score at
-its last step. The toy preset's stage 1 (3,000 steps at a constant 1e-3) is not: its REC jumps
-from 45.6 % to 69.9 % over its last 600 steps (`01_probing`). This module trains stage 1 under
+its last step. The toy preset's earlier stage 1 (40 queries, 3,000 steps at a constant 1e-3, the
+arm ``constant-3000``) was not: its REC jumped from 45.6 % to 69.9 % over its last 600 steps; the
+preset since 2026-12-04 (16 queries, cosine with 100 warm-up steps, ``cosine-3000-q16``) is, for
+both seeds measured (`docs/evidence.md`). This module trains stage 1 under
 named schedules (``ARMS``) and records the curves, so that a shorter stage 1 is adopted only if it
 is measured to converge and to end at least as high.
 
