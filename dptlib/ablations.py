@@ -71,7 +71,8 @@ from .config import check_parameters, declared_parameters, device, figures_dir, 
 
 KERNEL = "dpt"
 OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
-ON_REQUEST = ("seeds", "seeds_q40", "blocks_diagnosis", "blocks_norm", "blocks_whiten")  # batches run only when named (hours; a diagnosis): not part of "every batch"
+# batches run only when named (hours; a diagnosis): not part of "every batch"
+ON_REQUEST = ("seeds", "seeds_q40", "blocks_diagnosis", "blocks_norm", "blocks_whiten")
 METHOD_SUFFIX = {"plain": "", "self-corrected": " + SC", "random direction": " + null"}  # generation methods' labels
 
 
