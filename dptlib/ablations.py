@@ -557,6 +557,38 @@ def seeded_difference(discrimination: pd.DataFrame, base: dict[int, str], own: d
     return found
 
 
+def treatment_table(discrimination: pd.DataFrame, raw: dict[str, dict[int, str]], treated: dict[tuple[str, str], dict[int, str]],
+                    tasks: list[str]) -> pd.DataFrame:
+    """Each treatment of a block against the block's raw runs, per task, by training seed.
+
+    ``raw``: {block: {training seed: variant}}; ``treated``: {(block, treatment): {seed: variant}}.
+    Only seeds whose both variants have outcomes count (:func:`seeded_difference`). Holm's
+    adjustment runs over the rows with >= 3 seeds; the others read "k runs" whatever their p.
+    One row per (block, treatment, task): seeds, the difference with its interval and p, the
+    per-seed differences, the Holm p (with the family size) and the verdict."""
+    finished = set(discrimination.get("variant", []))
+    found = {}
+    for (block, treatment), runs in treated.items():
+        seeds = [s for s in runs if s in raw[block] and {raw[block][s], runs[s]} <= finished]
+        for task in tasks if seeds else []:
+            found[block, treatment, task] = seeded_difference(discrimination, {s: raw[block][s] for s in seeds},
+                                                              {s: runs[s] for s in seeds}, task)
+    judged = [key for key, f in found.items() if f["n_runs"] >= 3]
+    adjusted = dict(zip(judged, stats.holm([found[key]["p_value"] for key in judged])))
+
+    def holm_cell(key) -> str:
+        if key not in adjusted:
+            return "—"
+        return (f"{adjusted[key]:.3f}" if adjusted[key] >= 0.001 else "< 0.001") + f" (of {len(judged)})"
+
+    return pd.DataFrame([
+        {"block": block, "map": treatment, "task": task, "seeds": f["n_runs"],
+         "treated − raw": stats.format_difference(f["difference"], f["low"], f["high"], f["p_value"]),
+         "per seed": ", ".join(f"{v:+.1f}" for v in f["per_run"]), "Holm p": holm_cell((block, treatment, task)),
+         "verdict": stats.seed_verdict(f, p_adjusted=adjusted.get((block, treatment, task)))}
+        for (block, treatment, task), f in found.items()])
+
+
 def run_and_collect(name: str, scale: str | None = None, max_variants: int | None = None, run: bool = True,
                     progress: bool = True) -> tuple[Batch, Results]:
     """What an ablation notebook does first: read ``papermill_params/ablations/<name>.yaml``, run

@@ -488,3 +488,22 @@ def test_a_seeded_difference_pairs_variants_by_training_seed():
         ablations.seeded_difference(outcomes, {0: "raw-s0"}, {3: "norm-s3"}, "ITM overall")
     with pytest.raises(ValueError, match="no 'REC P@1' outcomes"):
         ablations.seeded_difference(outcomes, raw, raw, "REC P@1")
+
+
+def test_a_treatment_table_judges_only_rows_with_three_seeds_and_adjusts_over_them():
+    """Two treatments of one block: one at 3 seeds (judged, Holm over 2 tasks), one at 1 seed
+    ("one run"); a treatment with no finished run has no row."""
+    frames = []
+    for seed, right in ((0, 10), (1, 6), (2, 8)):
+        for task in ("ITM overall", "REC P@1"):
+            frames.append(pd.DataFrame({"variant": f"raw-s{seed}", "task": task, "item": range(20), "correct": False}))
+            frames.append(pd.DataFrame({"variant": f"a-s{seed}", "task": task, "item": range(20), "correct": [i < right for i in range(20)]}))
+    frames.append(pd.DataFrame({"variant": "b-s0", "task": ["ITM overall", "REC P@1"], "item": [0, 0], "correct": True}))
+    outcomes = pd.concat(frames)
+    raw = {"blk": {s: f"raw-s{s}" for s in range(3)}}
+    treated = {("blk", "a"): {s: f"a-s{s}" for s in range(3)}, ("blk", "b"): {0: "b-s0"}, ("blk", "c"): {0: "c-s0"}}
+    table = ablations.treatment_table(outcomes, raw, treated, ["ITM overall", "REC P@1"])
+    assert list(zip(table["map"], table["task"])) == [("a", "ITM overall"), ("a", "REC P@1"), ("b", "ITM overall"), ("b", "REC P@1")]
+    assert list(table["verdict"]) == ["holds", "holds", "one run", "one run"]
+    assert table["Holm p"].str.endswith("(of 2)").tolist() == [True, True, False, False]
+    assert table["per seed"].iloc[0] == "+50.0, +30.0, +40.0"
