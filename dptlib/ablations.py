@@ -71,8 +71,9 @@ from .config import check_parameters, declared_parameters, device, figures_dir, 
 
 KERNEL = "dpt"
 OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
-# batches run only when named (hours; a diagnosis): not part of "every batch"
-ON_REQUEST = ("seeds", "seeds_q40", "blocks_diagnosis", "blocks_norm", "blocks_whiten")
+SEEDS_BATCHES = ("seeds", "seeds_q40")  # every core arm once per training seed (what dptlib.seed_claims reads)
+# batches run only when named (hours; a diagnosis; an ablation's extra training seeds): not part of "every batch"
+ON_REQUEST = (*SEEDS_BATCHES, "blocks_diagnosis", "blocks_norm", "blocks_whiten", "timesteps_seeds", "timesteps_more_seeds")
 METHOD_SUFFIX = {"plain": "", "self-corrected": " + SC", "random direction": " + null"}  # generation methods' labels
 
 
@@ -557,6 +558,20 @@ def seeded_difference(discrimination: pd.DataFrame, base: dict[int, str], own: d
     return found
 
 
+def _holm_over_judged(found: list[dict], min_runs: int = stats.MIN_RUNS) -> tuple[list[float | None], int]:
+    """Holm's adjustment over the differences with >= ``min_runs`` seeds (the others get None: no
+    verdict is read from them); returns the adjusted p per difference and the family size."""
+    judged = [i for i, f in enumerate(found) if f["n_runs"] >= min_runs]
+    adjusted = dict(zip(judged, stats.holm([found[i]["p_value"] for i in judged])))
+    return [adjusted.get(i) for i in range(len(found))], len(judged)
+
+
+def _holm_text(p: float | None, family: int) -> str:
+    if p is None:
+        return "—"
+    return (f"{p:.3f}" if p >= 0.001 else "< 0.001") + f" (of {family})"
+
+
 def treatment_table(discrimination: pd.DataFrame, raw: dict[str, dict[int, str]], treated: dict[tuple[str, str], dict[int, str]],
                     tasks: list[str]) -> pd.DataFrame:
     """Each treatment of a block against the block's raw runs, per task, by training seed.
@@ -573,20 +588,52 @@ def treatment_table(discrimination: pd.DataFrame, raw: dict[str, dict[int, str]]
         for task in tasks if seeds else []:
             found[block, treatment, task] = seeded_difference(discrimination, {s: raw[block][s] for s in seeds},
                                                               {s: runs[s] for s in seeds}, task)
-    judged = [key for key, f in found.items() if f["n_runs"] >= 3]
-    adjusted = dict(zip(judged, stats.holm([found[key]["p_value"] for key in judged])))
-
-    def holm_cell(key) -> str:
-        if key not in adjusted:
-            return "—"
-        return (f"{adjusted[key]:.3f}" if adjusted[key] >= 0.001 else "< 0.001") + f" (of {len(judged)})"
-
+    adjusted, family = _holm_over_judged(list(found.values()))
     return pd.DataFrame([
         {"block": block, "map": treatment, "task": task, "seeds": f["n_runs"],
          "treated − raw": stats.format_difference(f["difference"], f["low"], f["high"], f["p_value"]),
-         "per seed": ", ".join(f"{v:+.1f}" for v in f["per_run"]), "Holm p": holm_cell((block, treatment, task)),
-         "verdict": stats.seed_verdict(f, p_adjusted=adjusted.get((block, treatment, task)))}
-        for (block, treatment, task), f in found.items()])
+         "per seed": ", ".join(f"{v:+.1f}" for v in f["per_run"]), "Holm p": _holm_text(p, family),
+         "verdict": stats.seed_verdict(f, p_adjusted=p)}
+        for ((block, treatment, task), f), p in zip(found.items(), adjusted)])
+
+
+SEEDED_CLAIM_COLUMNS = ["claim", "paper", "toy (difference, 95 % interval)", "per seed", "seeds agreeing", "p (Holm)", "size vs paper",
+                        "n", "verdict"]
+
+
+def seeded_claims(discrimination: pd.DataFrame, claims: list[dict]) -> pd.DataFrame:
+    """An ablation's claims judged over training seeds and test queries, as the seeds batch's are.
+
+    ``discrimination``: rows (variant, task, item, correct) of the ablation's batches;
+    ``claims``: dicts with ``claim``, ``paper`` (text whose leading number is the paper's effect),
+    ``task``, ``base`` and ``own`` ({training seed: variant}) and optionally ``expected_sign``
+    (+1 default: ``own`` beats ``base``). A claim is measured on the seeds where both its
+    variants have outcomes (:func:`seeded_difference`); one with none is left out. Holm's
+    adjustment runs over the claims with >= 3 seeds (the table is the family); one with fewer
+    reads "k runs". Returns one row per measured claim (:data:`SEEDED_CLAIM_COLUMNS`)."""
+    measured = []
+    for claim in claims:
+        finished = set(discrimination.loc[discrimination["task"] == claim["task"], "variant"]) if len(discrimination) else set()
+        seeds = [s for s in claim["own"] if s in claim["base"] and {claim["base"][s], claim["own"][s]} <= finished]
+        if seeds:
+            found = seeded_difference(discrimination, {s: claim["base"][s] for s in seeds}, {s: claim["own"][s] for s in seeds},
+                                      claim["task"])
+            measured.append((claim, found))
+    adjusted, family = _holm_over_judged([f for _, f in measured])
+    rows = []
+    for (claim, f), p in zip(measured, adjusted):
+        sign = claim.get("expected_sign", +1)
+        verdict = stats.seed_verdict(f, sign, p_adjusted=p)
+        side = -sign if verdict == "contradicted" else sign
+        paper = report.leading_number(claim["paper"])
+        rows.append({"claim": claim["claim"], "paper": claim["paper"],
+                     "toy (difference, 95 % interval)": stats.format_difference(f["difference"], f["low"], f["high"], f["p_value"]),
+                     "per seed": ", ".join(f"{v:+.1f}" for v in f["per_run"]),
+                     "seeds agreeing": f"{f['runs_positive'] if side > 0 else f['runs_negative']} of {f['n_runs']}",
+                     "p (Holm)": _holm_text(p, family),
+                     "size vs paper": "" if pd.isna(paper) else ("differs > 3x" if stats.sizes_differ(f["difference"], paper) else "within 3x"),
+                     "n": f["n"], "verdict": verdict})
+    return pd.DataFrame(rows, columns=SEEDED_CLAIM_COLUMNS)
 
 
 def run_and_collect(name: str, scale: str | None = None, max_variants: int | None = None, run: bool = True,
@@ -644,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str], state) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("batches", nargs="*", help="batch names (files in papermill_params/ablations); none: all but the seeds batches (ON_REQUEST)")
+    parser.add_argument("batches", nargs="*",
+                        help="batch names (files in papermill_params/ablations); none: all but those run on request only (ON_REQUEST)")
     parser.add_argument("--scale", default=None)
     parser.add_argument("--variant", nargs="*", default=None, help="run only these variants")
     parser.add_argument("--rerun", action="store_true",

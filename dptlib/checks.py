@@ -128,9 +128,11 @@ def check_values(notebook: str, values: dict) -> None:
         from .config import repo_root
 
         folder = repo_root() / "papermill_params" / "ablations"
-        for name in [key for key in values if key == "batch" or key.endswith("_batch")]:  # e.g. trainable_batch
-            if not (folder / f"{values[name]}.yaml").is_file():
-                raise UserInputError(f"{name}={values[name]!r}: no batch file {folder / (str(values[name]) + '.yaml')}; "
+        named = [(key, value) for key, value in values.items() if key == "batch" or key.endswith("_batch")]  # e.g. trainable_batch
+        named += [(key, value) for key, names in values.items() if key.endswith("_batches") for value in names or []]  # seeds_batches
+        for name, value in named:
+            if not (folder / f"{value}.yaml").is_file():
+                raise UserInputError(f"{name}={values[name]!r}: no batch file {folder / (str(value) + '.yaml')}; "
                                      f"batches: {sorted(p.stem for p in folder.glob('*.yaml'))}")
 
 

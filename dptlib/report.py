@@ -257,7 +257,7 @@ def _setting_label(setting: str) -> str:
 ONE_RUN_COLUMNS = ["claim", "paper", "toy (difference, 95 % interval)", "n", "on test items", "family size", "size vs paper", "verdict"]
 
 
-def _leading_number(text: str) -> float:
+def leading_number(text: str) -> float:
     """The signed number a cell starts with ("+6.3 (38.5 vs 32.2)" -> 6.3), nan if none."""
     found = re.match(r"\s*([+-]\d+(?:\.\d+)?)", str(text))
     return float(found.group(1)) if found else float("nan")
@@ -277,7 +277,7 @@ def one_run_verdicts(claims: pd.DataFrame) -> pd.DataFrame:
     if "notebook" in out:  # a table's claims are those one notebook tests
         family = out["notebook"] + " / " + family
     out["family size"] = family.map(family.value_counts()).astype(int)
-    toy, paper = out["toy (difference, 95 % interval)"].map(_leading_number), out["paper"].map(_leading_number)
+    toy, paper = out["toy (difference, 95 % interval)"].map(leading_number), out["paper"].map(leading_number)
     out["size vs paper"] = [("differs > 3x" if sizes_differ(t, p) else "within 3x") if not (np.isnan(t) or np.isnan(p)) else ""
                             for t, p in zip(toy, paper)]
     selected = out["claim"].str.startswith("Fig. 4b")

@@ -111,10 +111,10 @@ class Runs:
 
 def load_runs(scale: str | None = None, batch: str = BATCH) -> Runs:
     """Read a seeds batch's finished variants (``runs/`` or the committed ``results/``): ``batch``
-    names its file in ``papermill_params/ablations`` (one of :data:`dptlib.ablations.ON_REQUEST`)."""
+    names its file in ``papermill_params/ablations`` (one of :data:`dptlib.ablations.SEEDS_BATCHES`)."""
     scale = resolve_scale(scale)
-    if batch not in ablations.ON_REQUEST:
-        raise ValueError(f"unknown seeds batch {batch!r}; seeds batches: {list(ablations.ON_REQUEST)}")
+    if batch not in ablations.SEEDS_BATCHES:
+        raise ValueError(f"unknown seeds batch {batch!r}; seeds batches: {list(ablations.SEEDS_BATCHES)}")
     batch = ablations.load_batch(repo_root() / "papermill_params" / "ablations" / f"{batch}.yaml")
     results = ablations.collect(batch, scale)
 
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", nargs="?", default="show", choices=["show", "check"])
     parser.add_argument("--scale", default=None, help="toy (default: $DPT_SCALE or toy) or smoke")
-    parser.add_argument("--batch", default=BATCH, choices=list(ablations.ON_REQUEST), help=f"the seeds batch read (default: {BATCH})")
+    parser.add_argument("--batch", default=BATCH, choices=list(ablations.SEEDS_BATCHES), help=f"the seeds batch read (default: {BATCH})")
     args = parser.parse_args(argv)
     scale = resolve_scale(args.scale)
     runs = load_runs(scale, args.batch)

@@ -507,3 +507,54 @@ def test_a_treatment_table_judges_only_rows_with_three_seeds_and_adjusts_over_th
     assert list(table["verdict"]) == ["holds", "holds", "one run", "one run"]
     assert table["Holm p"].str.endswith("(of 2)").tolist() == [True, True, False, False]
     assert table["per seed"].iloc[0] == "+50.0, +30.0, +40.0"
+
+
+def test_seeded_claims_judge_each_claim_over_seeds_with_holm_over_the_judged_ones():
+    """Three claims on designed outcomes: 'up' beats 'base' at 3 seeds (+50, +30, +40 points:
+    holds), 'down' is worse at 3 seeds but the claim expects it better (contradicted), 'single'
+    has one run ("one run", no Holm p); a claim with no finished run has no row."""
+    frames = []
+    for seed, right in ((0, 10), (1, 6), (2, 8)):
+        for variant, first in (("base", 10), ("up", 10 + right), ("down", 10 - right)):  # items below `first` are right
+            frames.append(pd.DataFrame({"variant": f"{variant}-s{seed}", "task": "ITM overall", "item": range(20),
+                                        "correct": [i < first for i in range(20)]}))
+    frames.append(pd.DataFrame({"variant": "single-s0", "task": "ITM overall", "item": range(20), "correct": True}))
+    outcomes = pd.concat(frames)
+    base = {s: f"base-s{s}" for s in range(3)}
+    claims = [dict(claim="up beats base", paper="+10.0 (x)", task="ITM overall", base=base, own={s: f"up-s{s}" for s in range(3)}),
+              dict(claim="down beats base", paper="+1.0", task="ITM overall", base=base, own={s: f"down-s{s}" for s in range(3)}),
+              dict(claim="single beats base", paper="n/a", task="ITM overall", base=base, own={0: "single-s0"}),
+              dict(claim="never ran", paper="+1.0", task="ITM overall", base=base, own={0: "ghost-s0"}),
+              dict(claim="no REC outcomes", paper="+1.0", task="REC P@1", base=base, own={s: f"up-s{s}" for s in range(3)}),
+              dict(claim="down is worse than base", paper="-30.0", task="ITM overall", base=base, own={s: f"down-s{s}" for s in range(3)},
+                   expected_sign=-1)]
+    table = ablations.seeded_claims(outcomes, claims)
+    assert list(table.columns) == ablations.SEEDED_CLAIM_COLUMNS
+    assert list(table["claim"]) == ["up beats base", "down beats base", "single beats base", "down is worse than base"]
+    assert list(table["verdict"]) == ["holds", "contradicted", "one run", "holds"]
+    assert list(table["per seed"]) == ["+50.0, +30.0, +40.0", "-50.0, -30.0, -40.0", "+50.0", "-50.0, -30.0, -40.0"]
+    assert list(table["seeds agreeing"]) == ["3 of 3", "3 of 3", "1 of 1", "3 of 3"]
+    assert table["p (Holm)"].str.endswith("(of 3)").tolist() == [True, True, False, True]
+    # +40 against +10 and -40 against +1 (sign) differ; -40 against -30 does not; no paper number: empty
+    assert list(table["size vs paper"]) == ["differs > 3x", "differs > 3x", "", "within 3x"]
+    assert table["toy (difference, 95 % interval)"].iloc[0].startswith("+40.0 [")
+    assert list(table["n"]) == [60, 60, 20, 60]
+    empty = ablations.seeded_claims(pd.DataFrame(), claims)
+    assert empty.empty and list(empty.columns) == ablations.SEEDED_CLAIM_COLUMNS
+
+
+def test_the_timesteps_seed_files_repeat_the_timesteps_batch_but_for_the_training_seed():
+    """Tab. 10's extra training seeds are the same experiment: each variant of timesteps_seeds and
+    timesteps_more_seeds has exactly the parameters of its arm in timesteps.yaml (seed 0) plus
+    its training seed; together they give t = 250, 0 and 999 seeds 1-4, run on request only."""
+    folder = ablations.repo_root() / "papermill_params" / "ablations"
+    seed0 = ablations.load_batch(folder / "timesteps.yaml").for_scale("toy").variants
+    seen = set()
+    for name in ("timesteps_seeds", "timesteps_more_seeds"):
+        assert name in ablations.ON_REQUEST and name not in ablations.SEEDS_BATCHES
+        for variant, values in ablations.load_batch(folder / f"{name}.yaml").for_scale("toy").variants.items():
+            arm, seed = ablations.split_seed(variant)
+            assert seed == values["training_seed"] and seed > 0, variant
+            assert {k: v for k, v in values.items() if k != "training_seed"} == seed0[arm], variant
+            seen.add((arm, seed))
+    assert seen == {(f"t={t}", k) for t in (250, 0, 999) for k in range(1, 5)}

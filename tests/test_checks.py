@@ -78,6 +78,7 @@ REPRODUCE = [
     (["--ablation", "blocks", "--variant"], ["--variant", "at least one"]),
     (["--set", "fused_batch=blocks_nothing", "--only", "04_ablation_blocks"], ["fused_batch='blocks_nothing'", "blocks_fused"]),
     (["--set", "deep_batch=deep", "--only", "06_ablation_adapter_layers"], ["deep_batch='deep'", "adapter_layers_deep"]),
+    (["--set", "seeds_batches=[timesteps_seeds, nope]", "--only", "07_ablation_timesteps"], ["'nope'", "nope.yaml", "timesteps_more_seeds"]),
     (["--rerun"], ["--rerun", "--ablation"]),
     (["--ablation", "seeds", "--rerun"], ["--rerun", "--variant"]),
 ]

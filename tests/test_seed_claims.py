@@ -168,6 +168,9 @@ def test_the_record_batch_differs_from_seeds_in_stage1_only_and_shares_the_untra
     assert set(runs.generation["arm"]) >= {"base", "dpt", "lora", "shuffled"} and not runs.missing
     with pytest.raises(ValueError, match="seeds_q40"):
         seed_claims.load_runs("toy", "blocks")
+    for on_request in ("blocks_norm", "timesteps_seeds"):  # run on request, but not a seeds batch of the core claims
+        with pytest.raises(ValueError, match="unknown seeds batch"):
+            seed_claims.load_runs("toy", on_request)
 
 
 def test_every_batch_that_trains_names_the_toy_presets_stage1_settings():

@@ -138,6 +138,22 @@ report.save_table(arms, "seed_arms", params.scale, floatfmt=".1f")
 arms
 
 # %% [markdown]
+# ## Ablation claims over training seeds
+#
+# Where an ablation's compared adapters were trained again at other training seeds (batch files
+# run on request), its notebook judges its claims by the same rules, with Holm's adjustment over
+# its own table, and writes `*_seed_claims.csv`; they are gathered here. The one-run rows of the
+# same claims stay in the table at the top.
+
+# %%
+SEED_SOURCES = {"tab10_timesteps_seed_claims": "07_ablation_timesteps"}  # claims file -> the notebook that writes it
+parts = [pd.read_csv(path, dtype=str, keep_default_na=False).assign(notebook=notebook) for name, notebook in SEED_SOURCES.items()
+         if (path := config.figures_dir(params.scale) / f"{name}.csv").exists()]
+ablation_by_seed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*ablations.SEEDED_CLAIM_COLUMNS, "notebook"])
+report.save_table(ablation_by_seed, "ablation_seed_claims", params.scale)
+ablation_by_seed.set_index("claim")
+
+# %% [markdown]
 # ## What each ablation batch cost
 #
 # The seconds each finished variant's papermill run took (`done.json`), summed per batch: the
@@ -153,9 +169,10 @@ times
 # %% [markdown]
 # ## The README's table
 #
-# At the toy scale three sections of Markdown are these tables: in `docs/results.md`, the
-# one-run claims table (between `<!-- claims:begin -->` and `<!-- claims:end -->`) and the full
-# table over training seeds (`seed_claims`); in the README, a short one over seeds (`seed_summary`:
+# At the toy scale four sections of Markdown are these tables: in `docs/results.md`, the
+# one-run claims table (between `<!-- claims:begin -->` and `<!-- claims:end -->`), the full
+# table over training seeds (`seed_claims`) and the ablation claims over training seeds
+# (`ablation_seed_claims`); in the README, a short one over seeds (`seed_summary`:
 # the claim, its paired difference with the interval, the seeds agreeing and the verdict).
 
 # %%
@@ -166,7 +183,9 @@ if params.write_readme and params.scale == "toy":
     shown = by_seed.drop(columns=["difference", "low", "high"])
     none_yet = "(no seeds run yet)"
     report.replace_between_markers(results_md, "seed_claims", report.markdown_table(shown) if len(shown) else none_yet)
+    report.replace_between_markers(results_md, "ablation_seed_claims",
+                                   report.markdown_table(ablation_by_seed) if len(ablation_by_seed) else none_yet)
     summary = shown[[c for c in SUMMARY_COLUMNS if c in shown.columns]]
     report.replace_between_markers(config.repo_root() / "README.md", "seed_summary",
                                    report.markdown_table(summary) if len(summary) else none_yet)
-    print("docs/results.md (claims, seed_claims) and README.md (seed_summary) rewritten")
+    print("docs/results.md (claims, seed_claims, ablation_seed_claims) and README.md (seed_summary) rewritten")
