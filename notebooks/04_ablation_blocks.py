@@ -232,7 +232,7 @@ treated = {("up0", "standardised"): {0: "up0-norm", 1: "up0-norm-s1", 2: "up0-no
            ("up1", "standardised"): {0: "up1-norm", 1: "up1-norm-s1"},
            ("up2", "standardised"): {0: "up2-norm"},
            ("up2", "whitened"): {0: "up2-whiten", 1: "up2-whiten-s1", 2: "up2-whiten-s2"},
-           ("up1", "whitened"): {0: "up1-whiten"}}
+           ("up1", "whitened"): {0: "up1-whiten", 1: "up1-whiten-s1"}}
 treatments = ablations.treatment_table(outcomes, raw, treated, tasks)
 if not treatments.empty:
     report.save_table(treatments.set_index(["block", "map", "task"]), "blocks_input_norm", params.scale)
@@ -254,9 +254,10 @@ treatments
 # `up2`'s adapter at chance; with them levelled it learns to the bottom blocks' level too (the
 # probes pool over a box, which also averages the noise away). Neither treatment is a free
 # improvement: on `up1`, standardising gives +6.7 and +6.0 ITM at two seeds with REC split (−13.0,
-# +2.4), and whitening +6.1 ITM but REC −47.8 (18.4 % against 66.2 %, one run: its grounding
-# stayed on the plateau). The paper's projection takes the raw map, as the toy preset does; a real
-# SD's blocks have other statistics (its last up block has 320 channels, of which the noise
+# +2.4), and whitening +6.1 and +13.8 ITM but REC −47.8 and −50.4 at two seeds (18.4 and 30.4 %
+# against 66.2 and 80.8 %: its grounding stays on the plateau at 1,000 steps, at both seeds).
+# The paper's projection takes the raw map, as the toy preset does; a real SD's blocks have other
+# statistics (its last up block has 320 channels, of which the noise
 # estimate is a far smaller part than of the toy's 32), which `map_statistics` measures on any
 # diffusers U-Net.
 
