@@ -212,9 +212,9 @@ maps.astype(float).round(3)
 # "batch"`, a BatchNorm without affine parameters; not in the paper) lets them learn: `up0` raw
 # against standardised at training seeds 0-2, `up1` (the control) at seeds 0-1, `up2` at seed 0.
 # Per-channel standardisation leaves a few dominant directions across channels as they are, so
-# `blocks_whiten.yaml` (49.6 min) whitens the channels instead (`adapter_input_norm = "whiten"`:
+# `blocks_whiten.yaml` (57.1 min) whitens the channels instead (`adapter_input_norm = "whiten"`:
 # mean 0 and covariance I, running ZCA statistics; not in the paper either): `up2` raw against
-# whitened at seeds 0-2, `up1` whitened at seed 0.
+# whitened at seeds 0-2, `up1` whitened at seeds 0-1.
 
 # %% tags=["nbval-ignore-output"]
 _, standardised_runs = ablations.run_and_collect(params.norm_batch, params.scale, run=False)  # run on request only
