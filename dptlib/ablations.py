@@ -73,7 +73,8 @@ KERNEL = "dpt"
 OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
 SEEDS_BATCHES = ("seeds", "seeds_q40")  # every core arm once per training seed (what dptlib.seed_claims reads)
 # batches run only when named (hours; a diagnosis; an ablation's extra training seeds): not part of "every batch"
-ON_REQUEST = (*SEEDS_BATCHES, "blocks_diagnosis", "blocks_norm", "blocks_whiten", "timesteps_seeds", "timesteps_more_seeds")
+ON_REQUEST = (*SEEDS_BATCHES, "blocks_diagnosis", "blocks_norm", "blocks_whiten", "timesteps_seeds", "timesteps_more_seeds",
+              "adapter_layers_seeds", "adapter_layers_more_seeds")
 METHOD_SUFFIX = {"plain": "", "self-corrected": " + SC", "random direction": " + null"}  # generation methods' labels
 
 
@@ -149,6 +150,21 @@ def split_seed(variant: str) -> tuple[str, int | None]:
     """``"dpt-s3"`` -> ``("dpt", 3)``; a variant without a training-seed suffix -> ``(variant, None)``."""
     arm, sep, k = variant.rpartition("-s")
     return (arm, int(k)) if sep and arm and k.isdigit() else (variant, None)
+
+
+def seed_arm(variant: str, names) -> dict[int, str]:
+    """{training seed: run} of ``variant`` among the run ``names``: ``variant`` itself is training
+    seed 0 (its batch's own run), ``"<variant>-s<k>"`` seed k (a seeds batch's).
+
+    >>> seed_arm("t=250", ["t=250-s2", "t=0-s1", "t=250-s1"])
+    {0: 't=250', 1: 't=250-s1', 2: 't=250-s2'}
+    """
+    arms = {0: variant}
+    for name in names:
+        arm, k = split_seed(name)
+        if arm == variant and k is not None:
+            arms[k] = name
+    return dict(sorted(arms.items()))
 
 
 def run_hash(notebook: str, parameters: dict, scale: str) -> str:
@@ -529,28 +545,51 @@ def variant_claim(results: Results, claim: str, paper: str, baseline: str, metho
     return report.claim_row(claim, paper, row, expected_sign=expected_sign, control=control)
 
 
-def seeded_difference(discrimination: pd.DataFrame, base: dict[int, str], own: dict[int, str], task: str,
-                      expected_sign: int = +1) -> dict:
-    """``own - base`` on one discrimination ``task`` over training seeds and test queries.
+def seeded_outcomes(results: Results) -> pd.DataFrame:
+    """A batch's outcomes as :func:`seeded_claims` reads them: one row per (variant, task, item)
+    with ``cluster`` and ``correct``. Discrimination rows as they are (each query its own
+    cluster); generation rows with the cell ("toy-nss (ID)") as the task, an image
+    (``prompt|seed``) as the item, clustered by prompt (a prompt with all its generation seeds),
+    and a self-corrected image under ``"<variant> + SC"`` (the labels of :func:`variant_claim`)."""
+    parts = []
+    if not results.discrimination.empty:
+        found = results.discrimination
+        parts.append(found.assign(item=found["item"].astype(str), cluster=found["item"].astype(str)))
+    if not results.generation.empty:
+        found = results.generation
+        parts.append(pd.DataFrame({"variant": found["variant"] + found["method"].map(METHOD_SUFFIX), "task": found["cell"],
+                                   "item": found["prompt"] + "|" + found["seed"].astype(str), "cluster": found["prompt"],
+                                   "correct": found["correct"]}))
+    columns = ["variant", "task", "item", "cluster", "correct"]
+    return pd.concat([p[columns] for p in parts], ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
-    ``discrimination``: rows (variant, task, item, correct) of one or more batches' results;
-    ``base`` / ``own``: {training seed: variant}. Runs pair by training seed where both arms have
-    it (the same test queries throughout), through :func:`dptlib.stats.seed_paired_difference`.
+
+def seeded_difference(outcomes: pd.DataFrame, base: dict[int, str], own: dict[int, str], task: str,
+                      expected_sign: int = +1) -> dict:
+    """``own - base`` on one ``task`` over training seeds and test items.
+
+    ``outcomes``: rows (variant, task, item, correct) of one or more batches' results, and
+    ``cluster`` where items group (:func:`seeded_outcomes`: a generation cell's images by prompt;
+    without it each item stands alone); ``base`` / ``own``: {training seed: variant}. Runs pair by
+    training seed where both arms have it (the same test items throughout; an untrained base may
+    be the same variant at every seed), through :func:`dptlib.stats.seed_paired_difference`.
     Returns its result in points with ``verdict`` (:func:`dptlib.stats.seed_verdict`: fewer than
     3 paired seeds read "k runs"). Raises ``ValueError`` when the arms share no seed."""
     seeds = sorted(set(base) & set(own))
     if not seeds:
         raise ValueError(f"the arms share no training seed: {sorted(base)} against {sorted(own)}")
+    clustered = "cluster" in outcomes
 
     def rows(arm: dict[int, str]) -> pd.DataFrame:
-        frame = discrimination[discrimination["task"] == task]
+        frame = outcomes[outcomes["task"] == task]
         picked = [frame[frame["variant"] == arm[s]].assign(run=s) for s in seeds]
         missing = [arm[s] for s, f in zip(seeds, picked) if f.empty]
         if missing:
             raise ValueError(f"no {task!r} outcomes for {missing}")
-        return pd.concat(picked)[["run", "item", "correct"]].astype({"correct": float})
+        return pd.concat(picked)[["run", "item", "correct"] + (["cluster"] if clustered else [])].astype({"correct": float})
 
-    found = stats.seed_paired_difference(rows(base), rows(own), "correct", item_cols=("item",), cluster_col=None)
+    found = stats.seed_paired_difference(rows(base), rows(own), "correct", item_cols=("item",),
+                                         cluster_col="cluster" if clustered else None)
     for key in ("difference", "low", "high", "se"):
         found[key] *= 100
     found["per_run"] = [100 * v for v in found["per_run"]]
@@ -601,22 +640,27 @@ SEEDED_CLAIM_COLUMNS = ["claim", "paper", "toy (difference, 95 % interval)", "pe
                         "n", "verdict"]
 
 
-def seeded_claims(discrimination: pd.DataFrame, claims: list[dict]) -> pd.DataFrame:
-    """An ablation's claims judged over training seeds and test queries, as the seeds batch's are.
+def seeded_claims(outcomes: pd.DataFrame, claims: list[dict]) -> pd.DataFrame:
+    """An ablation's claims judged over training seeds and test items, as the seeds batch's are.
 
-    ``discrimination``: rows (variant, task, item, correct) of the ablation's batches;
-    ``claims``: dicts with ``claim``, ``paper`` (text whose leading number is the paper's effect),
-    ``task``, ``base`` and ``own`` ({training seed: variant}) and optionally ``expected_sign``
+    ``outcomes``: rows (variant, task, item, correct) of the ablation's batches, or
+    :func:`seeded_outcomes` of them (generation cells too); ``claims``: dicts with ``claim``,
+    ``paper`` (text whose leading number is the paper's effect), ``task`` (a discrimination task
+    or a generation cell), ``base`` and ``own`` ({training seed: variant}; ``base`` may be one
+    variant that trains nothing, e.g. the untuned ``"base"``, paired with every seed of ``own``)
+    and optionally ``expected_sign``
     (+1 default: ``own`` beats ``base``). A claim is measured on the seeds where both its
     variants have outcomes (:func:`seeded_difference`); one with none is left out. Holm's
     adjustment runs over the claims with >= 3 seeds (the table is the family); one with fewer
     reads "k runs". Returns one row per measured claim (:data:`SEEDED_CLAIM_COLUMNS`)."""
     measured = []
     for claim in claims:
-        finished = set(discrimination.loc[discrimination["task"] == claim["task"], "variant"]) if len(discrimination) else set()
+        if isinstance(claim["base"], str):
+            claim = {**claim, "base": {s: claim["base"] for s in claim["own"]}}
+        finished = set(outcomes.loc[outcomes["task"] == claim["task"], "variant"]) if len(outcomes) else set()
         seeds = [s for s in claim["own"] if s in claim["base"] and {claim["base"][s], claim["own"][s]} <= finished]
         if seeds:
-            found = seeded_difference(discrimination, {s: claim["base"][s] for s in seeds}, {s: claim["own"][s] for s in seeds},
+            found = seeded_difference(outcomes, {s: claim["base"][s] for s in seeds}, {s: claim["own"][s] for s in seeds},
                                       claim["task"])
             measured.append((claim, found))
     adjusted, family = _holm_over_judged([f for _, f in measured])

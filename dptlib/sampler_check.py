@@ -137,7 +137,7 @@ def load_setting(setting: str, scale: str) -> tuple[pd.DataFrame, dict] | None:
 
 
 def table(settings: list[str], scale: str = "toy") -> pd.DataFrame:
-    """Per cell and setting: steps, seconds per image, exact-match with its interval, the paired
+    """Per cell and setting: steps, milliseconds per image, exact-match with its interval, the paired
     difference to ``REFERENCE`` with its interval and p, and ``inside`` (the setting's mean inside
     the reference's interval). Only settings saved with the reference's prompts and seeds."""
     from . import stats
@@ -153,9 +153,10 @@ def table(settings: list[str], scale: str = "toy") -> pd.DataFrame:
     for (cell, setting), row in comparison.iterrows():
         reference = comparison.loc[(cell, REFERENCE)]
         rows.append({"cell": cell, "setting": setting, "steps": kept[setting][1]["steps"],
-                     "s per image": kept[setting][1]["seconds per image"], "n": int(row["n"]),
+                     "ms per image": 1000 * kept[setting][1]["seconds per image"], "n": int(row["n"]),
                      "exactly right (%)": row["mean"], "low": row["low"], "high": row["high"],
-                     "vs ddim-15": row["diff"], "diff low": row["diff_low"], "diff high": row["diff_high"], "p": row["p"],
+                     "vs ddim-15": row["diff"], "diff low": row["diff_low"], "diff high": row["diff_high"],
+                     "p": "" if pd.isna(row["p"]) else f"{row['p']:.2f}",
                      "inside": bool(reference["low"] <= row["mean"] <= reference["high"])})
     return pd.DataFrame(rows)
 
@@ -195,7 +196,7 @@ def main(argv=None) -> int:
         return 0
     from . import report
 
-    report.save_table(result.set_index(["cell", "setting"]), "sampler_steps", args.scale, floatfmt=".1f")
+    report.save_table(result.set_index(["cell", "setting"]), "sampler_steps", args.scale, floatfmt=".2f")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.round(2).to_string(index=False))
     return 0

@@ -139,15 +139,11 @@ seeded.metrics.reindex(columns=["ITM overall", "REC P@1", "seconds"]).round(1)
 outcomes = pd.concat([results.discrimination, seeded.discrimination], ignore_index=True)
 
 
-def arm(t):
-    """{training seed: variant} of the adapter trained and tested at t (seed 0: this batch's run)."""
-    return {0: f"t={t}", **{k: f"t={t}-s{k}" for k in range(1, 5)}}
-
-
-seeded_claims = [dict(claim=claim, paper=paper, task=task, base=arm(base), own=arm(own), expected_sign=sign)
-                 for claim, paper, base, own, task, sign in CLAIMS]
+arms = {t: ablations.seed_arm(f"t={t}", seeded.metrics.index) for t in (0, 250, 999)}  # {training seed: run}; seed 0 is this batch's
+seeded_claims_asked = [dict(claim=claim, paper=paper, task=task, base=arms[base], own=arms[own], expected_sign=sign)
+                       for claim, paper, base, own, task, sign in CLAIMS]
 # no seeded run yet: an empty table (09_results then says so), not the one-run rows again
-by_seed = ablations.seeded_claims(outcomes if len(seeded.metrics) else pd.DataFrame(), seeded_claims)
+by_seed = ablations.seeded_claims(outcomes if len(seeded.metrics) else pd.DataFrame(), seeded_claims_asked)
 report.save_table(by_seed, "tab10_timesteps_seed_claims", params.scale)
 by_seed.set_index("claim")
 

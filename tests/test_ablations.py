@@ -558,3 +558,54 @@ def test_the_timesteps_seed_files_repeat_the_timesteps_batch_but_for_the_trainin
             assert {k: v for k, v in values.items() if k != "training_seed"} == seed0[arm], variant
             seen.add((arm, seed))
     assert seen == {(f"t={t}", k) for t in (250, 0, 999) for k in range(1, 5)}
+
+
+def test_seed_arm_finds_a_variants_runs_at_every_training_seed():
+    names = ["t=250-s2", "t=0-s1", "t=250-s1", "t=2500-s3", "t=250"]
+    assert ablations.seed_arm("t=250", names) == {0: "t=250", 1: "t=250-s1", 2: "t=250-s2"}
+    assert ablations.seed_arm("t=999", names) == {0: "t=999"}
+
+
+def generation_results(right: dict[str, list[int]], cell="toy-nss (ID)", prompts=10, seeds=(0, 1)) -> ablations.Results:
+    """Results whose plain images of variant v are right for the prompts in ``right[v]`` (every
+    generation seed alike); each variant's self-corrected images all wrong."""
+    rows = [{"variant": v, "method": method, "cell": cell, "prompt": f"p{i}", "seed": seed,
+             "correct": float(method == "plain" and i in good)}
+            for v, good in right.items() for method in ("plain", "self-corrected") for i in range(prompts) for seed in seeds]
+    return ablations.Results(pd.DataFrame(index=list(right)), pd.DataFrame(rows), pd.DataFrame(), [])
+
+
+def test_seeded_outcomes_put_images_beside_queries():
+    results = generation_results({"base": [0, 1], "four": [0, 1, 2]})
+    results.discrimination = pd.DataFrame({"variant": "four", "task": "ITM overall", "item": [0, 1], "correct": [True, False]})
+    outcomes = ablations.seeded_outcomes(results)
+    assert list(outcomes.columns) == ["variant", "task", "item", "cluster", "correct"]
+    assert set(outcomes["variant"]) == {"base", "base + SC", "four", "four + SC"}
+    images = outcomes[outcomes["task"] == "toy-nss (ID)"]
+    assert len(images) == 2 * 2 * 10 * 2 and images["item"].str.fullmatch(r"p\d\|[01]").all()
+    assert (images["cluster"] == images["item"].str.split("|").str[0]).all()  # a prompt with all its seeds
+    queries = outcomes[outcomes["task"] == "ITM overall"]
+    assert queries["item"].tolist() == queries["cluster"].tolist() == ["0", "1"]
+    assert ablations.seeded_outcomes(ablations.Results(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), [])).empty
+
+
+def test_seeded_claims_judge_generation_against_an_untrained_base():
+    """The base model (one run, 8 of 40 prompts right) against 'four' at three training seeds,
+    right on 20, 16 and 24 prompts (+30, +20, +40 points; every generation seed alike): holds. The
+    interval resamples prompts, not images: two generation seeds of one prompt are one cluster."""
+    right = {"base": range(8), "four": range(20), "four-s1": range(16), "four-s2": range(24)}
+    outcomes = ablations.seeded_outcomes(generation_results(right, prompts=40))
+    claims = [dict(claim="four beats base", paper="+6.1 BLIP-ITM", task="toy-nss (ID)", base="base",
+                   own=ablations.seed_arm("four", right)),
+              dict(claim="four + SC beats base", paper="+1.0", task="toy-nss (ID)", base="base",
+                   own={k: f"{v} + SC" for k, v in ablations.seed_arm("four", right).items()})]
+    table = ablations.seeded_claims(outcomes, claims).set_index("claim")
+    assert table.loc["four beats base", "per seed"] == "+30.0, +20.0, +40.0"
+    assert table.loc["four beats base", "verdict"] == "holds" and table.loc["four beats base", "n"] == 240
+    assert table.loc["four + SC beats base", "per seed"] == "-20.0, -20.0, -20.0"
+    assert table.loc["four + SC beats base", "verdict"] == "contradicted"
+    # clustered by prompt: the same interval as one generation seed per prompt (n halves, the spread does not)
+    one_seed = ablations.seeded_outcomes(generation_results(right, prompts=40, seeds=(0,)))
+    halved = ablations.seeded_claims(one_seed, claims[:1]).set_index("claim")
+    assert halved.loc["four beats base", "toy (difference, 95 % interval)"] == table.loc["four beats base", "toy (difference, 95 % interval)"]
+    assert halved.loc["four beats base", "n"] == 120

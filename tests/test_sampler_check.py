@@ -52,7 +52,8 @@ def test_table_pairs_each_setting_with_the_reference(tmp_path, monkeypatch):
     low, high = table.loc["ddim-15", ["low", "high"]]
     assert not low <= 25.0 <= high and not table.loc["dpm-6", "inside"]   # 25 % lies outside 50 %'s interval
     assert table.loc["ddim-10", "inside"] and table.loc["ddim-15", "inside"]
-    assert table.loc["dpm-6", "s per image"] == pytest.approx(0.04)
+    assert table.loc["dpm-6", "ms per image"] == pytest.approx(40.0) and table.loc["ddim-15", "p"] == ""
+    assert float(table.loc["dpm-6", "p"]) < 0.05
 
 
 def test_saved_scores_are_the_same_bytes_twice(tmp_path, monkeypatch):

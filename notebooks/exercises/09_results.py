@@ -146,7 +146,8 @@ arms
 # same claims stay in the table at the top.
 
 # %%
-SEED_SOURCES = {"tab10_timesteps_seed_claims": "07_ablation_timesteps"}  # claims file -> the notebook that writes it
+SEED_SOURCES = {"tab8_layers_seed_claims": "06_ablation_adapter_layers",  # claims file -> the notebook that writes it
+                "tab10_timesteps_seed_claims": "07_ablation_timesteps"}
 parts = [pd.read_csv(path, dtype=str, keep_default_na=False).assign(notebook=notebook) for name, notebook in SEED_SOURCES.items()
          if (path := config.figures_dir(params.scale) / f"{name}.csv").exists()]
 ablation_by_seed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*ablations.SEEDED_CLAIM_COLUMNS, "notebook"])
