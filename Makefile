@@ -63,9 +63,9 @@ smoke: setup
 ## test: lint, unit tests, then every notebook under nbval at the smoke scale
 test: lint test-unit test-notebooks
 
-## lint: ruff (configuration in pyproject.toml) on the package, the tests and the notebooks' .py
+## lint: ruff (configuration in pyproject.toml) on the package, the tests and the notebooks' .py (exercises included)
 lint: setup
-	$(BIN)/ruff check dptlib tests notebooks/*.py notebooks/paper/*.py
+	$(BIN)/ruff check dptlib tests notebooks/*.py notebooks/paper/*.py notebooks/exercises/*.py
 
 test-unit: setup
 	DPT_SCALE=smoke $(BIN)/python -m pytest tests

@@ -62,8 +62,8 @@ def exercise_notebook(solution: nbformat.NotebookNode, name: str) -> nbformat.No
             cell.outputs, cell.execution_count = [], None
         cells.append(cell)
     note = nbformat.v4.new_markdown_cell(
-        f"*Exercise version of `notebooks/{name}.py`, written by `make exercises`: do not edit it here. "
-        "Where a cell says `# Write your code here.`, write the code; the check after it says "
+        f"*Exercise version of `notebooks/{name}.py`, written by `make exercises`: do not edit it here.\n"
+        "Where a cell says `# Write your code here.`, write the code; the check after it says\n"
         "\"not attempted yet\" until you do, then whether your answer agrees with the library.*")
     notebook.cells = [note, *cells]
     for i, cell in enumerate(notebook.cells):  # fixed ids: the same solution gives the same file

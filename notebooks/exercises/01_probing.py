@@ -15,7 +15,9 @@
 # ---
 
 # %% [markdown]
-# *Exercise version of `notebooks/01_probing.py`, written by `make exercises`: do not edit it here. Where a cell says `# Write your code here.`, write the code; the check after it says "not attempted yet" until you do, then whether your answer agrees with the library.*
+# *Exercise version of `notebooks/01_probing.py`, written by `make exercises`: do not edit it here.
+# Where a cell says `# Write your code here.`, write the code; the check after it says
+# "not attempted yet" until you do, then whether your answer agrees with the library.*
 
 # %% [markdown]
 # # 01 · Stage 1: discriminative probing (§3.1)

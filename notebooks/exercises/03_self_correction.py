@@ -15,7 +15,9 @@
 # ---
 
 # %% [markdown]
-# *Exercise version of `notebooks/03_self_correction.py`, written by `make exercises`: do not edit it here. Where a cell says `# Write your code here.`, write the code; the check after it says "not attempted yet" until you do, then whether your answer agrees with the library.*
+# *Exercise version of `notebooks/03_self_correction.py`, written by `make exercises`: do not edit it here.
+# Where a cell says `# Write your code here.`, write the code; the check after it says
+# "not attempted yet" until you do, then whether your answer agrees with the library.*
 
 # %% [markdown]
 # # 03 · Self-correction (§3.3)

@@ -15,7 +15,9 @@
 # ---
 
 # %% [markdown]
-# *Exercise version of `notebooks/09_results.py`, written by `make exercises`: do not edit it here. Where a cell says `# Write your code here.`, write the code; the check after it says "not attempted yet" until you do, then whether your answer agrees with the library.*
+# *Exercise version of `notebooks/09_results.py`, written by `make exercises`: do not edit it here.
+# Where a cell says `# Write your code here.`, write the code; the check after it says
+# "not attempted yet" until you do, then whether your answer agrees with the library.*
 
 # %% [markdown]
 # # 09 · Results: the paper's claims, tested at the toy scale
