@@ -42,8 +42,9 @@ SEEDS ?= 0
 convergence: setup
 	$(BIN)/python -m dptlib.convergence --scale toy --arms $(ARMS) --seeds $(SEEDS)
 
-## check-claims: re-derive the seed-aware claims table from the runs present (runs/ or results/) and compare it with
-##               figures/seed_claims.csv: same verdicts, every estimate inside its committed interval
+## check-claims: re-derive the seed-aware claims tables from the runs present (runs/ or results/) and compare them with
+##               figures/seed_claims.csv and the ablations' *_seed_claims.csv (dptlib.ablation_claims): same verdicts,
+##               every estimate inside its committed interval
 check-claims: setup
 	$(BIN)/python -m dptlib.seed_claims check --scale toy
 

@@ -74,7 +74,7 @@ OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # wha
 SEEDS_BATCHES = ("seeds", "seeds_q40")  # every core arm once per training seed (what dptlib.seed_claims reads)
 # batches run only when named (hours; a diagnosis; an ablation's extra training seeds): not part of "every batch"
 ON_REQUEST = (*SEEDS_BATCHES, "blocks_diagnosis", "blocks_norm", "blocks_whiten", "timesteps_seeds", "timesteps_more_seeds",
-              "adapter_layers_seeds", "adapter_layers_more_seeds")
+              "adapter_layers_seeds", "adapter_layers_more_seeds", "blocks_seeds")
 METHOD_SUFFIX = {"plain": "", "self-corrected": " + SC", "random direction": " + null"}  # generation methods' labels
 
 
@@ -637,7 +637,7 @@ def treatment_table(discrimination: pd.DataFrame, raw: dict[str, dict[int, str]]
 
 
 SEEDED_CLAIM_COLUMNS = ["claim", "paper", "toy (difference, 95 % interval)", "per seed", "seeds agreeing", "p (Holm)", "size vs paper",
-                        "n", "verdict"]
+                        "n", "verdict", "difference", "low", "high"]
 
 
 def seeded_claims(outcomes: pd.DataFrame, claims: list[dict]) -> pd.DataFrame:
@@ -652,7 +652,8 @@ def seeded_claims(outcomes: pd.DataFrame, claims: list[dict]) -> pd.DataFrame:
     (+1 default: ``own`` beats ``base``). A claim is measured on the seeds where both its
     variants have outcomes (:func:`seeded_difference`); one with none is left out. Holm's
     adjustment runs over the claims with >= 3 seeds (the table is the family); one with fewer
-    reads "k runs". Returns one row per measured claim (:data:`SEEDED_CLAIM_COLUMNS`)."""
+    reads "k runs". Returns one row per measured claim (:data:`SEEDED_CLAIM_COLUMNS`; ``difference``,
+    ``low``, ``high`` as numbers: what ``make check-claims`` compares)."""
     measured = []
     for claim in claims:
         if isinstance(claim["base"], str):
@@ -676,7 +677,8 @@ def seeded_claims(outcomes: pd.DataFrame, claims: list[dict]) -> pd.DataFrame:
                      "seeds agreeing": f"{f['runs_positive'] if side > 0 else f['runs_negative']} of {f['n_runs']}",
                      "p (Holm)": _holm_text(p, family),
                      "size vs paper": "" if pd.isna(paper) else ("differs > 3x" if stats.sizes_differ(f["difference"], paper) else "within 3x"),
-                     "n": f["n"], "verdict": verdict})
+                     "n": f["n"], "verdict": verdict,
+                     "difference": round(f["difference"], 3), "low": round(f["low"], 3), "high": round(f["high"], 3)})
     return pd.DataFrame(rows, columns=SEEDED_CLAIM_COLUMNS)
 
 

@@ -8,6 +8,7 @@ so this table is rebuilt in seconds on any machine:
 
     python -m dptlib.seed_claims [--scale toy]          # print the table from the runs present
     python -m dptlib.seed_claims check [--scale toy]    # make check-claims: compare with figures/seed_claims.csv
+                                                        # and the ablations' tables (dptlib.ablation_claims)
     python -m dptlib.seed_claims --batch seeds_q40      # the same claims from the 40-query runs it replaced
 
 ``check`` passes when every claim's verdict is the committed one and every point estimate lies
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import ablations, stats
+from . import ablation_claims, ablations, stats
 from .config import figures_dir, repo_root, resolve_scale
 
 BATCH = "seeds"
@@ -274,18 +275,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"runs missing: {runs.missing or 'none'}")
     if args.command == "show":
         return 0
-    path = figures_dir(scale) / f"{TABLE}.csv"
+    ok = _matches_committed(table, figures_dir(scale) / f"{TABLE}.csv", "the core claims")
+    for ablation in ablation_claims.TABLES.values():  # the ablations' claims over seeds (06, 07), from their committed runs
+        path = figures_dir(scale) / f"{ablation.name}.csv"
+        if path.exists():
+            found = ablation_claims.measure(ablation, *ablation_claims.load(ablation, scale)).assign(family=ablation.name)
+            ok &= _matches_committed(found, path, f"{ablation.name} ({ablation.notebook})")
+    return 0 if ok else 1
+
+
+def _matches_committed(table: pd.DataFrame, path, what: str) -> bool:
+    """Compare ``table`` with the committed one at ``path`` (:func:`moved_rows`), print the outcome."""
     if not path.exists():
         print(f"no committed table {path}: run 09_results first")
-        return 1
-    moved = moved_rows(pd.read_csv(path, keep_default_na=False, dtype={"p (Holm)": str}), table)
+        return False
+    committed = pd.read_csv(path, keep_default_na=False, dtype={"p (Holm)": str})
+    if "family" not in committed:
+        committed = committed.assign(family=path.stem)
+    if not {"difference", "low", "high"} <= set(committed.columns):
+        print(f"check-claims: {what}: {path} has no numeric difference, low, high columns: re-run the notebook that writes it")
+        return False
+    moved = moved_rows(committed, table)
     if moved.empty:
-        print(f"check-claims: all {len(table)} claims reproduce (same verdicts, estimates inside the committed intervals)")
-        return 0
-    print(f"check-claims: {len(moved)} of {len(table)} claims moved:")
+        print(f"check-claims: {what}: all {len(table)} claims reproduce (same verdicts, estimates inside the committed intervals)")
+        return True
+    print(f"check-claims: {what}: {len(moved)} of {len(table)} claims moved:")
     print(moved.to_string(index=False))
-    return 1
-
+    return False
 
 if __name__ == "__main__":
     sys.exit(main())

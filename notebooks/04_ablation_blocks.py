@@ -33,6 +33,7 @@ fused_batch = "blocks_fused"  # the fused maps of Tab. 6 (a second file, to keep
 diagnosis_batch = "blocks_diagnosis"  # why up0 / up2 did not learn (run on request only; shown where finished)
 norm_batch = "blocks_norm"  # the diagnosis's second file: the map standardised per channel (run on request only)
 whiten_batch = "blocks_whiten"  # its third file: the map whitened (run on request only)
+seeds_batches = ["blocks_diagnosis", "blocks_whiten", "blocks_seeds"]  # Fig. 3's up2 and down0 at training seeds 1-4 (on request)
 max_variants = None  # the batch's first variants only (None: all)
 map_scenes = 64  # validation scenes whose maps the diagnosis measures (the statistics of each block's map)
 run = True  # run the variants whose results are missing; False: show the results there are
@@ -40,7 +41,7 @@ run = True  # run the variants whose results are missing; False: show the result
 # %%
 import pandas as pd
 
-from dptlib import ablations, config, report, teaching
+from dptlib import ablation_claims, ablations, config, report, teaching
 from dptlib.backbone import block_modules, load_backbone
 from dptlib.toy.diagnostics import block_map_table
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
@@ -291,6 +292,32 @@ claims = [
 claims = ablations.claims_frame(claims)
 report.save_table(claims, "tab6_blocks_claims", params.scale)
 claims
+
+# %% [markdown]
+# ## Fig. 3's discrimination over training seeds
+#
+# The rows above are one training run per block: their intervals cover the test queries, not what
+# another run would give. `blocks_seeds.yaml` trains the two blocks Fig. 3's discrimination claim
+# compares again, `down0` at training seeds 1-4 and `up2` at 3-4 (`up2` ran at seeds 1 and 2 in the
+# diagnosis files above; run on request: `python -m dptlib.ablations blocks_seeds --scale toy`),
+# stage 1 only, on the same test queries. Each claim below (as `dptlib.ablation_claims` defines
+# it: `own` against `base`) is judged by the core claims' rules (`09_results`): the difference
+# over seeds and queries with its seed-aware interval, each seed's own difference, Holm's
+# adjustment over these two claims, and *holds* (or *contradicted*) only when the interval and the
+# adjusted p exclude 0 and at least 4 of 5 seeds (all of 3) agree. Fewer than three runs read "k runs".
+
+# %% tags=["nbval-ignore-output"]
+seeded = ablations.combine(*(ablations.run_and_collect(name, params.scale, run=False)[1] for name in params.seeds_batches))
+seeded.metrics.reindex(columns=tasks).round(1)
+
+# %%
+FIG3 = ablation_claims.FIG3
+ablation_claims.claims_frame(FIG3)
+
+# %%
+by_seed = ablation_claims.measure(FIG3, results, seeded)  # no seeded run yet: an empty table (09_results then says so)
+report.save_table(by_seed, FIG3.name, params.scale)
+by_seed.drop(columns=["difference", "low", "high"]).set_index("claim")
 
 
 # %% [markdown]

@@ -45,7 +45,7 @@ import math
 import pandas as pd
 from IPython.display import display
 
-from dptlib import ablations, config, report, seed_claims, teaching
+from dptlib import ablation_claims, ablations, config, report, seed_claims, teaching
 
 params = config.notebook_parameters("09_results", globals())
 SOURCES = {  # claims file -> the notebook that writes it
@@ -151,15 +151,16 @@ arms
 #
 # Where an ablation's compared adapters were trained again at other training seeds (batch files
 # run on request), its notebook judges its claims by the same rules, with Holm's adjustment over
-# its own table, and writes `*_seed_claims.csv`; they are gathered here. The one-run rows of the
-# same claims stay in the table at the top.
+# its own table, and writes `*_seed_claims.csv`; they are gathered here (`dptlib.ablation_claims`
+# defines them, and `make check-claims` re-derives each from the committed runs). The one-run rows
+# of the same claims stay in the table at the top.
 
 # %%
-SEED_SOURCES = {"tab8_layers_seed_claims": "06_ablation_adapter_layers",  # claims file -> the notebook that writes it
-                "tab10_timesteps_seed_claims": "07_ablation_timesteps"}
-parts = [pd.read_csv(path, dtype=str, keep_default_na=False).assign(notebook=notebook) for name, notebook in SEED_SOURCES.items()
-         if (path := config.figures_dir(params.scale) / f"{name}.csv").exists()]
-ablation_by_seed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*ablations.SEEDED_CLAIM_COLUMNS, "notebook"])
+shown_columns = [c for c in ablations.SEEDED_CLAIM_COLUMNS if c not in ("difference", "low", "high")]  # the numbers are in the text
+parts = [pd.read_csv(path, dtype=str, keep_default_na=False).reindex(columns=shown_columns).assign(notebook=table.notebook)
+         for table in ablation_claims.TABLES.values()  # the tables dptlib.ablation_claims defines, and who writes each
+         if (path := config.figures_dir(params.scale) / f"{table.name}.csv").exists()]
+ablation_by_seed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*shown_columns, "notebook"])
 report.save_table(ablation_by_seed, "ablation_seed_claims", params.scale)
 ablation_by_seed.set_index("claim")
 

@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from dptlib import ablations, config, report, teaching
+from dptlib import ablation_claims, ablations, config, report, teaching
 from dptlib.toy.model import build_scheduler
 
 params = config.notebook_parameters("07_ablation_timesteps", globals())
@@ -108,17 +108,18 @@ report.save_figure(grid.figure, "tab10_timesteps", params.scale)
 # %% [markdown]
 # ## The paper's claims, tested
 
+# %% [markdown]
+# The claims are defined once, in `dptlib.ablation_claims` (this table, the one over training
+# seeds below, `09_results` and `make check-claims` read the same list): each compares the
+# `own` adapter's $t$ with the `base` one's on a task, in the claimed direction.
+
 # %%
-CLAIMS = [  # (claim, the paper's effect, the baseline's t, the claimed better or worse t, task, expected sign)
-    ("Tab. 10 (trained and tested at t): t = 250 discriminates better than t = 0 (ITM overall)", "+0.5 (39.7 vs 39.2)", 0, 250,
-     "ITM overall", +1),
-    ("Tab. 10 (trained and tested at t): t = 250 grounds better than t = 0 (REC P@1)", "+2.5 (54.3 vs 51.8, mean of test sets)", 0, 250,
-     "REC P@1", +1),
-    ("Tab. 10 (trained and tested at t): heavy noise (t = 999) hurts ITM", "-8.2 (31.5 vs 39.7)", 250, 999, "ITM overall", -1),
-    ("Tab. 10 (trained and tested at t): heavy noise (t = 999) hurts REC", "-41.1 (13.2 vs 54.3)", 250, 999, "REC P@1", -1),
-]
-claims = ablations.claims_frame([ablations.variant_claim(results, claim, paper, f"t={base}", f"t={own}", task, expected_sign=sign)
-                                 for claim, paper, base, own, task, sign in CLAIMS])
+TAB10 = ablation_claims.TAB10
+ablation_claims.claims_frame(TAB10)
+
+# %%
+claims = ablations.claims_frame([ablations.variant_claim(results, c.claim, c.paper, c.base, c.own, c.task, expected_sign=c.expected_sign)
+                                 for c in TAB10.claims])
 report.save_table(claims, "tab10_timesteps_claims", params.scale)
 claims
 
@@ -141,16 +142,9 @@ seeded = ablations.combine(*(ablations.run_and_collect(name, params.scale, run=F
 seeded.metrics.reindex(columns=["ITM overall", "REC P@1", "seconds"]).round(1)
 
 # %%
-outcomes = pd.concat([results.discrimination, seeded.discrimination], ignore_index=True)
-
-
-arms = {t: ablations.seed_arm(f"t={t}", seeded.metrics.index) for t in (0, 250, 999)}  # {training seed: run}; seed 0 is this batch's
-seeded_claims_asked = [dict(claim=claim, paper=paper, task=task, base=arms[base], own=arms[own], expected_sign=sign)
-                       for claim, paper, base, own, task, sign in CLAIMS]
-# no seeded run yet: an empty table (09_results then says so), not the one-run rows again
-by_seed = ablations.seeded_claims(outcomes if len(seeded.metrics) else pd.DataFrame(), seeded_claims_asked)
-report.save_table(by_seed, "tab10_timesteps_seed_claims", params.scale)
-by_seed.set_index("claim")
+by_seed = ablation_claims.measure(TAB10, results, seeded)  # no seeded run yet: an empty table (09_results then says so)
+report.save_table(by_seed, TAB10.name, params.scale)
+by_seed.drop(columns=["difference", "low", "high"]).set_index("claim")
 
 # %% [markdown]
 # **What the seeds say** (2026-12-05, training seeds 0-4; seeds 1-4 took 45.8 + 43.9 min on 2
