@@ -57,10 +57,11 @@ class DenoisingScorer:
     @torch.no_grad()
     def errors(self, images: list[int], texts: list[str], region: torch.Tensor | None = None) -> torch.Tensor:
         """Mean squared denoising error (P,) of each (image, text) over the timesteps.
-        ``region`` (P, h, w), if given, restricts the error to a mask of the latent."""
+        ``region`` (P, h, w), if given, restricts the error to a mask of the latent; (P, K, h, w)
+        gives K masked errors of each pair from its one denoising pass: (P, K)."""
         unet, device = self.backbone.unet, self.backbone.device
         pairs = [(p, int(t)) for p in range(len(images)) for t in self.timesteps]
-        total = torch.zeros(len(images))
+        total = torch.zeros(len(images), *(region.shape[1:-2] if region is not None else ()))
         hidden, _ = encode_text(self.backbone, texts)
         for start in range(0, len(pairs), self.batch):
             chunk = pairs[start : start + self.batch]
@@ -71,8 +72,9 @@ class DenoisingScorer:
             predicted = unet(z.to(device), t.to(device), encoder_hidden_states=hidden[index.to(device)]).sample.cpu()
             squared = (predicted - noise).pow(2).mean(1)  # (n, h, w)
             if region is not None:
-                mask = region[index].float()
-                error = (squared * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp(min=1)
+                mask = region[index].float()  # (n, h, w) or (n, K, h, w)
+                squared = squared if mask.dim() == 3 else squared[:, None]
+                error = (squared * mask).flatten(-2).sum(-1) / mask.flatten(-2).sum(-1).clamp(min=1)
             else:
                 error = squared.flatten(1).mean(1)
             total.index_add_(0, index, error)
@@ -110,14 +112,15 @@ def _latent_masks(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def local_denoising_boxes(scorer: DenoisingScorer, expressions: list[int]) -> torch.Tensor:
-    """REC by local denoising: the proposal whose region the expression denoises best."""
+    """REC by local denoising: the proposal whose region the expression denoises best. The
+    expression's denoising pass over its image is one; each proposal's mask reads its error map."""
     candidates = proposals(scorer.data)
     h, w = scorer.latents.shape[-2:]
     out = []
     for e in expressions:
         image = int(scorer.data.expression_image[e])
         boxes = candidates[image]
-        errors = scorer.errors([image] * len(boxes), [scorer.data.expressions[e]] * len(boxes), _latent_masks(boxes, h, w))
+        errors = scorer.errors([image], [scorer.data.expressions[e]], _latent_masks(boxes, h, w)[None])[0]  # (K,)
         out.append(boxes[errors.argmin()])
     return torch.stack(out)
 

@@ -135,9 +135,10 @@ def run_arm(arm: str, training_seed: int = 0, scale: str = "toy", seed: int = 0,
     n_rec = min(len(val.expressions), sizes["n_rec_expressions"])
     val_rec = np.linspace(0, len(val.expressions) - 1, n_rec).round().astype(int).tolist()
     started = time.time()
+    frozen_unet = {}  # stage 1 leaves the U-Net as it is: each validation batch's U-Net part is computed once
 
     def validate(step: int, model) -> dict:
-        scorer = DPTScorer(backbone, model.adapter, model.blocks, val, val_latents, timestep=250, seed=seed)
+        scorer = DPTScorer(backbone, model.adapter, model.blocks, val, val_latents, timestep=250, seed=seed, cache=frozen_unet)
         itm = itm_outcomes(scorer.score_pairs, val_itm)
         return {"ITM overall": 100 * float(np.concatenate(list(itm.values())).mean()),
                 "REC P@1": 100 * float(rec_outcomes(scorer.predict_boxes, val, val_rec).mean()),

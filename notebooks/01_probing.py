@@ -248,11 +248,15 @@ def septuple_config(block, steps):
 val_latents = cache_latents(backbone, val.images)
 val_itm = itm_test_set(val, n_negatives=3, seed=params.seed)
 val_rec = np.linspace(0, len(val.expressions) - 1, min(len(val.expressions), params.n_rec_expressions)).round().astype(int).tolist()
+# Stage 1 leaves the U-Net as it is, so the U-Net part of every validation batch (the features of
+# Eq. 1 and the text embedding) is the same at each validation: it is computed once and kept
+# (`DPTScorer(cache=...)`; the scores come out to the bit as without it).
+val_unet = {}
 
 
 def validation_scores(adapter, probed):
     """ITM overall and REC P@1 (%) of an adapter on the validation split, at `eval_timestep`."""
-    scorer = DPTScorer(backbone, adapter, probed, val, val_latents, timestep=params.eval_timestep, seed=params.seed)
+    scorer = DPTScorer(backbone, adapter, probed, val, val_latents, timestep=params.eval_timestep, seed=params.seed, cache=val_unet)
     itm = itm_outcomes(scorer.score_pairs, val_itm)
     return {"ITM overall": 100 * np.concatenate(list(itm.values())).mean(),
             "REC P@1": 100 * rec_outcomes(scorer.predict_boxes, val, val_rec).mean()}
@@ -490,8 +494,9 @@ itm_test = itm_test_set(test, n_negatives=3, seed=params.seed)
 rec_test = np.linspace(0, len(test.expressions) - 1, min(len(test.expressions), params.n_rec_expressions)).round().astype(int).tolist()
 adapter, probed, _ = load_adapter(probe_dir)
 control, _, _ = load_adapter(run_dir / "probe-shuffled")
-dpt = DPTScorer(backbone, adapter, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed)
-shuffled = DPTScorer(backbone, control, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed)
+test_unet = {}  # the U-Net part of each batch, shared by every stage-1 adapter asked here (the U-Net is the same)
+dpt = DPTScorer(backbone, adapter, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed, cache=test_unet)
+shuffled = DPTScorer(backbone, control, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed, cache=test_unet)
 classifier = DenoisingScorer(backbone, test, test_latents, evenly_spaced_timesteps(params.denoising_timesteps), seed=params.seed)
 clip = CLIPScorer(embed, test)
 
@@ -555,7 +560,8 @@ tab3_differences
 # %%
 frames = []
 for t in params.timesteps:
-    scorer = DPTScorer(backbone, adapter, probed, test, test_latents, timestep=t, seed=params.seed)
+    kept = test_unet if t == params.eval_timestep else None  # Tab. 3 computed this t's U-Net part; other t's are needed once
+    scorer = DPTScorer(backbone, adapter, probed, test, test_latents, timestep=t, seed=params.seed, cache=kept)
     frames.append(discrimination(str(t), scorer.score_pairs, scorer.predict_boxes))
 by_timestep_outcomes = pd.concat(frames, ignore_index=True)
 by_timestep_outcomes.to_csv(run_dir / "timestep_outcomes.csv", index=False)

@@ -10,6 +10,7 @@ from dptlib.backbone import Backbone, encode_text
 from dptlib.baselines import (
     CLIPScorer,
     DenoisingScorer,
+    _latent_masks,
     crop_and_resize,
     evenly_spaced_timesteps,
     local_denoising_boxes,
@@ -91,6 +92,24 @@ def test_local_denoising_picks_the_proposal_the_expression_denoises(pipe):
     assert rec_precision(lambda e: local_denoising_boxes(scorer, e), scorer.data) == 100.0
     swapped, _ = _scorer(pipe, {EXPRESSIONS[0]: 1.0 - left, EXPRESSIONS[1]: left}, False, EXPRESSIONS)
     assert local_denoising_boxes(swapped, [0, 1]).tolist() == torch.tensor([BOX_B, BOX_A]).tolist()
+
+
+def test_local_denoising_denoises_once_per_expression_and_reads_each_mask(pipe):
+    """K proposals' masked errors from one denoising pass equal each mask's own pass: the error
+    map of 'exact on the left half' is 0 there and 1 on the right, so a box's error is the share
+    of its latent cells on the right half."""
+    left = torch.zeros(8, 8)
+    left[:, 4:] = 1.0
+    scorer, fake = _scorer(pipe, {EXPRESSIONS[0]: left, EXPRESSIONS[1]: 1.0 - left}, False, EXPRESSIONS)
+    masks = _latent_masks(torch.tensor([BOX_A, BOX_B, [0.5, 0.5, 1.0, 1.0]]), 8, 8)  # left, right, whole latent
+    together = scorer.errors([0], [EXPRESSIONS[0]], masks[None])
+    fake.seen.clear()
+    alone = torch.stack([scorer.errors([0], [EXPRESSIONS[0]], m[None]) for m in masks], 1)
+    assert together.shape == (1, 3) and torch.equal(together, alone)
+    torch.testing.assert_close(together[0], torch.tensor([0.0, 1.0, 0.5]), rtol=0, atol=1e-5)
+    fake.seen.clear()
+    local_denoising_boxes(scorer, [0, 1])
+    assert sum(len(rows) for rows in fake.seen.values()) == 2 * 4  # one pass (4 timesteps) per expression, not per proposal
 
 
 def _colour_image():

@@ -167,6 +167,31 @@ def test_a_pairs_score_does_not_depend_on_the_other_pairs_in_the_call(scorer):
     assert together.unique().numel() > 1  # the captions do change the score
 
 
+def test_a_shared_cache_runs_the_unet_once_per_batch_and_changes_no_score(scorer, backbone, monkeypatch):
+    """Two adapters of one frozen U-Net asked the same batches: the U-Net runs once per batch
+    (and per timestep), and every score and box equals the uncached scorer's to the bit."""
+    import dptlib.inference as inference_module
+
+    calls = []
+    real = inference_module.extract_features
+    monkeypatch.setattr(inference_module, "extract_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(1)
+    other_adapter, _ = build_adapter(ProbeConfig.preset("smoke"), backbone)
+    images, captions, expressions = [0, 1, 2, 0], [0, 5, 9, 3], [0, 1, 2]
+    kept = {}
+    cached = [DPTScorer(backbone, a, scorer.blocks, scorer.data, scorer.latents, timestep=250, cache=kept)
+              for a in (scorer.adapter, other_adapter)]
+    plain = [DPTScorer(backbone, a, scorer.blocks, scorer.data, scorer.latents, timestep=250) for a in (scorer.adapter, other_adapter)]
+    for with_cache, without in zip(cached, plain):
+        assert torch.equal(with_cache.score_pairs(images, captions), without.score_pairs(images, captions))
+        assert torch.equal(with_cache.predict_boxes(expressions), without.predict_boxes(expressions))
+    assert len(calls) == 2 + 4  # the cached pair: one pass per batch (pairs, expressions); the plain pair: one per call
+    assert not torch.equal(cached[0].score_pairs(images, captions), cached[1].score_pairs(images, captions))  # adapters differ
+    later = DPTScorer(backbone, scorer.adapter, scorer.blocks, scorer.data, scorer.latents, timestep=500, cache=kept)
+    later.score_pairs(images, captions)
+    assert len(calls) == 7 and len(kept) == 3  # another timestep is another batch
+
+
 class StubAdapter(torch.nn.Module):
     """Two object queries with equal grounding logits, boxed at two objects, whose semantic
     embeddings are the given unit vectors."""
