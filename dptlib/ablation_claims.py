@@ -1,6 +1,6 @@
 """The ablations' claims over training seeds, defined once.
 
-An ablation notebook (06, 07) judges a few of its claims again over training seeds: its own batch
+An ablation notebook (04, 06, 07) judges a few of its claims again over training seeds: its own batch
 is training seed 0, a seeds batch (``adapter_layers_seeds.yaml``, ``timesteps_seeds.yaml``, ...)
 trains the compared arms at seeds 1-4, and :func:`dptlib.ablations.seeded_claims` pairs them by
 seed on the same test items. The claims live here, not in the notebooks, so that the notebook that

@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show":
         return 0
     ok = _matches_committed(table, figures_dir(scale) / f"{TABLE}.csv", "the core claims")
-    for ablation in ablation_claims.TABLES.values():  # the ablations' claims over seeds (06, 07), from their committed runs
+    for ablation in ablation_claims.TABLES.values():  # the ablations' claims over seeds (04, 06, 07), from their committed runs
         path = figures_dir(scale) / f"{ablation.name}.csv"
         if path.exists():
             found = ablation_claims.measure(ablation, *ablation_claims.load(ablation, scale)).assign(family=ablation.name)
@@ -302,6 +302,7 @@ def _matches_committed(table: pd.DataFrame, path, what: str) -> bool:
     print(f"check-claims: {what}: {len(moved)} of {len(table)} claims moved:")
     print(moved.to_string(index=False))
     return False
+
 
 if __name__ == "__main__":
     sys.exit(main())
