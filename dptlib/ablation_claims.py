@@ -93,11 +93,8 @@ def load(table: SeededTable, scale: str | None = None,
     """The finished runs of ``table``'s one-run batches and of its seeds batches (``runs/`` or the
     committed ``results/``; nothing is run): ``(one_run, seeded)``."""
     scale = resolve_scale(scale)
-
-    def read(names) -> ablations.Results:
-        return ablations.combine(*(ablations.run_and_collect(name, scale, run=False)[1] for name in names))
-
-    return read(table.batches), read(table.seeds_batches if seeds_batches is None else seeds_batches)
+    return (ablations.read_finished(table.batches, scale),
+            ablations.read_finished(table.seeds_batches if seeds_batches is None else seeds_batches, scale))
 
 
 def measure(table: SeededTable, one_run: ablations.Results, seeded: ablations.Results) -> pd.DataFrame:

@@ -697,6 +697,12 @@ def run_and_collect(name: str, scale: str | None = None, max_variants: int | Non
     return batch, collect(batch, scale, names)
 
 
+def read_finished(names, scale: str | None = None) -> Results:
+    """The finished variants of the named batch files, one table (:func:`combine`); nothing is run
+    (e.g. a seeds batch run on request, read by the ablation notebook it belongs to)."""
+    return combine(*(run_and_collect(name, scale, run=False)[1] for name in names))
+
+
 def _finished_day(batch: Batch, name: str, scale: str) -> str:
     """The day a finished variant finished: recorded in its ``done.json`` (older runs: the file's time)."""
     digest = run_hash(batch.notebook, {**batch.for_scale(scale).variants[name], "scale": scale}, scale)

@@ -191,7 +191,7 @@ claims
 # (`dptlib.ablations.seeded_claims`). Fewer than three runs read "k runs".
 
 # %% tags=["nbval-ignore-output"]
-seeded = ablations.combine(*(ablations.run_and_collect(name, params.scale, run=False)[1] for name in params.seeds_batches))
+seeded = ablations.read_finished(params.seeds_batches, params.scale)  # run on request only: what has finished
 seeded.metrics.reindex(columns=["ITM overall", "REC P@1", "seconds"]).round(1)
 
 # %% [markdown]

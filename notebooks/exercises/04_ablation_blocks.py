@@ -312,7 +312,7 @@ claims
 # adjusted p exclude 0 and at least 4 of 5 seeds (all of 3) agree. Fewer than three runs read "k runs".
 
 # %% tags=["nbval-ignore-output"]
-seeded = ablations.combine(*(ablations.run_and_collect(name, params.scale, run=False)[1] for name in params.seeds_batches))
+seeded = ablations.read_finished(params.seeds_batches, params.scale)  # run on request only: what has finished
 seeded.metrics.reindex(columns=tasks).round(1)
 
 # %%
