@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 ## reproduce: the core notebooks (00-03) with papermill at the toy scale: regenerate their figures/ and outputs
+##            SET="scheduler=dpm++ num_inference_steps=6": sample with DPM-Solver++ at 6 steps (faster; other numbers
+##            than the committed ones, which DDIM at 15 / 50 steps made: docs/evidence.md)
+SET ?=
 reproduce: setup
-	$(BIN)/python -m dptlib.reproduce --scale toy --only core
+	$(BIN)/python -m dptlib.reproduce --scale toy --only core $(if $(strip $(SET)),--set $(SET))
 
 ## ablations: the ablation notebooks (04-08, one papermill run per variant; finished variants are kept) and 09_results
 ablations: setup

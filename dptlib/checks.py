@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
+from .config import SCHEDULERS
+
 # the allowed values of the parameters that take one of a few names (train.py and the notebooks
 # refuse others too; tests/test_checks.py keeps these lists equal to theirs)
 CHOICES = {
@@ -31,6 +33,7 @@ CHOICES = {
     "selection": ("clip", "oracle"),
     "probe_schedule": ("constant", "cosine", "linear"),
     "adapter_input_norm": ("none", "batch", "whiten"),
+    "scheduler": tuple(SCHEDULERS),
 }
 NON_NEGATIVE = ("steps", "probe_steps", "tune_steps", "comparison_steps", "control_steps", "ablation_steps", "eta", "mse_coef",
                 "lora_rank", "n_train_images", "n_val_images", "n_test_images", "n_rec_expressions", "prompts_per_cell",

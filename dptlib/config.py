@@ -150,6 +150,10 @@ def set_threads(default: int | None = None) -> int:
 # ``n_train_images``: every image of the split).
 HEADLINE_CELLS = ["toy-cc (ID)", "toy-nss (ID)"]  # the cells sized to detect a 5-point difference
 PAPER_MODELS = {"paper-sd21": "stabilityai/stable-diffusion-2-1", "paper-sd14": "CompVis/stable-diffusion-v1-4"}
+# what a notebook's `scheduler` parameter may name: a diffusers scheduler class, built from the
+# model's own scheduler config (same noise schedule); None keeps the pipeline's own (the toy SD's: DDIM).
+# "dpm++" at 6 steps passed the base-model check on validation prompts (figures/sampler_steps.md)
+SCHEDULERS = {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler"}
 
 PRESETS: dict[str, dict[str, dict]] = {
     "00_toy_world": {

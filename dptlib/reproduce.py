@@ -12,6 +12,7 @@ Executed notebooks go to ``runs/<scale>/notebooks/``; at the toy scale the execu
 readers see the results without running anything.
 
     python -m dptlib.reproduce [--scale toy] [--only 00_toy_world ...] [--no-write-back] [--set NAME=VALUE ...]
+    python -m dptlib.reproduce --only core --set scheduler=dpm++ num_inference_steps=6   # the faster sampler
     python -m dptlib.reproduce --scale paper-sd21 --params papermill_params/paper --only 01_probing
     python -m dptlib.reproduce --ablation blocks [--variant up1]   # one ablation batch (dptlib.ablations)
 
@@ -37,7 +38,7 @@ from pathlib import Path
 import yaml
 
 from .checks import check_names, check_prerequisites, check_resources, cli_errors, command_line
-from .config import check_parameters, repo_root, resolve_scale, runs_dir
+from .config import check_parameters, declared_parameters, repo_root, resolve_scale, runs_dir
 
 KERNEL = "dpt"
 CORE = ("00_toy_world", "00b_base_model", "01_probing", "02_tuning", "03_self_correction")
@@ -132,6 +133,19 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def apply_overrides(runs: list[tuple[Path, str, dict]], overrides: dict) -> list[tuple[Path, str, dict]]:
+    """Each ``--set`` value goes to the runs whose notebook declares that parameter, so one
+    ``--set scheduler=dpm++`` reaches 00b and 02 of ``--only core`` and not 01. A name that no
+    notebook of ``runs`` declares raises ``ValueError`` naming the parameters they have."""
+    declared = {notebook: set(declared_parameters(notebook)) for _, notebook, _ in runs}
+    unused = sorted(name for name in overrides if not any(name in names for names in declared.values()))
+    if unused:
+        raise ValueError(f"unknown parameter(s) {unused} for notebook(s) {sorted(declared)}; "
+                         f"allowed parameters: {sorted(set().union(*declared.values()))}")
+    return [(path, notebook, {**parameters, **{name: value for name, value in overrides.items() if name in declared[notebook]}})
+            for path, notebook, parameters in runs]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv, debug = command_line(argv)
     with cli_errors(debug, "dptlib.reproduce") as state:
@@ -150,7 +164,7 @@ def _main(argv: list[str], state) -> int:
                         help="folder of run files (default papermill_params; paper scale: papermill_params/paper)")
     parser.add_argument("--no-write-back", action="store_true", help="leave notebooks/*.ipynb untouched")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
-                        help="override a parameter of the runs (VALUE read as YAML), e.g. --set retrain=true")
+                        help="override a parameter of the runs that have it (VALUE read as YAML), e.g. --set retrain=true")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a bad input instead of one line")
     args = parser.parse_args(argv)
     if args.ablation is not None:
@@ -178,7 +192,7 @@ def _main(argv: list[str], state) -> int:
             raise ValueError(f"--only names notebooks to run; notebooks: {[r[1] for r in runs]} (or 'core', 'ablations')")
         only = {name for item in args.only for name in groups.get(item, (item,))}
         runs = [r for r in runs if r[1] in only]
-    runs = [(path, notebook, {**parameters, **overrides}) for path, notebook, parameters in runs]
+    runs = apply_overrides(runs, overrides)
     for _, notebook, parameters in runs:  # check everything before spending time on any run
         try:
             validate_run(notebook, parameters, resources=True)

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbone import Backbone, encode_text, extract_features, image_generators, image_noise
-from .config import progress_bars
+from .config import SCHEDULERS, progress_bars
 from .losses import matching_similarity
 
 
@@ -30,6 +30,7 @@ def generate(
     self_correct: dict | None = None,
     per_prompt: dict[str, list] | None = None,
     indices: list[int] | None = None,
+    scheduler: str | None = None,
     **pipe_kwargs,
 ) -> np.ndarray:
     """Images for ``prompts`` as uint8 (N, H, W, 3); ``pipe_kwargs`` go to the pipeline call.
@@ -41,7 +42,9 @@ def generate(
     ``per_prompt``: pipeline arguments with one value per prompt (e.g. Attend-and-Excite's
     ``token_indices``), cut into the same batches as the prompts. ``indices``: each prompt's
     image index, which seeds its noise with ``seed`` (default: its position in ``prompts``); a list
-    drawn in parts, or a subset of a longer one, keeps its images by passing their indices."""
+    drawn in parts, or a subset of a longer one, keeps its images by passing their indices.
+    ``scheduler``: a name of :data:`dptlib.config.SCHEDULERS` samples with that scheduler
+    (:func:`scheduler_named`) for this call only; None keeps ``pipe.scheduler``."""
     if not prompts:
         raise ValueError("no prompts to generate")
     for name, values in (per_prompt or {}).items():
@@ -53,23 +56,50 @@ def generate(
     device = pipe.device
     out = []
     starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc="generate", disable=not progress_bars(progress) or len(starts) == 1):
-        chunk = prompts[start : start + batch_size]
-        chunk_indices = indices[start : start + len(chunk)]
-        images = dict(direction_seed=seed, indices=chunk_indices)
-        context = self_correction(pipe, prompts=chunk, **images, **self_correct) if self_correct else nullcontext()
-        with context:
-            result = pipe(
-                chunk,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                generator=image_generators(seed, chunk_indices, device),
-                output_type="np",
-                **{name: values[start : start + len(chunk)] for name, values in (per_prompt or {}).items()},
-                **pipe_kwargs,
-            )
-        out.append((np.clip(result.images, 0, 1) * 255).round().astype(np.uint8))
+    with scheduler_swapped(pipe, scheduler):
+        for start in tqdm(starts, desc="generate", disable=not progress_bars(progress) or len(starts) == 1):
+            chunk = prompts[start : start + batch_size]
+            chunk_indices = indices[start : start + len(chunk)]
+            images = dict(direction_seed=seed, indices=chunk_indices)
+            context = self_correction(pipe, prompts=chunk, **images, **self_correct) if self_correct else nullcontext()
+            with context:
+                result = pipe(
+                    chunk,
+                    num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale,
+                    generator=image_generators(seed, chunk_indices, device),
+                    output_type="np",
+                    **{name: values[start : start + len(chunk)] for name, values in (per_prompt or {}).items()},
+                    **pipe_kwargs,
+                )
+            out.append((np.clip(result.images, 0, 1) * 255).round().astype(np.uint8))
     return np.concatenate(out)
+
+
+def scheduler_named(pipe, name: str):
+    """A new scheduler of kind ``name`` (a key of :data:`dptlib.config.SCHEDULERS`, e.g. ``"dpm++"``)
+    built from ``pipe.scheduler``'s config, so the noise schedule (betas, prediction type) stays the
+    model's. Raises ``ValueError`` naming the allowed kinds for another name."""
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; schedulers: {list(SCHEDULERS)} (or None: the pipeline's own)")
+    return getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
+
+
+@contextmanager
+def scheduler_swapped(pipe, name: str | None):
+    """Within this block ``pipe`` samples with :func:`scheduler_named` ``(pipe, name)``; its own
+    scheduler is back afterwards. ``name=None`` changes nothing (the same object stays)."""
+    if name is None:
+        yield
+        return
+    own = pipe.scheduler
+    pipe.scheduler = scheduler_named(pipe, name)
+    try:
+        yield
+    finally:
+        pipe.scheduler = own
 
 
 # --------------------------------------------------------------------------------------------

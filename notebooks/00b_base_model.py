@@ -39,6 +39,7 @@ retrain = None  # None: the scale's preset (smoke: retrain a tiny model; toy: lo
 seeds = None
 n_prompts = None
 num_inference_steps = None
+scheduler = None  # None: the pipeline's own (the toy SD's DDIM); "dpm++": DPM-Solver++ (fewer steps: docs/evidence.md)
 guidance_scale = 7.5
 batch_size = 64
 n_clip_scenes = None
@@ -153,7 +154,7 @@ if compare_with_shipped:  # graded beside the new model, same prompts and seeds 
     models["shipped"] = (load_toy_pipeline(TOY_SD_DIR), None)
 start = time.time()
 all_scores, _ = compare_methods(models, prompts, seeds=params.seeds, config=world.config, num_inference_steps=params.num_inference_steps,
-                                guidance_scale=params.guidance_scale, batch_size=params.batch_size)
+                                guidance_scale=params.guidance_scale, batch_size=params.batch_size, scheduler=params.scheduler)
 print(f"{len(all_scores)} images graded in {time.time() - start:.0f} s")
 scores = all_scores[all_scores.method == next(iter(models))]
 scores.to_csv(config.runs_dir(params.scale) / "base_model_scores.csv", index=False)
@@ -164,7 +165,7 @@ base_table["mean"]
 # %%
 sample_prompts = [ps[i] for ps in prompts.values() for i in range(0, len(ps), max(1, len(ps) // 4))][:16]
 images = generate(pipe, [p.prompt for p in sample_prompts], seed=0, num_inference_steps=params.num_inference_steps,
-                  guidance_scale=params.guidance_scale, progress=False)
+                  guidance_scale=params.guidance_scale, scheduler=params.scheduler, progress=False)
 figure = report.image_grid(list(images), [p.prompt for p in sample_prompts], ncols=8, cell_inches=1.6, title_size=6)
 report.save_figure(figure, "base_model_samples", params.scale)
 

@@ -81,12 +81,14 @@ config.quiet_libraries()
 report.set_theme()
 run_dir = config.runs_dir(params.scale)
 checks.ensure_prerequisites("03_self_correction", params.scale)  # 02's runs; at the smoke scale it runs 01 and 02 when missing
-stage2 = config.check_parameters("02_tuning", {"scale": params.scale})  # the prompts, seeds and sampler of 02_tuning
+stage2 = config.check_parameters("02_tuning", {"scale": params.scale})  # the prompts and seeds of 02_tuning
 base_model = params.model or load_adapter(run_dir / "tune" / "best")[2]["model"]  # what 02_tuning tuned
-sampler = dict(num_inference_steps=stage2.num_inference_steps, guidance_scale=stage2.guidance_scale)
 recorded = json.loads((run_dir / "generation_scores.json").read_text())
-if recorded != {"prompts": stage2.prompts, "seeds": stage2.seeds, **sampler}:
+if {"prompts": recorded.get("prompts"), "seeds": recorded.get("seeds")} != {"prompts": stage2.prompts, "seeds": stage2.seeds}:
     raise ValueError(f"{run_dir / 'generation_scores.csv'} was made with other settings ({recorded}): run 02_tuning again")
+# 02's sampler, as it recorded it (steps, guidance, scheduler): every image here pairs with one of 02's
+sampler = dict(num_inference_steps=recorded["num_inference_steps"], guidance_scale=recorded["guidance_scale"],
+               scheduler=recorded.get("scheduler"))
 params
 
 # %% tags=["nbval-ignore-output"]

@@ -60,6 +60,9 @@ REPRODUCE = [
     (["--set", "objectives=all", "--only", "02_tuning"], ["'all'", "grounding"]),
     (["--set", "lora_targets=everything", "--only", "02_tuning"], ["'everything'", "cross-attention"]),
     (["--set", "selection=best", "--only", "02_tuning"], ["'best'", "oracle"]),
+    (["--set", "scheduler=euler", "--only", "02_tuning"], ["'euler'", "dpm++"]),
+    (["--set", "scheduler=euler", "--only", "core"], ["'euler'", "dpm++"]),
+    (["--set", "scheduler=dpm++", "--only", "01_probing"], ["'scheduler'", "01_probing", "eval_timestep"]),
     (["--set", "seeds=[]", "--only", "02_tuning"], ["seeds=[]", "at least one"]),
     (["--set", "num_inference_steps=0", "--only", "02_tuning"], ["num_inference_steps=0", ">= 1"]),
     (["--set", "eta=-1", "--only", "03_self_correction"], ["eta=-1", ">= 0"]),
@@ -210,3 +213,17 @@ def test_a_bad_stage1_recipe_of_a_variant_is_refused_before_it_runs(values, name
         assert text in str(error.value)
     assert config.check_parameters("ablation_variant", {"scale": "toy", "probe_schedule": "cosine", "probe_warmup": 100,
                                                         "probe_queries": 16}).probe_queries == 16
+
+
+def test_a_set_value_reaches_the_notebooks_that_declare_it():
+    from pathlib import Path
+
+    runs = [(Path(f"{name}.yaml"), name, {"seed": 0}) for name in reproduce.CORE]
+    routed = {notebook: parameters for _, notebook, parameters in reproduce.apply_overrides(
+        runs, {"scheduler": "dpm++", "num_inference_steps": 6})}
+    assert routed["02_tuning"] == routed["00b_base_model"] == {"seed": 0, "scheduler": "dpm++", "num_inference_steps": 6}
+    # 03 samples as 02 recorded it; 00 and 01 sample nothing
+    for notebook in ("00_toy_world", "01_probing", "03_self_correction"):
+        assert routed[notebook] == {"seed": 0}, notebook
+    with pytest.raises(ValueError, match=r"\['schedular'\].*scheduler"):
+        reproduce.apply_overrides(runs, {"schedular": "dpm++"})

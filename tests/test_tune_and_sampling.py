@@ -372,3 +372,46 @@ def test_the_random_direction_null_moves_images_by_the_same_step_independently_o
     with pytest.raises(ValueError, match="direction"):
         with self_correction(backbone.pipe, adapter, blocks, prompts, eta=0.5, direction="noise"):
             pass
+
+
+def test_a_named_scheduler_samples_for_one_call_and_leaves_the_pipelines_own(probed):
+    from diffusers import DPMSolverMultistepScheduler
+
+    from dptlib.sampling import generate, scheduler_named
+
+    backbone = tiny_backbone()
+    pipe = backbone.pipe
+    own = pipe.scheduler
+    prompts = ["a red circle", "two blue squares"]
+    kwargs = dict(seed=1, num_inference_steps=3, progress=False)
+    plain = generate(pipe, prompts, **kwargs)
+    assert np.array_equal(generate(pipe, prompts, scheduler=None, **kwargs), plain)  # None: the pipeline's own
+    fast = generate(pipe, prompts, scheduler="dpm++", **kwargs)
+    assert pipe.scheduler is own  # back after the call
+    assert not np.array_equal(fast, plain)
+    # the same images as a pipeline whose scheduler was swapped by hand, from the model's own config
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(own.config)
+    try:
+        assert np.array_equal(generate(pipe, prompts, **kwargs), fast)
+    finally:
+        pipe.scheduler = own
+    assert scheduler_named(pipe, "dpm++").betas.equal(own.betas)  # the noise schedule stays the model's
+    assert scheduler_named(pipe, "ddim").config.num_train_timesteps == own.config.num_train_timesteps
+    with pytest.raises(ValueError, match=r"'euler'.*dpm\+\+"):
+        generate(pipe, prompts, scheduler="euler", **kwargs)
+    assert pipe.scheduler is own
+
+
+def test_self_correction_works_with_dpm_solver(probed):
+    from dptlib.sampling import generate
+
+    root, _ = probed
+    pipe = tiny_backbone().pipe
+    adapter, blocks, _ = load_adapter(root / "probe")
+    prompts = ["a red circle", "two blue squares"]
+    kwargs = dict(seed=1, num_inference_steps=3, progress=False, scheduler="dpm++")
+    plain = generate(pipe, prompts, **kwargs)
+    zero = generate(pipe, prompts, self_correct=dict(adapter=adapter, blocks=blocks, eta=0.0), **kwargs)
+    moved = generate(pipe, prompts, self_correct=dict(adapter=adapter, blocks=blocks, eta=0.5), **kwargs)
+    assert np.array_equal(plain, zero)  # DPM-Solver's model input is the latent itself: the paper variant applies
+    assert not np.array_equal(plain, moved)

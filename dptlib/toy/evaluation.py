@@ -97,7 +97,8 @@ SELECTION_CRITERIA = ("clip", "oracle")
 
 
 def tuning_validator(pipe, prompts, embed, num_inference_steps: int = 25, seed: int = 1234, discrimination=None,
-                     config: ToyWorldConfig | None = None, selection: str = "clip", guidance_scale: float = 7.5):
+                     config: ToyWorldConfig | None = None, selection: str = "clip", guidance_scale: float = 7.5,
+                     scheduler: str | None = None):
     """A ``validate(step, model)`` for :func:`dptlib.train.tune`: images of the validation
     ``prompts`` from ``pipe`` (whose U-Net is the one being tuned), scored by the CLIP ``embed``
     (``clip_score``) and by the oracle (``correct``, % exactly right). ``selection`` says which
@@ -106,14 +107,15 @@ def tuning_validator(pipe, prompts, embed, num_inference_steps: int = 25, seed: 
 
     ``discrimination = (data, latents, itm_test, rec_expressions)`` (a validation split) adds the
     tuned model's ITM overall accuracy and REC P@1, for the generation-vs-discrimination curves
-    of Fig. 4a.
+    of Fig. 4a. ``scheduler``: the sampler's scheduler (:func:`dptlib.sampling.generate`; None: the
+    pipeline's own), the same as the test images'.
     """
     if selection not in SELECTION_CRITERIA:
         raise ValueError(f"selection must be one of {SELECTION_CRITERIA}, got {selection!r}")
 
     def validate(step, model) -> dict:
         scores = evaluate_generation(pipe, prompts, seeds=(seed,), config=config, progress=False, embed=embed,
-                                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+                                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, scheduler=scheduler)
         result = {"clip_score": float(scores["clip_score"].mean()), "correct": 100 * float(scores["correct"].mean())}
         result["score"] = result["clip_score" if selection == "clip" else "correct"]
         if discrimination is not None:

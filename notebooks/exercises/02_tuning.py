@@ -73,6 +73,7 @@ control_cells = None  # the cells the controls are sampled on
 n_positive_control_prompts = None
 seeds = None
 num_inference_steps = None
+scheduler = None  # None: the pipeline's own (the toy SD's DDIM); "dpm++": DPM-Solver++ (fewer steps: docs/evidence.md)
 guidance_scale = 7.5
 attn_res = None
 seed = 0
@@ -105,7 +106,7 @@ config.quiet_libraries()
 report.set_theme()
 run_dir = config.runs_dir(params.scale)
 checks.ensure_prerequisites("02_tuning", params.scale)  # 01's adapters; at the smoke scale it runs 01 when they are missing
-sampler = dict(num_inference_steps=params.num_inference_steps, guidance_scale=params.guidance_scale)
+sampler = dict(num_inference_steps=params.num_inference_steps, guidance_scale=params.guidance_scale, scheduler=params.scheduler)
 params
 
 # %% tags=["nbval-ignore-output"]
@@ -160,7 +161,7 @@ for name, run in runs.items():
     )
     validate = tuning_validator(backbone.pipe, selection_prompts, embed, params.num_inference_steps, selection=params.selection,
                                 discrimination=(val, val_latents, val_itm, val_rec) if run["curves"] else None, config=world.config,
-                                guidance_scale=params.guidance_scale)
+                                guidance_scale=params.guidance_scale, scheduler=params.scheduler)
     start = time.time()
     results[name] = tune(tune_config, run["data"], run_dir / run["probe"], run_dir / run["folder"], backbone=backbone,
                          validate=validate, progress=False)
@@ -188,7 +189,7 @@ curves.round(1)
 # %% [markdown]
 # ## Tab. 1 and Tab. 2 analogues: base SD, Attend-and-Excite, DPT and its controls
 #
-# All methods sample with the same DDIM sampler, steps, guidance, prompts and seeds, so every
+# All methods sample with the same sampler (DDIM unless `scheduler` says), steps, guidance, prompts and seeds, so every
 # image of a method has a twin in every other method (same prompt, same initial noise): the
 # comparisons are paired. DPT is the stock pipeline with the tuned LoRA loaded by
 # `pipe.load_lora_weights(dir)`. Attend-and-Excite is diffusers' pipeline on the same base model,
