@@ -94,6 +94,7 @@ if {"prompts": recorded.get("prompts"), "seeds": recorded.get("seeds")} != {"pro
 # 02's sampler, as it recorded it (steps, guidance, scheduler): every image here pairs with one of 02's
 sampler = dict(num_inference_steps=recorded["num_inference_steps"], guidance_scale=recorded["guidance_scale"],
                scheduler=recorded.get("scheduler"))
+print(f"sampling as 02_tuning did: {sampler}")
 params
 
 # %% tags=["nbval-ignore-output"]
