@@ -73,10 +73,11 @@ def validation_prompts(n_prompts: int, scale: str = "toy", seed: int = 0) -> dic
 def set_sampler(pipe, setting: str) -> int:
     """Give ``pipe`` the setting's scheduler (from the pipeline's own scheduler config, so the
     noise schedule stays the model's); returns the setting's number of steps."""
-    import diffusers
+    from .config import SCHEDULERS
+    from .sampling import scheduler_named
 
     name, steps = SETTINGS[setting]
-    pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config)
+    pipe.scheduler = scheduler_named(pipe, {cls: kind for kind, cls in SCHEDULERS.items()}[name])
     return steps
 
 
