@@ -213,15 +213,16 @@ def load_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 
-def _clip_scorer(spec: str, name: str, scale: float, column: str, device: str):
-    from .evaluators.clip import ClipScore
+def _clip_scorer(spec: str, name: str, column: str, device: str):
+    from .evaluators.clip import ClipScore, tensor_scorer
 
     if spec == "toy":  # the toy world's evaluator CLIP, a real (tiny) OpenCLIP model: dry runs only
         from .data import clip_embedder
         from .toy.model import load_evaluator
 
-        return ClipScore(clip_embedder(*load_evaluator()), name=f"toy evaluator CLIP (stand-in for {name})", column=column, scale=scale)
-    return ClipScore.from_spec(spec, device=device, column=column, scale=scale)
+        embed = tensor_scorer(clip_embedder(*load_evaluator()))
+        return ClipScore(embed, name=f"toy evaluator CLIP (stand-in for {name})", column=column)
+    return ClipScore.from_spec(spec, device=device, column=column)
 
 
 @dataclass
@@ -241,16 +242,23 @@ class EvaluatorSuite:
     missing: dict = field(default_factory=dict)
 
     @classmethod
-    def from_paths(cls, graders: dict[str, str], device: str = "cpu", vqa_image_size: int = 480,
-                   benchmarks_root: str | os.PathLike | None = None) -> EvaluatorSuite:
+    def from_paths(cls, graders: dict[str, str], device: str = "cpu", vqa_image_size: int | None = 480,
+                   benchmarks_root: str | os.PathLike | None = None, noun_chunks: str = "auto",
+                   vqa_first_token: str = "enc") -> EvaluatorSuite:
         """Graders from local files (nothing is downloaded); ``graders`` maps :data:`GRADER_KEYS` to paths:
 
-        - ``clip``: ``open_clip:ViT-H-14:<checkpoint>`` (or ``toy``); ``clip_b32``: ``open_clip:ViT-B-32:<checkpoint>``;
+        - ``clip``: ``open_clip:ViT-H-14:<checkpoint>`` (or ``toy``); ``clip_b32``: ``open_clip:ViT-B-32-quickgelu:<checkpoint>``
+          (OpenAI's weights need QuickGELU);
         - ``blip2``: a ``Salesforce/blip2-itm-vit-g`` folder; ``vqa``: ``Salesforce/blip-vqa-capfilt-large``;
           ``detector``: a Grounding DINO folder; ``sentence_encoder``: ``sentence-transformers/all-mpnet-base-v2``;
         - ``inception``: torchmetrics' FID Inception weights file;
         - ``tifa_questions``: TIFA's question file (default: :func:`dptlib.prompt_sets.tifa_questions`);
         - ``complex_spatial``, ``complex_action``: T2I-CompBench's ``complex_val_spatial.txt`` / ``_action.txt``.
+
+        T2I-CompBench is asked as its code asks: B-VQA's BLIP at ``vqa_image_size`` (480) with [ENC]
+        first (``vqa_first_token``) and the original's question reader; ``noun_chunks`` says who
+        reads the prompts (:func:`dptlib.evaluators.text.load_reader`: "spacy", "rules", "auto").
+        TIFA's stand-in asks the same BLIP as TIFA's ``blip-large`` option (384 px, [CLS], 50 tokens).
         """
         unknown = sorted(set(graders) - set(GRADER_KEYS))
         if unknown:
@@ -259,25 +267,30 @@ class EvaluatorSuite:
         from .evaluators.compbench import ThreeInOne
         from .evaluators.detection import GroundedDetector, GroundedObjects, SpatialScore
         from .evaluators.inception import InceptionSet
+        from .evaluators.text import load_reader
         from .evaluators.tifa import Tifa, load_questions, sbert_embedder
         from .evaluators.vqa import BlipVqa, BlipVqaBinding
 
         suite = cls()
+        needs_reader = any(graders.get(k) for k in ("vqa", "detector"))
+        reader = load_reader(noun_chunks) if needs_reader else None  # before any model loads: a missing spaCy fails at once
         if graders.get("clip"):
-            suite.clip = _clip_scorer(graders["clip"], "OpenCLIP ViT-H-14", 100.0, "CLIP", device)
+            suite.clip = _clip_scorer(graders["clip"], "OpenCLIP ViT-H-14", "CLIP", device)
         if graders.get("clip_b32"):
-            suite.nonspatial = _clip_scorer(graders["clip_b32"], "OpenAI ViT-B/32", 1.0, "non-spatial CLIP", device)
+            suite.nonspatial = _clip_scorer(graders["clip_b32"], "OpenAI ViT-B/32", "non-spatial CLIP", device)
         if graders.get("blip2"):
             suite.blip2 = Blip2Match.from_folder(graders["blip2"], device=device)
-        vqa = BlipVqa.from_folder(graders["vqa"], device=device, image_size=vqa_image_size) if graders.get("vqa") else None
-        if vqa is not None:
-            suite.bvqa = BlipVqaBinding(vqa)
+        vqa = None
+        if graders.get("vqa"):  # T2I-CompBench's BLIP: 480 px, [ENC] first, the original's question reader
+            vqa = BlipVqa.from_folder(graders["vqa"], device=device, image_size=vqa_image_size, first_token=vqa_first_token,
+                                      original_questions=True)
+            suite.bvqa = BlipVqaBinding(vqa, reader)
         if graders.get("detector"):
             detector = GroundedDetector.from_folder(graders["detector"], device=device)
-            suite.glip, suite.spatial = GroundedObjects(detector), SpatialScore(detector)
+            suite.glip, suite.spatial = GroundedObjects(detector), SpatialScore(detector, reader)
         if suite.bvqa and suite.spatial and suite.nonspatial and graders.get("complex_spatial") and graders.get("complex_action"):
-            lists = [Path(graders[k]).read_text().splitlines() for k in ("complex_spatial", "complex_action")]
-            suite.three_in_one = ThreeInOne(suite.bvqa, suite.spatial, suite.nonspatial, *lists)
+            lists = [Path(graders[k]).read_text(encoding="utf-8").splitlines() for k in ("complex_spatial", "complex_action")]
+            suite.three_in_one = ThreeInOne.from_parts(suite.bvqa, detector, suite.nonspatial, *lists, reader=reader)
         if vqa is not None and graders.get("sentence_encoder"):
             from transformers import AutoModel, AutoTokenizer
 
@@ -287,7 +300,8 @@ class EvaluatorSuite:
             try:
                 questions = (load_questions(graders["tifa_questions"]) if graders.get("tifa_questions")
                              else pd.DataFrame(prompt_sets.tifa_questions(benchmarks_root)))
-                suite.tifa = Tifa(vqa, embed, questions)
+                tifa_vqa = BlipVqa(vqa.model, vqa.processor, image_size=None, first_token="cls", name=vqa.name)  # TIFA's BLIP
+                suite.tifa = Tifa(tifa_vqa, embed, questions)
             except FileNotFoundError as err:  # TIFA's question file is not pinned upstream: say what is missing, grade the rest
                 suite.missing["tifa"] = [f"tifa ({err})"]
         if graders.get("inception"):

@@ -55,8 +55,11 @@ def runs_dir(scale: str) -> Path:
 def figures_dir(scale: str) -> Path:
     """``figures/`` for the toy runs (the committed figures); ``figures/<scale>/`` for a paper
     scale, so that a paper-scale run never overwrites a toy figure of the same name; smoke runs
-    write under ``runs/smoke/figures`` so that a test never overwrites a committed figure."""
-    if scale == "smoke":
+    write under ``runs/smoke/figures`` so that a test never overwrites a committed figure.
+    ``$DPT_FIGURES_DIR`` puts them elsewhere (the paper dry run: random weights, tables of no meaning)."""
+    if os.environ.get("DPT_FIGURES_DIR"):
+        path = Path(os.environ["DPT_FIGURES_DIR"]) / scale
+    elif scale == "smoke":
         path = runs_dir(scale) / "figures"
     else:
         path = repo_root() / "figures" if scale == "toy" else repo_root() / "figures" / scale
@@ -205,17 +208,18 @@ PRESETS: dict[str, dict[str, dict]] = {
     # benchmark, one image per prompt (the paper does not say how many; more seeds tighten the intervals)
     "paper/02_tuning": {
         "smoke": dict(model="toy", steps=2, batch_size=4, validate_every=1, n_validation_prompts=2, n_train_images=24, seeds=[0],
-                      num_inference_steps=3, generation_batch_size=8, vqa_image_size=32,
+                      num_inference_steps=3, generation_batch_size=8, vqa_image_size=32, noun_chunks="auto",
                       benchmarks={"cc500": 2, "coco_nss1k": 2, "abc6k": 1, "tifa": 1, "t2i_compbench": 1}),
         **{scale: dict(model=sd, n_validation_prompts=100, seeds=[0], num_inference_steps=50, generation_batch_size=8,
-                       vqa_image_size=480, image_size=512,
+                       vqa_image_size=480, image_size=512, noun_chunks="spacy",
                        benchmarks={"coco_nss1k": None, "cc500": None, "abc6k": None, "tifa": None, "t2i_compbench": None})
            for scale, sd in PAPER_MODELS.items()},
         "toy": dict(),
     },
     "paper/03_self_correction": {
-        "smoke": dict(etas=[0.0, 0.1], n_sweep_prompts=2, sweep_seeds=[0], vqa_image_size=32),
-        **{scale: dict(etas=[0.0, 0.1, 0.3, 0.5, 1.0], n_sweep_prompts=100, sweep_seeds=[0], vqa_image_size=480) for scale in PAPER_MODELS},
+        "smoke": dict(etas=[0.0, 0.1], n_sweep_prompts=2, sweep_seeds=[0], vqa_image_size=32, noun_chunks="auto"),
+        **{scale: dict(etas=[0.0, 0.1, 0.3, 0.5, 1.0], n_sweep_prompts=100, sweep_seeds=[0], vqa_image_size=480, noun_chunks="spacy")
+           for scale in PAPER_MODELS},
         "toy": dict(),
     },
     "03_self_correction": {

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dptlib.evaluators.clip import ClipScore
+from dptlib.evaluators.clip import ClipScore, check_activation, tensor_scorer
 
 
 def fixed_embed(images, texts):
@@ -36,6 +36,22 @@ def test_on_the_toy_evaluator_clip():
     pictures = [world.render(s) for s in scenes]
     prompts = [world.captions(s)[0].text for s in scenes]
     embed = clip_embedder(*load_evaluator())
-    table = ClipScore(embed, "toy evaluator").score(pictures, pd.DataFrame({"prompt": prompts}))
+    table = ClipScore(tensor_scorer(embed), "toy evaluator").score(pictures, pd.DataFrame({"prompt": prompts}))
     np.testing.assert_allclose(table["CLIP"], clip_score(embed, np.stack(pictures), prompts), rtol=1e-5)  # positive here: equal
     assert (table["CLIP"] > 0).all()
+
+
+def test_openai_weights_in_a_gelu_model_are_refused_in_one_line():
+    with pytest.raises(ValueError, match="need QuickGELU; write open_clip:ViT-B-32-quickgelu:/m/openai_vit_b32.pt"):
+        check_activation("ViT-B-32", "/m/openai_vit_b32.pt")
+    with pytest.raises(ValueError, match="QuickGELU"):
+        ClipScore.from_spec("open_clip:ViT-B-32:openai")  # refused before any model is built
+    check_activation("ViT-B-32-quickgelu", "/m/openai_vit_b32.pt")
+    check_activation("ViT-H-14", "laion2b_s32b_b79k")
+
+
+def test_a_text_transform_scores_another_text():
+    pictures = [np.zeros((8, 8, 3), np.uint8)] * 2
+    items = pd.DataFrame({"prompt": ["x0", "x2"]})
+    table = ClipScore(fixed_embed, "fixed", text=lambda p: "t" + p[1:]).score(pictures, items)
+    assert table["CLIP"].tolist() == pytest.approx([100 / 2 ** 0.5, 0.0])

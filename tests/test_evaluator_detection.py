@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from dptlib.evaluators import tiny
-from dptlib.evaluators.detection import GroundedDetector, GroundedObjects, SpatialScore, rule_first_and_last_noun
+from dptlib.evaluators.detection import GroundedDetector, GroundedObjects, SpatialScore
 from dptlib.evaluators.rules import Detection
+from dptlib.evaluators.text import RuleReader
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "dog", "cat", "red", "car", "blue", "bench", "person"]
 
@@ -48,8 +49,9 @@ class FakeDetector:
     def __init__(self, per_image):
         self.per_image, self.asked = per_image, []
 
-    def detect(self, images, labels):
+    def detect(self, images, labels, captions=None):
         self.asked.append([list(x) for x in labels])
+        self.captions = captions
         return self.per_image[: len(images)]
 
 
@@ -61,28 +63,33 @@ def test_grounded_objects_is_the_share_with_every_object_found():
     evaluator = GroundedObjects(detector)
     table = evaluator.score(images(2), items)
     assert table["GLIP (stand-in)"].tolist() == [True, False]
+    assert detector.captions == ["a red car and a blue bench."] * 2  # the whole prompt, as GLIP's evaluation asks
     assert evaluator.summarize(table) == {"GLIP (stand-in)": 50.0}
     assert table[["prompt_id", "seed"]].values.tolist() == [[4, 0], [4, 1]]
 
 
-def test_spatial_score_scales_the_distance_to_the_image():
-    # 128 px images: the benchmark's 150 px near-threshold becomes 40 px
-    detector = FakeDetector([[Detection("person", 0.8, (0, 0, 10, 10)), Detection("cat", 0.8, (100, 100, 110, 110))]])
-    table = SpatialScore(detector).score(images(1), pd.DataFrame({"prompt": ["a woman near a cat"]}))
+def test_spatial_score_takes_the_benchmarks_150_px_and_scores_x100():
+    detector = FakeDetector([[Detection("person", 0.8, (0, 0, 10, 10)), Detection("cat", 0.8, (300, 300, 310, 310))]])
+    table = SpatialScore(detector, RuleReader()).score(images(1), pd.DataFrame({"prompt": ["a woman near a cat"]}))
     assert detector.asked == [[["person", "cat"]]]  # woman is asked for as person
-    # |dx| = |dy| = 100 > 40: pos = 40 / 100; 0.25 * 0.8 * 2 + 0.5 * 0.4 = 0.6
-    assert table["spatial (stand-in)"].tolist() == pytest.approx([0.6])
+    # |dx| = |dy| = 300 > 150: pos = 150 / 300; 0.25 * 0.8 * 2 + 0.5 * 0.5 = 0.65, x 100
+    assert table["spatial (stand-in; fallback nouns)"].tolist() == pytest.approx([65.0])
 
 
-@pytest.mark.parametrize("prompt, nouns", [("a red dog on the left of a cat", ("dog", "cat")),
-                                           ("A bird next to a blue car.", ("bird", "car")), ("a dog and a cat", ("a", "cat"))])
-def test_rule_first_and_last_noun(prompt, nouns):
-    assert rule_first_and_last_noun(prompt) == nouns
+def test_spatial_score_reads_complex_prompts_around_the_preposition():
+    detector = FakeDetector([[Detection("dog", 0.9, (0, 0, 10, 10)), Detection("car", 0.9, (100, 0, 110, 10))]])
+    spatial = SpatialScore(detector, RuleReader(), mode="complex")
+    assert spatial.objects("the fluffy dog was sitting on the left of a red car") == ("dog", "car")
+    table = spatial.score(images(1), pd.DataFrame({"prompt": ["the fluffy dog was sitting on the left of a red car"]}))
+    assert table.iloc[0, -2] == pytest.approx(100 * (0.25 * 0.9 * 2 + 0.5))
+    with pytest.raises(ValueError, match="mode must be"):
+        SpatialScore(detector, RuleReader(), mode="both")
 
 
 def test_spatial_on_the_tiny_detector_keeps_the_pairing(tiny_dino):
     detector = GroundedDetector(*tiny_dino, box_threshold=0.2, text_threshold=0.0)
     items = pd.DataFrame({"prompt_id": [1, 2], "method": ["base", "dpt"], "prompt": ["a dog on the left of a cat", "a car near a bench"]})
-    table = SpatialScore(detector).score(images(2), items)
+    spatial = SpatialScore(detector, RuleReader())
+    table = spatial.score(images(2), items)
     pd.testing.assert_frame_equal(table[items.columns], items)
-    assert ((table["spatial (stand-in)"] >= 0) & (table["spatial (stand-in)"] <= 1)).all()
+    assert ((table[spatial.column] >= 0) & (table[spatial.column] <= 100)).all()

@@ -9,19 +9,10 @@ from dptlib.evaluators.rules import Detection
 
 def test_bvqa_is_the_product_of_yes_shares_over_at_most_eight_chunks():
     assert rules.yes_share(0.6, 0.2) == pytest.approx(0.75)
+    assert rules.yes_share(0.2, 0.1) == 0.6667  # written to 4 decimals, as the benchmark's result files
     assert rules.bvqa_score([0.75, 0.5]) == pytest.approx(0.375)
     assert rules.bvqa_score([]) == 1.0  # no question asked: the benchmark multiplies by 1
-    assert rules.bvqa_score([0.5] * 9) == pytest.approx(0.5 ** 8)  # the ninth chunk is not asked
-
-
-@pytest.mark.parametrize("prompt, chunks", [
-    ("a green bench and a red car", ["a green bench", "a red car"]),
-    ("A blue bowl and a yellow backpack.", ["a blue bowl", "a yellow backpack"]),
-    ("a bathroom with green tile and a red shower curtain", ["a bathroom", "green tile", "a red shower curtain"]),
-    ("a dog on the left of a cat", ["a dog", "a cat"]),
-])
-def test_rule_noun_chunks(prompt, chunks):
-    assert rules.rule_noun_chunks(prompt) == chunks
+    assert rules.bvqa_score([0.5] * 9) == pytest.approx(0.0039)  # the ninth chunk is not asked; 0.5 ** 8 to 4 decimals
 
 
 def test_relation_is_the_first_of_the_benchmarks_list():

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dptlib.evaluators import tiny
-from dptlib.evaluators.rules import bvqa_score, rule_noun_chunks, yes_share
+from dptlib.evaluators.rules import bvqa_score, yes_share
+from dptlib.evaluators.text import RuleReader
 from dptlib.evaluators.vqa import BlipVqa, BlipVqaBinding
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]", "yes", "no", "a", "red", "green", "blue", "car", "bench",
@@ -60,25 +61,27 @@ def test_binding_is_the_product_over_chunks_and_keeps_the_pairing(tiny_vqa):
     items = pd.DataFrame({"prompt_id": [7, 7, 9], "seed": [0, 1, 0], "method": ["dpt"] * 3,
                           "prompt": ["a red car and a green bench", "a red car and a green bench", "a big dog"]})
     pictures = images(3)
-    table = BlipVqaBinding(vqa).score(pictures, items)
+    binding = BlipVqaBinding(vqa, RuleReader())
+    table = binding.score(pictures, items)
     pairing = ["prompt_id", "seed", "method"]
     pd.testing.assert_frame_equal(table[pairing], items[pairing])
     assert table["chunks"].tolist() == [2, 2, 1]
     by_hand = []
     for picture, prompt in zip(pictures, items["prompt"]):
-        answers = vqa.yes_no([picture] * len(rule_noun_chunks(prompt)), [f"{c}?" for c in rule_noun_chunks(prompt)])
-        by_hand.append(bvqa_score([yes_share(*a) for a in answers]))
-    np.testing.assert_allclose(table["B-VQA"], by_hand, rtol=1e-5)
-    assert table["grader"].iloc[0] == "blip-vqa (rule chunks)"
-    assert BlipVqaBinding(vqa).summarize(table) == {"B-VQA": pytest.approx(np.mean(by_hand))}
+        chunks = RuleReader().noun_chunks(prompt)
+        answers = vqa.yes_no([picture] * len(chunks), [f"{c}?" for c in chunks])
+        by_hand.append(100 * bvqa_score([yes_share(*a) for a in answers]))
+    np.testing.assert_allclose(table["B-VQA (fallback chunks)"], by_hand, rtol=1e-5)
+    assert table["grader"].iloc[0] == "blip-vqa (rule-based fallback (no spaCy))"
+    assert binding.summarize(table) == {"B-VQA (fallback chunks)": pytest.approx(np.mean(by_hand))}
     with pytest.raises(ValueError, match="2 images for 3 items"):
-        BlipVqaBinding(vqa).score(pictures[:2], items)
+        binding.score(pictures[:2], items)
 
 
 def test_free_answers_are_deterministic_and_unaffected_by_batching(tiny_vqa):
     questions = ["a red car?", "a dog?", "a big blue bench and a cat?"]
-    together = BlipVqa(*tiny_vqa, batch_size=3).answer(images(3), questions, max_new_tokens=3)
-    alone = BlipVqa(*tiny_vqa, batch_size=1).answer(images(3), questions, max_new_tokens=3)
+    together = BlipVqa(*tiny_vqa, batch_size=3).answer(images(3), questions, max_length=4)
+    alone = BlipVqa(*tiny_vqa, batch_size=1).answer(images(3), questions, max_length=4)
     assert together == alone and all(isinstance(a, str) for a in together)
 
 
@@ -118,8 +121,8 @@ def test_tifa_maps_answers_to_choices_and_scores_per_caption(tiny_vqa, monkeypat
     asked = tifa.question_table(images(2), items)
     assert asked["choice"].tolist() == ["yes", "red", "no"] and asked["correct"].tolist() == [True, True, False]
     table = tifa.score(images(2), items)
-    assert table["TIFA"].tolist() == [1.0, 0.0] and table["grader"].iloc[0] == "blip-vqa (not the paper's VQA)"
-    assert tifa.summarize(table) == {"TIFA": 0.5}
+    assert table["TIFA"].tolist() == [100.0, 0.0] and table["grader"].iloc[0] == "blip-vqa (not the paper's VQA)"
+    assert tifa.summarize(table) == {"TIFA": 50.0}
     assert Tifa.by_type(asked)["accuracy_by_type"] == {"color": 1.0, "object": 0.5}
     with pytest.raises(ValueError, match="no TIFA questions for caption id 'c9'"):
         tifa.question_table(images(1), pd.DataFrame({"caption_id": ["c9"]}))

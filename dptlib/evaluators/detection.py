@@ -10,14 +10,15 @@ and carries "(stand-in)" — a GLIP score from Grounding DINO is not the paper's
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .rules import RELATIONS, Detection, all_detected, relation_of, spatial_score
+from .rules import RELATIONS, Detection, all_detected, detected_as, relation_of, spatial_score
+from .text import RuleReader, complex_pair, first_and_last_noun, load_reader
 
 
 class GroundedDetector:
@@ -38,8 +39,15 @@ class GroundedDetector:
 
     @staticmethod
     def caption(labels: Sequence[str]) -> str:
-        """Grounding DINO's caption: lower-case phrases, each ended by a full stop."""
+        """Grounding DINO's caption for a list of labels: lower-case phrases, each ended by a full stop."""
         return " ".join(f"{label.lower().strip()}." for label in labels)
+
+    @staticmethod
+    def prompt_caption(prompt: str) -> str:
+        """A whole prompt as Grounding DINO's caption (lower case, ended by a full stop), as GLIP's
+        evaluation gives GLIP the whole prompt."""
+        text = prompt.lower().strip()
+        return text if text.endswith(".") else text + "."
 
     @staticmethod
     def label_of(phrase: str, labels: Sequence[str]) -> str | None:
@@ -49,10 +57,15 @@ class GroundedDetector:
         return max(found, key=len) if found else None
 
     @torch.no_grad()
-    def detect(self, images: Sequence[np.ndarray], labels: Sequence[Sequence[str]]) -> list[list[Detection]]:
+    def detect(self, images: Sequence[np.ndarray], labels: Sequence[Sequence[str]],
+               captions: Sequence[str] | None = None) -> list[list[Detection]]:
+        """Per image, the boxes of its ``labels`` by decreasing score (detectron2's order, which the
+        spatial rule's first-box lookup assumes). ``captions``: the text given to the detector (None:
+        the labels, :meth:`caption`); its returned phrases are mapped back to the labels."""
         found = []
-        for image, asked in zip(images, labels, strict=True):
-            inputs = self.processor(images=[image], text=[self.caption(asked)], return_tensors="pt").to(self.model.device)
+        captions = [self.caption(asked) for asked in labels] if captions is None else list(captions)
+        for image, asked, caption in zip(images, labels, captions, strict=True):
+            inputs = self.processor(images=[image], text=[caption], return_tensors="pt").to(self.model.device)
             outputs = self.model(**inputs)
             result = self.processor.post_process_grounded_object_detection(
                 outputs, inputs["input_ids"], threshold=self.box_threshold, text_threshold=self.text_threshold,
@@ -62,15 +75,16 @@ class GroundedDetector:
                 label = self.label_of(phrase, asked)
                 if label is not None:
                     detections.append(Detection(label, float(score), tuple(box)))
-            found.append(detections)
+            found.append(sorted(detections, key=lambda d: -d.score))
         return found
 
 
 class GroundedObjects:
     """The GLIP score's stand-in (CC-500): per image, whether every object of its prompt is
-    detected at the box threshold (0.5); ``summarize``: the share of such images, x 100.
-    ``items`` needs ``prompt`` and ``objects`` (the prompt's object nouns, e.g. from
-    ``dptlib.prompt_sets``)."""
+    detected at the box threshold (0.5), the detector given the whole prompt as its caption (as
+    GLIP's evaluation gives GLIP); ``summarize``: the share of such images, x 100. ``items`` needs
+    ``prompt`` and ``objects`` (the prompt's object nouns, e.g. from ``dptlib.prompt_sets``), to
+    which the detector's phrases are mapped."""
 
     column = "GLIP (stand-in)"
 
@@ -78,7 +92,8 @@ class GroundedObjects:
         self.detector = detector
 
     def score(self, images: Sequence[np.ndarray], items: pd.DataFrame) -> pd.DataFrame:
-        detections = self.detector.detect(images, [list(o) for o in items["objects"]])
+        detections = self.detector.detect(images, [list(o) for o in items["objects"]],
+                                          captions=[GroundedDetector.prompt_caption(p) for p in items["prompt"]])
         hits = [all_detected(list(o), d, self.detector.box_threshold) for o, d in zip(items["objects"], detections)]
         return items.reset_index(drop=True).assign(**{self.column: hits}, grader=self.detector.name)
 
@@ -86,42 +101,40 @@ class GroundedObjects:
         return {self.column: 100 * float(table[self.column].mean())}
 
 
-def rule_first_and_last_noun(prompt: str) -> tuple[str, str]:
-    """The subject and object of a spatial prompt without a tagger: the last word before its
-    relation and the prompt's last word ("a red dog on the left of a cat" -> dog, cat). T2I-CompBench
-    takes spaCy's first and last NOUN; pass ``nouns=`` where spaCy is installed."""
-    text = prompt.strip().rstrip(".").lower()
-    relation = relation_of(text)
-    if relation is None:
-        words = text.split()
-        return words[0], words[-1]
-    before, _, after = text.partition(relation)
-    return before.split()[-1], after.split()[-1]
-
-
 class SpatialScore:
-    """T2I-CompBench's spatial score with a stand-in detector: the first and last noun's best
-    boxes, 0.25 s1 + 0.25 s2 + 0.5 pos (:func:`rules.spatial_score`), x 1 (the benchmark's
-    scale). ``distance_threshold`` is the benchmark's 150 px at its ~480 px images, scaled to
-    the images scored (``150 * side / 480`` by default)."""
+    """T2I-CompBench's spatial score with a stand-in detector: the prompt's two objects' first boxes,
+    0.25 s1 + 0.25 s2 + 0.5 pos (:func:`rules.spatial_score`), x ``scale`` (100: the paper prints
+    T2I-CompBench x 100). ``mode``: how the two objects are read (:mod:`dptlib.evaluators.text`):
+    "simple", the first and last NOUN (the spatial category), or "complex", around the spatial
+    preposition (3-in-1's spatial part, the benchmark's ``--complex``). ``distance_threshold``: the
+    benchmark's 150 px, in the pixels of the image scored, whatever its size (as the benchmark)."""
 
-    column = "spatial (stand-in)"
+    def __init__(self, detector: GroundedDetector, reader=None, mode: str = "simple", scale: float = 100.0,
+                 distance_threshold: float = 150.0):
+        if mode not in ("simple", "complex"):
+            raise ValueError(f"mode must be 'simple' or 'complex'; got {mode!r}")
+        self.detector, self.reader, self.mode, self.scale = detector, reader or load_reader(), mode, scale
+        self.distance_threshold = distance_threshold
+        self.column = "spatial (stand-in" + ("; fallback nouns" if isinstance(self.reader, RuleReader) else "") + ")"
+        self.grader = f"{detector.name} ({self.reader.name})"
 
-    def __init__(self, detector: GroundedDetector, nouns: Callable[[str], tuple[str, str]] = rule_first_and_last_noun):
-        self.detector, self.nouns = detector, nouns
+    def objects(self, prompt: str) -> tuple[str | None, str | None]:
+        """The prompt's two objects as the benchmark reads them (before the person mapping)."""
+        tokens = self.reader.tokens(prompt)
+        return first_and_last_noun(tokens) if self.mode == "simple" else complex_pair(tokens)
 
     def score(self, images: Sequence[np.ndarray], items: pd.DataFrame) -> pd.DataFrame:
-        pairs = [self.nouns(p) for p in items["prompt"]]
-        asked = [["person" if n in ("girl", "boy", "man", "woman") else n for n in pair] for pair in pairs]
-        detections = self.detector.detect(images, asked)
+        pairs = [self.objects(p) for p in items["prompt"]]
+        asked = [[detected_as(n) for n in pair if n is not None] for pair in pairs]
+        detections = self.detector.detect(images, [a or ["object"] for a in asked])
         scores = []
-        for image, prompt, (first, last), found in zip(images, items["prompt"], pairs, detections):
-            scale = max(image.shape[:2]) / 480
-            scores.append(spatial_score(first, last, relation_of(prompt.lower()), found, distance_threshold=150 * scale))
-        return items.reset_index(drop=True).assign(**{self.column: scores}, grader=self.detector.name)
+        for prompt, (first, last), found in zip(items["prompt"], pairs, detections):
+            value = spatial_score(first, last, relation_of(prompt), found, distance_threshold=self.distance_threshold)
+            scores.append(self.scale * value)
+        return items.reset_index(drop=True).assign(**{self.column: scores}, grader=self.grader)
 
     def summarize(self, table: pd.DataFrame) -> dict[str, float]:
         return {self.column: float(table[self.column].mean())}
 
 
-__all__ = ["GroundedDetector", "GroundedObjects", "SpatialScore", "rule_first_and_last_noun", "RELATIONS"]
+__all__ = ["GroundedDetector", "GroundedObjects", "SpatialScore", "RELATIONS"]

@@ -5,6 +5,9 @@ on recorded beside it (images, splits, image size). Real runs pass the FID Incep
 local file (``pt_inception-2015-12-05-6726825d.pth``; torchmetrics' default downloads them, and its
 Inception needs the ``torch-fidelity`` package). FID on COCO-NSS1K compares with the 943 COCO
 val2014 images the benchmark names: FID on so few images is biased high, so report the sizes.
+Reference images are read as RGB whatever their mode (COCO has greyscale and CMYK JPEGs: PIL's
+``convert("RGB")``, as pytorch-fid and torch-fidelity read them) and at their own sizes; the
+Inception resizes each to 299 px (:meth:`InceptionSet._batches`).
 """
 
 from __future__ import annotations
@@ -39,8 +42,19 @@ class InceptionSet:
 
     @staticmethod
     def _batches(images: Sequence[np.ndarray], batch: int = 64):
-        for i in range(0, len(images), batch):
-            yield torch.from_numpy(np.stack(images[i : i + batch])).permute(0, 3, 1, 2).contiguous()
+        """uint8 (B, 3, H, W) batches of images of one size each, in order of first appearance: real
+        reference images (COCO val2014) come at their own sizes, and each goes to the Inception as
+        it is, which resizes it to 299 x 299 itself (torchmetrics' ``NoTrainInceptionV3``, the
+        TF1-compatible bilinear resize of the original FID), as FID implementations expect."""
+        by_size: dict[tuple, list[int]] = {}
+        for i, image in enumerate(images):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"image {i}: FID takes uint8 (H, W, 3) RGB images, got {image.dtype} {image.shape}")
+            by_size.setdefault(image.shape, []).append(i)
+        for indices in by_size.values():
+            for k in range(0, len(indices), batch):
+                part = [images[i] for i in indices[k : k + batch]]
+                yield torch.from_numpy(np.stack(part)).permute(0, 3, 1, 2).contiguous()
 
     def compute(self, generated: Sequence[np.ndarray], real: Sequence[np.ndarray]) -> dict:
         from torchmetrics.image.fid import FrechetInceptionDistance

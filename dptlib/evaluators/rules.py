@@ -5,8 +5,9 @@ Each rule is the benchmark's own arithmetic (read from its released code; see
 that it is tested on hand-computed cases and shared by every model that can stand in:
 
 - **B-VQA** (T2I-CompBench colour / shape / texture): per noun chunk (at most 8) the VQA model's
-  p(yes) / (p(yes) + p(no)) for the question "{chunk}?"; an image's score is the product.
-- **Spatial** (T2I-CompBench, the UniDet rule): the first and last noun's best boxes;
+  p(yes) / (p(yes) + p(no)) for the question "{chunk}?"; an image's score is the product (the
+  chunks themselves: :mod:`dptlib.evaluators.text`).
+- **Spatial** (T2I-CompBench, the UniDet rule): the two objects' first boxes in the detector's order;
   0.25 s1 + 0.25 s2 + 0.5 pos when both are found, a score under 0.5 counts as 0.
 - **3-in-1** (T2I-CompBench complex): the mean of B-VQA, spatial and CLIP, or of two of them for
   the prompts listed as spatial-only or action-only.
@@ -20,11 +21,10 @@ Boxes here are ``(x0, y0, x1, y1)`` in pixels, y pointing down (image coordinate
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from statistics import mean
+from statistics import mean, stdev
 
 import numpy as np
 
@@ -34,31 +34,25 @@ import numpy as np
 MAX_CHUNKS = 8  # T2I-CompBench's --np_num: chunks beyond it are not asked
 
 
+def written(value: float) -> float:
+    """A value as T2I-CompBench writes it to its result files and reads it back: ``'{:.4f}'``."""
+    return float(f"{value:.4f}")
+
+
 def yes_share(p_yes: float, p_no: float) -> float:
-    """p(yes) / (p(yes) + p(no)): the answer restricted to the two words the question allows."""
-    return p_yes / (p_yes + p_no)
+    """p(yes) / (p(yes) + p(no)): the answer restricted to the two words the question allows, to
+    4 decimals (BLIP's ``vqa_prob`` answers are written as ``'{:.4f}'``)."""
+    return written(p_yes / (p_yes + p_no))
 
 
 def bvqa_score(chunk_yes_shares: Sequence[float], max_chunks: int = MAX_CHUNKS) -> float:
-    """One image's B-VQA: the product of its first ``max_chunks`` chunks' yes shares (1 for a
-    prompt without noun chunks: the benchmark multiplies by 1 where it has no question)."""
-    return float(np.prod(list(chunk_yes_shares)[:max_chunks]))
-
-
-_CHUNK_SPLIT = re.compile(r"\s*(?:,|;|\band\b|\bwith\b|\bwhile\b|\bnext to\b|\bnear\b|\bon side of\b|\bon the (?:left|right|top|bottom) of\b"
-                          r"|\bon top of\b|\bbeside\b|\bbehind\b|\bin front of\b|\bunder\b|\babove\b|\bbelow\b|\bon\b|\bin\b|\bof\b)\s*")
-_LEADING = re.compile(r"^(?:is|are|was|were|has|have|sits|stands|lies)\b\s*")
-
-
-def rule_noun_chunks(prompt: str) -> list[str]:
-    """A rule-based stand-in for spaCy's ``noun_chunks`` on the attribute-binding prompts
-    ("a green bench and a red car" -> ["a green bench", "a red car"]): the prompt split at
-    conjunctions, commas and spatial prepositions, lower-cased, without a trailing full stop.
-    spaCy's English model is not on this machine's package registry; pass ``noun_chunks=`` to
-    the evaluator to use it where it is."""
-    text = prompt.strip().rstrip(".").lower()
-    parts = [_LEADING.sub("", p.strip()) for p in _CHUNK_SPLIT.split(text)]
-    return [p for p in parts if p]
+    """One image's B-VQA: the float32 product of its first ``max_chunks`` chunks' yes shares (1 for
+    a prompt without noun chunks: the benchmark multiplies by 1 where it has no question), to 4
+    decimals as the benchmark writes it."""
+    product = np.float32(1.0)
+    for share in list(chunk_yes_shares)[:max_chunks]:
+        product = np.float32(product * np.float32(share))
+    return written(float(product))
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,7 +90,7 @@ def position_score(relation: str | None, box1, box2, iou_threshold: float = 0.1,
     side, and the boxes overlap with IoU < ``iou_threshold``; ``iou_threshold / IoU`` if they
     overlap more; 0 otherwise. Near / next to / on side of: 1 if the centres are within
     ``distance_threshold`` px along x *or* y, else ``distance_threshold / max(|dx|, |dy|)``
-    (150 px at T2I-CompBench's ~480 px images)."""
+    (150 px, whatever the image's size, as the benchmark)."""
     dx = (box2[0] + box2[2]) / 2 - (box1[0] + box1[2]) / 2
     dy = (box2[1] + box2[3]) / 2 - (box1[1] + box1[3]) / 2
     if relation in ("next to", "on side of", "near"):
@@ -111,20 +105,27 @@ def position_score(relation: str | None, box1, box2, iou_threshold: float = 0.1,
     return 1.0 if iou < iou_threshold else iou_threshold / iou
 
 
-def spatial_score(first: str, last: str, relation: str | None, detections: Sequence[Detection],
-                  distance_threshold: float = 150.0) -> float:
-    """One image's spatial score: ``first`` and ``last`` are the prompt's first and last nouns,
-    ``detections`` the detector's boxes above its confidence threshold. Each noun takes its
-    best-scoring box; both found: 0.25 s1 + 0.25 s2 + 0.5 pos; one found: 0.25 s; a total
-    under 0.5 counts as 0 (so one object alone never scores)."""
-    def best(noun):
-        noun = "person" if noun in PERSON_WORDS else noun
-        found = [d for d in detections if d.label == noun]
-        return max(found, key=lambda d: d.score) if found else None
+def detected_as(noun: str | None) -> str | None:
+    """The detector label a noun is looked up as: girl, boy, man and woman are "person"."""
+    return "person" if noun in PERSON_WORDS else noun
 
-    a, b = best(first), best(last)
+
+def spatial_score(first: str | None, last: str | None, relation: str | None, detections: Sequence[Detection],
+                  distance_threshold: float = 150.0) -> float:
+    """One image's spatial score: ``first`` and ``last`` are the prompt's two objects (None: not
+    found in the prompt), ``detections`` the detector's boxes above its confidence threshold, in its
+    order (by decreasing score, as UniDet's detectron2 returns them). Each object takes the first
+    box of its label (``list.index``, as the benchmark); both found: 0.25 s1 + 0.25 s2 + 0.5 pos;
+    one found: 0.25 s; a total under 0.5 counts as 0 (so one object alone never scores)."""
+    labels = [d.label for d in detections]
+
+    def lookup(noun):
+        noun = detected_as(noun)
+        return detections[labels.index(noun)] if noun is not None and noun in labels else None
+
+    a, b = lookup(first), lookup(last)
     if a and b:
-        score = 0.25 * a.score + 0.25 * b.score + 0.5 * position_score(relation, a.box, b.box, distance_threshold=distance_threshold)
+        score = 0.25 * a.score + 0.25 * b.score + position_score(relation, a.box, b.box, distance_threshold=distance_threshold) / 2
     elif a or b:
         score = 0.25 * (a or b).score
     else:
@@ -169,21 +170,26 @@ def three_in_one(kind: str, attribute: float, spatial: float, action: float) -> 
 def nearest_choice(answer: str, choices: Sequence[str], embed: Callable[[list[str]], np.ndarray]) -> str:
     """The choice a free-form VQA answer stands for: itself if it is one, else the choice whose
     embedding (``embed(texts) -> (n, d)``, L2-normalised: SBERT all-mpnet-base-v2 in TIFA) has
-    the largest dot product with the answer's."""
+    the largest dot product with the answer's; the answer and the choices are embedded in two
+    calls (two padded batches) and compared in float32, as TIFA's ``SBERTModel.multiple_choice``."""
     if answer in choices:
         return answer
-    vectors = np.asarray(embed([answer, *choices]), dtype=np.float64)
-    return choices[int(np.argmax(vectors[1:] @ vectors[0]))]
+    answer_vector = np.asarray(embed([answer]), dtype=np.float32)
+    choice_vectors = np.asarray(embed(list(choices)), dtype=np.float32)
+    return choices[int(np.argmax(choice_vectors @ answer_vector[0]))]
 
 
 def tifa_summary(rows: Sequence[dict]) -> dict:
     """TIFA from per-question rows ``{"caption_id", "element_type", "correct"}``: the mean over
-    captions of each caption's share correct, and the accuracy per element type (over questions)."""
+    captions of each caption's share correct (and its standard deviation over captions, as
+    ``tifa_score_benchmark``), and the accuracy per element type (over questions)."""
     by_caption, by_type = defaultdict(list), defaultdict(list)
     for row in rows:
         by_caption[row["caption_id"]].append(float(row["correct"]))
         by_type[row["element_type"]].append(float(row["correct"]))
-    return {"tifa": mean(mean(v) for v in by_caption.values()),
+    per_caption = [mean(v) for v in by_caption.values()]
+    return {"tifa": mean(per_caption), "tifa_stdev": stdev(per_caption) if len(per_caption) > 1 else float("nan"),
+            "caption_scores": {c: mean(v) for c, v in by_caption.items()},
             "accuracy_by_type": {t: mean(v) for t, v in sorted(by_type.items())},
             "captions": len(by_caption)}
 

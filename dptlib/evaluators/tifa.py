@@ -8,7 +8,10 @@ choice is the answer. A caption's score is its share right, TIFA the mean over c
 (:func:`rules.tifa_summary`), also reported per element type.
 
 The paper used mPLUG-large, which needs modelscope downloads; BLIP VQA stands in here and its
-grader column says so ("not the paper's VQA").
+grader column says so ("not the paper's VQA"). It is asked as TIFA's own ``blip-large`` option asks
+it: the processor's 384 px, the question as written after [CLS], ``generate(max_length=50)``
+(``BlipVqa(image_size=None, first_token="cls")``, :meth:`BlipVqa.answer`). TIFA is x 100, as the
+paper prints it.
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ class Tifa:
 
     column = "TIFA"
 
-    def __init__(self, vqa: BlipVqa, embed, questions: pd.DataFrame, paper_vqa: bool = False):
-        self.vqa, self.embed, self.questions = vqa, embed, questions
+    def __init__(self, vqa: BlipVqa, embed, questions: pd.DataFrame, paper_vqa: bool = False, scale: float = 100.0):
+        self.vqa, self.embed, self.questions, self.scale = vqa, embed, questions, scale
         self.grader = vqa.name + ("" if paper_vqa else " (not the paper's VQA)")
 
     def question_table(self, images: Sequence[np.ndarray], items: pd.DataFrame) -> pd.DataFrame:
@@ -80,7 +83,7 @@ class Tifa:
     def score(self, images: Sequence[np.ndarray], items: pd.DataFrame) -> pd.DataFrame:
         questions = self.question_table(images, items)
         share = questions.groupby("image")["correct"].mean()
-        return items.reset_index(drop=True).assign(**{self.column: share.sort_index().to_numpy()}, grader=self.grader)
+        return items.reset_index(drop=True).assign(**{self.column: self.scale * share.sort_index().to_numpy()}, grader=self.grader)
 
     def summarize(self, table: pd.DataFrame) -> dict[str, float]:
         return {self.column: float(table[self.column].mean())}

@@ -62,6 +62,7 @@ num_inference_steps = None
 guidance_scale = 7.5
 generation_batch_size = None
 vqa_image_size = None  # BLIP VQA's input side: 480 in T2I-CompBench
+noun_chunks = None  # T2I-CompBench's prompt reader: "spacy" (the benchmark's en_core_web_sm), "rules" (fallback), "auto"
 seed = 0
 
 # %%
@@ -116,7 +117,7 @@ items.groupby("benchmark", sort=False).size().rename("prompts").to_frame()
 
 # %%
 suite = benchmark_eval.EvaluatorSuite.from_paths(params.graders, device=config.device(), vqa_image_size=params.vqa_image_size,
-                                                 benchmarks_root=params.benchmarks_root)
+                                                 benchmarks_root=params.benchmarks_root, noun_chunks=params.noun_chunks)
 backbone = load_backbone(params.model)
 tune_config = TuneConfig.preset(params.scale if params.scale in TuneConfig.PRESETS else "smoke", model=params.model,
                                 steps=params.steps, batch_size=params.batch_size, lora_rank=params.lora_rank,
@@ -165,8 +166,9 @@ graders
 #
 # One row per benchmark and column: each method's mean [95 % interval], then DPT's paired
 # difference to the base model. CLIP is 100 · cos; BLIP-M and BLIP-C are × 100; GLIP is the % of images with both
-# objects detected; B-VQA, spatial, non-spatial, 3-in-1 and TIFA are on the benchmarks' own 0-1
-# scales.
+# objects detected; B-VQA, spatial, non-spatial, 3-in-1 and TIFA are × 100, as the paper prints them
+# (the benchmarks' own code writes them in [0, 1]). A T2I-CompBench column whose name says
+# "fallback" read its prompts without spaCy's model (`docs/paper-scale.md`, D5).
 
 # %%
 comparison = benchmark_eval.paired_comparison(scores, "SD (base)", list(methods))

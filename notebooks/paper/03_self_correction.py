@@ -90,7 +90,7 @@ items = earlier[earlier["method"] == "SD (base)"].drop_duplicates(["benchmark", 
 if items.empty:
     raise ValueError(f"paper/02_tuning sampled none of {params.tab4_benchmarks}: add them to its `benchmarks`")
 suite = benchmark_eval.EvaluatorSuite.from_paths(params.graders, device=config.device(), vqa_image_size=params.vqa_image_size,
-                                                 benchmarks_root=params.benchmarks_root)
+                                                 benchmarks_root=params.benchmarks_root, noun_chunks=params.noun_chunks)
 items.groupby("benchmark", sort=False).size().rename("prompts").to_frame()
 
 
