@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lint setup reproduce ablations seeds check-claims profile verify retrain smoke exercises test test-unit test-notebooks bench bench-float gpu-check toy-model lab sync clean
+.PHONY: lint setup setup-paper paper-dry-run paper-dry-run-cpu reproduce ablations seeds check-claims profile verify retrain smoke exercises test test-unit test-notebooks bench bench-float gpu-check toy-model lab sync clean
 
 ## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
 setup: $(STAMP)
@@ -94,6 +94,26 @@ bench-float: setup
 ## gpu-check: on a CUDA machine, the device tests + SD-2.1-sized throughput, memory and MFU as JSON (< 8 min); exits 0 without CUDA
 gpu-check: setup
 	$(BIN)/python -m dptlib.gpu_check --out runs/gpu-check/gpu_check.json
+
+## setup-paper: the paper-scale graders' extras (spaCy, torch-fidelity) and spaCy's en_core_web_sm, the model T2I-CompBench reads
+##              prompts with (downloaded by spaCy; where it cannot be, the T2I-CompBench columns say they used the fallback reader)
+setup-paper: $(VENV)/.installed-paper
+
+$(VENV)/.installed-paper: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,paper]'
+	$(BIN)/python -m spacy download en_core_web_sm || echo "spaCy's en_core_web_sm could not be downloaded here: dry runs read prompts with the fallback"
+	@touch $@
+
+## paper-dry-run: on a CUDA machine, the paper-scale path at the real sizes with random weights (< 8 min on one H100 / H200):
+##                01 (a few steps) -> paper/02 -> paper/03 on 10 prompts per benchmark, then each grader's images/s and peak memory
+##                (JSON in runs/paper-dry-run/); exits 0 without CUDA
+paper-dry-run: setup-paper
+	$(BIN)/python -m dptlib.paper_dry_run --device cuda --out runs/paper-dry-run/paper_dry_run.json
+
+## paper-dry-run-cpu: the reduced version on a CPU: the SD-2.1-sized U-Net for one step and each grader's real architecture on
+##                    2 images of 512 px, with times and peak memory (about 100 s on 2 cores, 5.6 GiB; not part of make test)
+paper-dry-run-cpu: setup-paper
+	$(BIN)/python -m dptlib.paper_dry_run --device cpu --reduced --out runs/paper-dry-run/paper_dry_run_cpu.json
 
 ## retrain: train the toy model again from scratch through 00b_base_model and compare it with the shipped one (about 70 min)
 retrain: setup

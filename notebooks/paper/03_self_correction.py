@@ -50,6 +50,7 @@ refresh_every = 1
 variant = "paper"  # "paper" (Eq. 9 as written) or "official" (the release: the moved latent feeds the U-Net only)
 tab4_benchmarks = ["coco_nss1k", "cc500"]  # Tab. 4's, from paper/02_tuning's images (a prompt file there: "custom:<stem>")
 vqa_image_size = None
+noun_chunks = None  # T2I-CompBench's prompt reader: "spacy" (the benchmark's en_core_web_sm), "rules" (fallback), "auto"
 seed = 0
 
 # %%
