@@ -36,10 +36,12 @@ import open_clip
 import pandas as pd
 import torch
 
+from . import prompt_sets
 from .evaluators.blip2 import Blip2Match
 from .evaluators.clip import ClipScore, open_clip_scorer
 from .evaluators.detection import GroundedDetector, GroundedObjects, SpatialScore
 from .evaluators.inception import InceptionSet
+from .evaluators.rules import RELATIONS
 from .evaluators.text import load_reader
 from .evaluators.tifa import Tifa, sbert_embedder
 from .evaluators.tiny import WORDS, write_tiny_evaluators
@@ -313,6 +315,19 @@ FALLBACK_PROMPTS = ["a green bench and a red car", "a blue apple and a yellow do
                     "three cups on a round table"]
 
 
+def write_complex_lists(folder: Path, root: Path | None = None) -> dict[str, str]:
+    """Stand-ins for T2I-CompBench's ``complex_val_spatial.txt`` / ``complex_val_action.txt`` (not in
+    the pinned files): the complex prompts with a spatial preposition, and the others. Made from
+    the prompts' wording for dry runs only; a real run gives the benchmark's own lists."""
+    complex_prompts = prompt_sets.load("t2i_compbench", root).subset("complex").prompts
+    spatial = [p for p in complex_prompts if any(r in p.lower() for r in RELATIONS)]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"complex_spatial": folder / "complex_val_spatial.txt", "complex_action": folder / "complex_val_action.txt"}
+    paths["complex_spatial"].write_text("\n".join(spatial) + "\n", encoding="utf-8")
+    paths["complex_action"].write_text("\n".join(p for p in complex_prompts if p not in spatial) + "\n", encoding="utf-8")
+    return {key: str(path) for key, path in paths.items()}
+
+
 def benchmark_spec(work: Path, prompts: int) -> tuple[dict, dict, list]:
     """(paper/02's ``benchmarks``, extra graders, paper/03's ``tab4_benchmarks``): ``prompts`` of each
     benchmark where its files are here; else one prompt file of the script's own (``file:``, graded
@@ -320,7 +335,8 @@ def benchmark_spec(work: Path, prompts: int) -> tuple[dict, dict, list]:
     root = benchmarks_root()
     if root is not None:
         os.environ["DPT_BENCHMARKS_DIR"] = str(root)
-        extra = {"tifa_questions": str(root / "TIFA-v1.0" / "sample_question_answers.json")}  # the full file is not pinned upstream
+        extra = {"tifa_questions": str(root / "TIFA-v1.0" / "sample_question_answers.json"),  # the full file is not pinned upstream
+                 **write_complex_lists(work / "complex-lists", root)}
         benchmarks = {name: prompts for name in ("coco_nss1k", "cc500", "abc6k", "t2i_compbench")}
         return {**benchmarks, "tifa": 1}, extra, ["coco_nss1k", "cc500"]  # TIFA: the sample file has questions for its first caption
     print("  the benchmarks' files are not here ($DPT_BENCHMARKS_DIR, ../shared/benchmarks): one prompt file of our own instead", flush=True)
@@ -335,12 +351,12 @@ def notebook_runs(models: dict, manifest: str, prompts: int, tiny: bool, work: P
     benchmarks, extra, tab4 = benchmark_spec(work, prompts)
     models = {**models, "graders": {**models["graders"], **extra}}
     scale = scale or ("smoke" if tiny else "paper-sd21")
-    side = None if scale == "smoke" else 512
+    side = None if scale == "smoke" else (128 if tiny else 512)  # the toy-sized check: small images, the same path
     stage1 = dict(model=models["model"], data=manifest, evaluator=models["evaluator"], blocks="mid", candidate_blocks=["mid"],
                   comparison_steps=2, steps=4, batch_size=8, control_steps=2, n_train_images=24, n_val_images=12, n_test_images=12,
                   n_rec_expressions=24, denoising_timesteps=2, timesteps=[250], image_size=side)
     stage2 = dict(model=models["model"], data=manifest, evaluator=models["evaluator"], graders=models["graders"], benchmarks=benchmarks,
-                  steps=2, batch_size=4, validate_every=1, n_validation_prompts=2, n_train_images=24, seeds=[0], num_inference_steps=10,
+                  steps=2, batch_size=8, validate_every=1, n_validation_prompts=2, n_train_images=24, seeds=[0], num_inference_steps=10,
                   generation_batch_size=16, noun_chunks="auto", image_size=side)
     stage3 = dict(data=manifest, graders=models["graders"], etas=[0.0, 0.5], n_sweep_prompts=2, sweep_seeds=[0],
                   noun_chunks="auto", tab4_benchmarks=tab4)

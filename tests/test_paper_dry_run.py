@@ -137,6 +137,7 @@ def test_paper_scale_notebooks_from_prompt_files_to_tables(tmp_path, monkeypatch
     import papermill
 
     from dptlib.evaluators.tiny import write_tiny_evaluators
+    from dptlib.paper_dry_run import write_complex_lists
     from dptlib.toy.data import write_manifest
     from dptlib.toy.world import ToyWorld, ToyWorldConfig, export_world
 
@@ -148,6 +149,7 @@ def test_paper_scale_notebooks_from_prompt_files_to_tables(tmp_path, monkeypatch
     if SHARED is not None:
         monkeypatch.setenv("DPT_BENCHMARKS_DIR", str(SHARED))
         graders["tifa_questions"] = str(SHARED / "TIFA-v1.0" / "sample_question_answers.json")  # the full file is not pinned upstream
+        graders.update(write_complex_lists(tmp_path / "complex-lists", SHARED))  # 3-in-1's lists: stand-ins made from the prompts
         stage2, stage3 = {}, {}  # the smoke preset's benchmarks; Tab. 4's default sets
     else:
         files = {"two-objects": ["a green bench and a red car", "a blue apple and a yellow dog", "a red cat and a blue chair"],
@@ -179,8 +181,9 @@ def test_paper_scale_notebooks_from_prompt_files_to_tables(tmp_path, monkeypatch
         _, found = cells("paper_tab2_generation")
         spacy = text.spacy_available()  # without spaCy's model the columns say they come from the fallback reader
         bvqa, spatial = ("B-VQA", "spatial (stand-in)") if spacy else ("B-VQA (fallback chunks)", "spatial (stand-in; fallback nouns)")
+        three = "3-in-1" if spacy else "3-in-1 (fallback text)"
         assert {("tifa", "TIFA"), ("t2i_compbench/color", bvqa), ("t2i_compbench/spatial", spatial),
-                ("t2i_compbench/non_spatial", "non-spatial CLIP")} <= found
+                ("t2i_compbench/non_spatial", "non-spatial CLIP"), ("t2i_compbench/complex", three)} <= found
         tab4_sets = {"coco_nss1k", "cc500"}
     else:
         other, found = cells("paper_other_generation")
