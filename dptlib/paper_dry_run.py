@@ -44,7 +44,7 @@ from .evaluators.inception import InceptionSet
 from .evaluators.rules import RELATIONS
 from .evaluators.text import load_reader
 from .evaluators.tifa import Tifa, sbert_embedder
-from .evaluators.tiny import WORDS, write_tiny_evaluators
+from .evaluators.tiny import tokenizer, write_tiny_evaluators
 from .evaluators.vqa import BlipVqa, BlipVqaBinding
 from .gpu_check import build_pipeline
 from .timing import SD21_UNET
@@ -58,19 +58,12 @@ OPENCLIP_SPECS = {"clip": "ViT-H-14", "clip_b32": "ViT-B-32-quickgelu"}
 # --------------------------------------------------------------------------------------------
 
 
-def _tokenizer():
-    """The tiny test vocabulary as a BERT tokenizer (ids differ from the real ones; the cost does not)."""
-    from transformers import BertTokenizer
-
-    return BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}, do_lower_case=True)
-
-
 def blip2_itm():
     """(model, processor): ``Blip2ForImageTextRetrieval`` at ``blip2-itm-vit-g``'s sizes (ViT-g, 32 queries)."""
     from transformers import Blip2Config, Blip2ForImageTextRetrieval, Blip2Processor, BlipImageProcessor
 
     model = Blip2ForImageTextRetrieval(Blip2Config(qformer_config=dict(use_qformer_text_input=True)))
-    return model, Blip2Processor(BlipImageProcessor(size={"height": 224, "width": 224}), _tokenizer())
+    return model, Blip2Processor(BlipImageProcessor(size={"height": 224, "width": 224}), tokenizer())
 
 
 def blip_vqa_capfilt():
@@ -81,7 +74,7 @@ def blip_vqa_capfilt():
     vision = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, image_size=384, patch_size=16)
     text = dict(vocab_size=30524, encoder_hidden_size=768, bos_token_id=30522, sep_token_id=102, pad_token_id=0)
     model = BlipForQuestionAnswering(BlipConfig(vision_config=vision, text_config=text))
-    return model, BlipProcessor(image_processor=BlipImageProcessor(size={"height": 384, "width": 384}), tokenizer=_tokenizer())
+    return model, BlipProcessor(image_processor=BlipImageProcessor(size={"height": 384, "width": 384}), tokenizer=tokenizer())
 
 
 def grounding_dino_base():
@@ -97,14 +90,14 @@ def grounding_dino_base():
     backbone = SwinConfig(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12, image_size=384,
                           out_features=["stage2", "stage3", "stage4"], out_indices=[2, 3, 4])
     model = GroundingDinoForObjectDetection(GroundingDinoConfig(backbone_config=backbone, use_timm_backbone=False))
-    return model, GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(), tokenizer=_tokenizer())
+    return model, GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(), tokenizer=tokenizer())
 
 
 def mpnet_base():
     """(model, tokenizer): ``MPNetModel`` at ``all-mpnet-base-v2``'s sizes."""
     from transformers import MPNetConfig, MPNetModel
 
-    return MPNetModel(MPNetConfig()), _tokenizer()
+    return MPNetModel(MPNetConfig()), tokenizer()
 
 
 def open_clip_model(architecture: str):

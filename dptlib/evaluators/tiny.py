@@ -22,7 +22,10 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]", "<s>", 
 VISION = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8)
 
 
-def _tokenizer():
+def tokenizer():
+    """A BERT tokenizer over :data:`WORDS`, the one vocabulary of every tiny text model (and of the
+    random real-size models of ``dptlib.paper_dry_run``: their ids differ from the real tokenizers',
+    their cost does not)."""
     from transformers import BertTokenizer
 
     return BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}, do_lower_case=True)
@@ -36,7 +39,7 @@ def blip2() -> tuple:
                    cross_attention_frequency=1, encoder_hidden_size=32, use_qformer_text_input=True)
     model = Blip2ForImageTextRetrieval(Blip2Config(vision_config=VISION, qformer_config=qformer, num_query_tokens=4,
                                                    image_text_hidden_size=16))
-    return model, Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}), _tokenizer())
+    return model, Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer())
 
 
 def blip_vqa() -> tuple:
@@ -46,7 +49,7 @@ def blip_vqa() -> tuple:
     text = dict(vocab_size=len(WORDS), hidden_size=32, encoder_hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                 intermediate_size=37, bos_token_id=WORDS.index("[DEC]"), sep_token_id=WORDS.index("[SEP]"), pad_token_id=0)
     model = BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=VISION, projection_dim=16, image_text_hidden_size=16))
-    return model, BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=_tokenizer())
+    return model, BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer())
 
 
 def grounding_dino() -> tuple:
@@ -69,7 +72,7 @@ def grounding_dino() -> tuple:
                                  num_queries=10, use_timm_backbone=False, max_text_len=32, num_feature_levels=3, encoder_n_points=2,
                                  decoder_n_points=2)
     return GroundingDinoForObjectDetection(config), GroundingDinoProcessor(
-        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128}), tokenizer=_tokenizer())
+        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 128}), tokenizer=tokenizer())
 
 
 def sentence_encoder() -> tuple:
@@ -77,7 +80,7 @@ def sentence_encoder() -> tuple:
     from transformers import BertConfig, BertModel
 
     return BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=37, max_position_embeddings=64)), _tokenizer()
+                                intermediate_size=37, max_position_embeddings=64)), tokenizer()
 
 
 BUILDERS = {"blip2": blip2, "vqa": blip_vqa, "detector": grounding_dino, "sentence_encoder": sentence_encoder}
