@@ -6,7 +6,8 @@ function named in its ``reference``; the reference code was run outside this rep
 not in it. A failure names the case and both values. Where the reference reads prompts with spaCy,
 the fixture records spaCy's tokens and tags too, so the benchmark's rules are checked here on the
 same tags without spaCy installed; the rule-based fallback's agreement is measured, not assumed
-(:func:`test_fallback_reader_agreement_is_what_the_docs_say`).
+(:func:`test_fallback_reader_agreement_is_what_the_docs_say`). No benchmark prompt is stored: a
+case refers to its prompt in the pinned files (``tests/parity_fixtures.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from PIL import Image
 from dptlib.evaluators import rules, text, tiny
 from dptlib.evaluators.rules import Detection
 
+from parity_fixtures import BENCHMARKS, agreement_markdown, complex_prompts, prompt_of, spans_of, tokens_of
+
 FIXTURES = Path(__file__).parent / "fixtures" / "parity"
+needs_benchmarks = pytest.mark.skipif(BENCHMARKS is None, reason="the benchmark files ($DPT_BENCHMARKS_DIR, ../shared/benchmarks): "
+                                                                  "the fixtures refer to their prompts, they do not copy them")
 
 
 def fixture(name: str) -> dict:
@@ -57,11 +62,13 @@ def test_tifa_choice_mapping_matches_tifas_sbert_multiple_choice():
     assert_parity(data["cases"], ours, [c["expected"] for c in data["cases"]])
 
 
+@needs_benchmarks
 def test_tifa_average_and_per_type_accuracy_match_tifa_score_benchmark():
     data = fixture("tifa_aggregate.json")
-    chosen = {(a["id"], a["question"]): a["multiple_choice_answer"] for a in data["mc_answers"]}
-    rows = [{"caption_id": q["id"], "element_type": q["element_type"], "correct": chosen[(q["id"], q["question"])] == q["answer"]}
-            for q in data["questions"]]
+    sample = json.loads((BENCHMARKS / "TIFA-v1.0" / "sample_question_answers.json").read_text(encoding="utf-8"))
+    questions = [{**sample[q["sample_index"]], **q} if "sample_index" in q else q for q in data["questions"]]
+    rows = [{"caption_id": q["id"], "element_type": q["element_type"], "correct": q["multiple_choice_answer"] == q["answer"]}
+            for q in questions]
     ours, expected = rules.tifa_summary(rows), data["expected"]
     assert ours["tifa"] == pytest.approx(expected["tifa_average"], abs=1e-12)
     assert ours["tifa_stdev"] == pytest.approx(expected["tifa_stdev"], abs=1e-12)
@@ -156,17 +163,14 @@ def test_position_rule_matches_determine_position():
     assert_parity(cases, ours, [c["expected_position"] for c in cases], lambda a, b: abs(a - b) < 1e-12)
 
 
-def tokens_of(case) -> list[text.Token]:
-    """spaCy's reading of the prompt as the fixture recorded it (the version in its ``tokens``)."""
-    return [text.Token(word, pos) for word, pos in case["tokens"]]
-
-
+@needs_benchmarks
 def test_first_and_last_noun_match_the_spatial_categorys_rule():
     cases = [c for c in fixture("nouns.json")["cases"] if c["mode"] == "simple"]
     assert len(cases) == 300
     assert_parity(cases, [list(text.first_and_last_noun(tokens_of(c))) for c in cases], [c["expected"] for c in cases])
 
 
+@needs_benchmarks
 def test_complex_mode_objects_match_the_benchmarks_preposition_rule():
     cases = [c for c in fixture("nouns.json")["cases"] if c["mode"] == "complex"]
     assert len(cases) == 300
@@ -174,10 +178,11 @@ def test_complex_mode_objects_match_the_benchmarks_preposition_rule():
     assert_parity(cases, [list(text.complex_pair(tokens_of(c))) for c in cases], [c["expected"] for c in cases])
 
 
+@needs_benchmarks
 def test_prompt_without_adjectives_matches_clip_similaritys_complex_mode():
     cases = fixture("complex_clip_prompts.json")["cases"]
     assert len(cases) == 300
-    assert_parity(cases, [text.without_adjectives(tokens_of(c)) for c in cases], [c["expected"] for c in cases])
+    assert_parity(cases, [text.without_adjectives(tokens_of(c)) for c in cases], [" ".join(spans_of(c, "expected_spans")) for c in cases])
 
 
 def test_bvqa_product_matches_blip_vqas_float32_reward_product():
@@ -188,10 +193,12 @@ def test_bvqa_product_matches_blip_vqas_float32_reward_product():
     assert_parity(cases, [f"{v:.4f}" for v in ours], [c["expected_str"] for c in cases])
 
 
+@needs_benchmarks
 def test_three_in_one_kinds_and_averages_match_3_in_1():
     data = fixture("three_in_one.json")
     kinds = data["kinds"]
-    ours = [rules.complex_kind(c["prompt"], data["spatial_prompts"], data["action_prompts"]) for c in kinds]
+    spatial, action = complex_prompts(data["spatial_indices"]), complex_prompts(data["action_indices"])
+    ours = [rules.complex_kind(prompt_of(c), spatial, action) for c in kinds]
     assert len(kinds) == 300 and set(ours) == {"spatial", "action", "both"}
     assert_parity(kinds, ours, [c["expected_kind"] for c in kinds])
     averaging = data["averaging"]
@@ -200,6 +207,7 @@ def test_three_in_one_kinds_and_averages_match_3_in_1():
     assert_parity(averaging, ours, [c["expected"] for c in averaging], lambda a, b: abs(a - b) < 1e-12)
 
 
+@needs_benchmarks
 def test_bvqa_questions_are_the_kept_chunks():
     """B-VQA asks "{chunk}?" for spaCy's chunks less the benchmark's four: the evaluator's own
     chunk list, from a reader that returns spaCy's recorded chunks, is the fixture's."""
@@ -208,32 +216,31 @@ def test_bvqa_questions_are_the_kept_chunks():
     cases = fixture("chunks.json")["cases"]
 
     class Recorded:  # what spaCy's noun_chunks gave (recorded after the filter, so filtering again is a no-op)
-        name, chunks = "recorded spaCy", {c["prompt"]: c["expected"] for c in cases}
+        name, chunks = "recorded spaCy", {prompt_of(c): spans_of(c, "expected_spans") for c in cases}
 
         def noun_chunks(self, prompt):
             return text.kept_chunks(self.chunks[prompt])
 
     binding = BlipVqaBinding(type("V", (), {"name": "vqa"})(), Recorded())
-    assert_parity(cases, [binding.chunks(c["prompt"]) for c in cases], [c["expected"][:8] for c in cases])
+    assert_parity(cases, [binding.chunks(prompt_of(c)) for c in cases], [spans_of(c, "expected_spans")[:8] for c in cases])
     assert text.kept_chunks(["a dog", "the left", "top", "a cat", "the side", "the right", "the top"]) == ["a dog", "a cat", "the top"]
 
 
+@needs_benchmarks
 @pytest.mark.skipif(not text.spacy_available(), reason="spaCy's en_core_web_sm is not installed (pip install -e '.[paper]')")
 def test_spacy_reader_gives_the_benchmarks_chunks():
     cases = fixture("chunks.json")["cases"]
     reader = text.load_reader("spacy")
-    agree = [reader.noun_chunks(c["prompt"]) == c["expected"] for c in cases]
+    agree = [reader.noun_chunks(prompt_of(c)) == spans_of(c, "expected_spans") for c in cases]
     assert sum(agree) / len(agree) > 0.97, "another spaCy model than the fixture's reads these prompts differently"
 
 
+@needs_benchmarks
 def test_fallback_reader_agreement_is_what_the_docs_say():
     """The fallback's agreement table in docs/paper-scale.md is the one computed from the fixtures."""
-    from dptlib.report import markdown_table
-
-    table = text.fallback_agreement(FIXTURES.parent)
-    computed = markdown_table(table.set_index(["what", "prompts", "category"]), floatfmt=".1f").strip()
+    computed = agreement_markdown()
     docs = (Path(__file__).parents[1] / "docs" / "paper-scale.md").read_text(encoding="utf-8")
     written = docs.split("<!-- fallback-agreement:begin -->")[1].split("<!-- fallback-agreement:end -->")[0].strip()
-    assert written == computed, "docs/paper-scale.md's fallback table is stale: python -m dptlib.evaluators.text"
-    chunks = table[table["what"] == "noun chunks vs spaCy"]
-    assert (chunks["fallback agrees (%)"] >= 60).all()  # a fallback, not a copy of spaCy: the docs say how far it is
+    assert written == computed, "docs/paper-scale.md's fallback table is stale: python tests/parity_fixtures.py"
+    rows = [line for line in computed.splitlines() if line.startswith("| noun chunks vs spaCy")]
+    assert len(rows) == 4 and all(float(line.split("|")[-3]) >= 60 for line in rows)  # a fallback, not a copy of spaCy

@@ -13,7 +13,7 @@ The benchmark pins spaCy 3.5.3 with ``en_core_web_sm`` 3.5.0. :func:`load_reader
 reader where spaCy and that model are installed (``pip install -e '.[paper]'`` then
 ``python -m spacy download en_core_web_sm``), else :class:`RuleReader`, a tagger of word lists
 and suffixes with the same interface, whose name says it is a fallback; its agreement with spaCy
-and with hand-labelled chunks is measured in ``docs/paper-scale.md`` (``tests/test_evaluator_parity.py``).
+and with hand-labelled chunks is measured in ``docs/paper-scale.md`` (``tests/fallback_agreement.py``).
 The rules of the three items above are functions of (token text, part of speech) pairs, so they
 are tested against the benchmark's own code on recorded spaCy tags without spaCy installed.
 """
@@ -21,14 +21,10 @@ are tested against the benchmark's own code on recorded spaCy tags without spaCy
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-
-import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -266,55 +262,3 @@ def load_reader(kind: str = "auto", model: str = SPACY_MODEL):
     import spacy  # deferred: an optional dependency (the 'paper' extra)
 
     return SpacyReader(spacy.load(model))
-
-
-# --------------------------------------------------------------------------------------------
-# How often the fallback reads a prompt as spaCy (the benchmark) does
-# --------------------------------------------------------------------------------------------
-
-
-def fallback_agreement(fixtures: str | Path) -> pd.DataFrame:
-    """The share of prompts on which :class:`RuleReader` gives exactly what the benchmark's spaCy
-    reading gives (recorded in ``fixtures/parity``: T2I-CompBench's val prompts, and its train
-    prompts held out from the fallback's development), and the share on which it and spaCy give
-    the hand-labelled chunks of ``fixtures/chunks_hand_labelled.json``. One row per (what, set, category)."""
-    fixtures, reader = Path(fixtures), RuleReader()
-
-    def load(name):
-        return json.loads((fixtures / name).read_text(encoding="utf-8"))
-
-    rows = []
-
-    def add(what, prompts, category, fallback, spacy=None):
-        rows.append({"what": what, "prompts": prompts, "category": category, "n": len(fallback),
-                     "fallback agrees (%)": round(100 * sum(fallback) / len(fallback), 1),
-                     "spaCy agrees (%)": "" if spacy is None else round(100 * sum(spacy) / len(spacy), 1)})
-
-    for name, prompts in (("parity/chunks.json", "val (the benchmark's)"), ("parity/chunks_heldout.json", "train (held out)")):
-        cases = load(name)["cases"]
-        for category in dict.fromkeys(c["category"] for c in cases):
-            add("noun chunks vs spaCy", prompts, category,
-                [reader.noun_chunks(c["prompt"]) == c["expected"] for c in cases if c["category"] == category])
-    spacy_chunks = {c["prompt"]: c["expected"] for c in load("parity/chunks.json")["cases"]}
-    hand = load("chunks_hand_labelled.json")["cases"]
-    for category in dict.fromkeys(c["category"] for c in hand):
-        mine = [c for c in hand if c["category"] == category]
-        add("noun chunks vs hand labels", "val, every 10th line", category, [reader.noun_chunks(c["prompt"]) == c["chunks"] for c in mine],
-            [spacy_chunks[c["prompt"]] == c["chunks"] for c in mine])
-    nouns = load("parity/nouns.json")["cases"]
-    add("first and last noun vs spaCy", "val", "spatial",
-        [list(first_and_last_noun(reader.tokens(c["prompt"]))) == c["expected"] for c in nouns if c["mode"] == "simple"])
-    add("complex-mode objects vs spaCy", "val", "complex",
-        [list(complex_pair(reader.tokens(c["prompt"]))) == c["expected"] for c in nouns if c["mode"] == "complex"])
-    add("prompt without adjectives vs spaCy", "val", "complex",
-        [without_adjectives(reader.tokens(c["prompt"])) == c["expected"] for c in load("parity/complex_clip_prompts.json")["cases"]])
-    return pd.DataFrame(rows)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from ..report import markdown_table
-
-    table = fallback_agreement(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures")
-    print(markdown_table(table.set_index(["what", "prompts", "category"]), floatfmt=".1f"))
