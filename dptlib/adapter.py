@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 
 INPUT_NORMS = ("none", "batch", "whiten")
@@ -32,7 +33,7 @@ class AdapterConfig:
     decoder_layers: int = 1
     num_queries: int = 110
     num_matching_queries: int = 10
-    position_embedding: str = "learned"  # "learned" (the paper) or "sine" (the official code)
+    position_embedding: str = "learned"  # "learned" (the paper) or "sine" (the release's: DETR's normalised 2-D sine)
     max_positions: int = 64  # learned embeddings cover feature maps up to this side
     fusion_size: int | None = None  # side the probed maps are resized to before adding; None: the first block's
     max_side: int | None = None  # maps larger than this are first resized down to it (fewer tokens); None: no limit
@@ -70,22 +71,29 @@ class AdapterOutput:
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding (B, dim) of diffusion timesteps (B,), as in the SD U-Net."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=timesteps.device, dtype=torch.float32) / half)
-    args = timesteps.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    """Sinusoidal embedding (B, dim) of diffusion timesteps (B,), cos first, as in the SD U-Net:
+    diffusers' ``get_timestep_embedding`` (``flip_sin_to_cos=True``, no frequency shift)."""
+    return get_timestep_embedding(timesteps, dim, flip_sin_to_cos=True, downscale_freq_shift=0, max_period=max_period)
 
 
-def sine_position_embedding(h: int, w: int, dim: int, device=None) -> torch.Tensor:
-    """DETR's fixed 2-D sine embedding, (h * w, dim): half the channels encode y, half x."""
-    quarter = dim // 4
-    freqs = 1.0 / (10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
-    ys = torch.arange(h, device=device, dtype=torch.float32)[:, None] * freqs  # (h, dim/4)
-    xs = torch.arange(w, device=device, dtype=torch.float32)[:, None] * freqs  # (w, dim/4)
-    y = torch.cat([ys.sin(), ys.cos()], -1)[:, None, :].expand(h, w, dim // 2)
-    x = torch.cat([xs.sin(), xs.cos()], -1)[None, :, :].expand(h, w, dim // 2)
-    return torch.cat([y, x], -1).reshape(h * w, dim)
+def normalized_sine_embedding(h: int, w: int, dim: int, device=None, temperature: float = 10000.0) -> torch.Tensor:
+    """DETR's ``PositionEmbeddingSine(dim / 2, normalize=True)`` of an unpadded h x w map, (h * w, dim).
+
+    Row r (and column c) is the coordinate (r + 1) / h * 2 pi; channel k of its dim / 2 encodes it
+    at frequency temperature^(-2 floor(k / 2) / (dim / 2)), with sin on even k and cos on odd k. The
+    first dim / 2 channels hold y, the rest x.
+    """
+    feats = dim // 2
+    k = torch.arange(feats, device=device, dtype=torch.float32)
+    periods = temperature ** (2 * torch.div(k, 2, rounding_mode="floor") / feats)  # (dim / 2,)
+
+    def encode(n: int) -> torch.Tensor:  # (n, dim / 2)
+        coords = torch.arange(1, n + 1, device=device, dtype=torch.float32) / (n + 1e-6) * (2 * math.pi)
+        angles = coords[:, None] / periods
+        return torch.where(k.remainder(2) == 0, angles.sin(), angles.cos())
+
+    y, x = encode(h), encode(w)
+    return torch.cat([y[:, None, :].expand(h, w, feats), x[None, :, :].expand(h, w, feats)], -1).reshape(h * w, dim)
 
 
 class ChannelWhitening(nn.Module):
@@ -152,7 +160,7 @@ class DiscriminativeAdapter(nn.Module):
     def position_embedding(self, h: int, w: int, device) -> torch.Tensor:
         """(h * w, d) position embedding of an h x w map."""
         if self.config.position_embedding == "sine":
-            return sine_position_embedding(h, w, self.config.d_model, device)
+            return normalized_sine_embedding(h, w, self.config.d_model, device)
         if max(h, w) > self.config.max_positions:
             raise ValueError(f"feature map {h}x{w} is larger than max_positions={self.config.max_positions}")
         rows = self.row_embedding(torch.arange(h, device=device))[:, None, :].expand(h, w, -1)

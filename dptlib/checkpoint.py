@@ -18,16 +18,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .adapter import AdapterConfig, DiscriminativeAdapter
 from .data import DiscriminationData, fingerprint
-
-try:
-    import fcntl
-except ImportError:  # not POSIX (Windows): no lock, so run variants one at a time there
-    fcntl = None
 
 
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
@@ -61,23 +57,21 @@ def exclusive(path: str | Path):
 
     Variants run at once (``python -m dptlib.ablations ... --jobs N``) share artefacts: the exported
     toy data, a stage-1 adapter that several arms build on. Whoever takes the lock first builds
-    the artefact; the others wait, then find it built. A POSIX advisory lock (``fcntl.flock``):
-    the operating system releases it when its process dies, so a killed run blocks no one."""
-    if fcntl is None:
-        yield
-        return
+    the artefact; the others wait, then find it built. ``filelock``'s operating-system lock
+    (``flock`` on POSIX, ``msvcrt`` on Windows): released when its process dies, so a killed run
+    blocks no one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for {path.name}: another run is building it", flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for {path.name}: another run is building it", flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def save_training_state(

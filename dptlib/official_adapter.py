@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from .adapter import AdapterOutput
+from .adapter import AdapterOutput, normalized_sine_embedding
 from .official_transformer import Transformer
 
 
@@ -84,26 +84,6 @@ class OfficialAdapterOutput(AdapterOutput):
 
     class_logits: torch.Tensor | None = None
     align_embeddings: torch.Tensor | None = None
-
-
-def normalized_sine_embedding(h: int, w: int, dim: int, device=None, temperature: float = 10000.0) -> torch.Tensor:
-    """DETR's ``PositionEmbeddingSine(dim / 2, normalize=True)`` of an unpadded h x w map, (h * w, dim).
-
-    Row r (and column c) is the coordinate (r + 1) / h * 2 pi; channel k of its dim / 2 encodes it
-    at frequency temperature^(-2 floor(k / 2) / (dim / 2)), with sin on even k and cos on odd k. The
-    first dim / 2 channels hold y, the rest x.
-    """
-    feats = dim // 2
-    k = torch.arange(feats, device=device, dtype=torch.float32)
-    periods = temperature ** (2 * torch.div(k, 2, rounding_mode="floor") / feats)  # (dim / 2,)
-
-    def encode(n: int) -> torch.Tensor:  # (n, dim / 2)
-        coords = torch.arange(1, n + 1, device=device, dtype=torch.float32) / (n + 1e-6) * (2 * math.pi)
-        angles = coords[:, None] / periods
-        return torch.where(k.remainder(2) == 0, angles.sin(), angles.cos())
-
-    y, x = encode(h), encode(w)
-    return torch.cat([y[:, None, :].expand(h, w, feats), x[None, :, :].expand(h, w, feats)], -1).reshape(h * w, dim)
 
 
 class TimestepEncoding(nn.Module):

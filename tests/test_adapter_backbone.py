@@ -1,5 +1,6 @@
 """The adapter's shapes and gradients; the backbone's block registry and early exit."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -142,3 +143,29 @@ def test_fusion_size_resizes_every_map(tiny_pipe):
     features = extract_features(unet, latents, t, text, blocks)
     assert len({f.shape[-1] for f in features}) > 1  # maps of several sizes ...
     assert adapter(features, t).boxes.shape == (2, 9, 4)  # ... fused at 4 x 4
+
+
+def test_timestep_embedding_is_the_sd_unets_sinusoid_bit_for_bit():
+    """diffusers' get_timestep_embedding (cos first, no shift) equals the formula written out:
+    exp(-ln(10^4) k / (d/2)) per frequency, t times it, [cos, sin]."""
+    from dptlib.adapter import timestep_embedding
+
+    t = torch.cat([torch.arange(0, 1000), torch.tensor([999, 0, 1, 500])])
+    for dim in (64, 256):
+        half = dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+        args = t.float()[:, None] * freqs[None]
+        assert torch.equal(timestep_embedding(t, dim), torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+
+
+def test_the_sine_option_is_the_releases_normalised_embedding():
+    """AdapterConfig(position_embedding="sine") uses the embedding the release's adapter adds
+    (DETR's normalised 2-D sine: coordinates (r + 1) / h * 2 pi, sin on even channels, y then x)."""
+    from dptlib.adapter import AdapterConfig, DiscriminativeAdapter, normalized_sine_embedding
+
+    adapter = DiscriminativeAdapter(AdapterConfig(d_model=32, heads=4, ffn=64, num_queries=6, num_matching_queries=2,
+                                                  position_embedding="sine"), [8], 16)
+    pos = adapter.position_embedding(3, 5, "cpu")
+    assert torch.equal(pos, normalized_sine_embedding(3, 5, 32))
+    y = pos.reshape(3, 5, 32)[:, 0, :16]  # the y half at column 0
+    assert torch.allclose(y[1, 0], torch.tensor(2 / (3 + 1e-6) * 2 * math.pi).sin())  # row 1, channel 0: sin((1 + 1) / 3 * 2 pi)
