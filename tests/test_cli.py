@@ -1,0 +1,35 @@
+"""The ``dpt`` command: every subcommand reaches its module's ``main``; bad names in one line."""
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dptlib import cli
+
+
+def test_every_subcommand_names_a_module_with_a_main():
+    for name, (module, _) in cli.COMMANDS.items():
+        assert callable(getattr(importlib.import_module(module), "main", None)), name
+
+
+def test_listing_and_an_unknown_command(capsys):
+    assert cli.main([]) == 0 and "reproduce" in capsys.readouterr().out
+    assert cli.main(["reproduse"]) == 2
+    assert capsys.readouterr().err.strip().startswith("dpt: unknown command 'reproduse'; one of: reproduce, ablations")
+
+
+def test_a_subcommand_gets_its_arguments(monkeypatch):
+    seen = []
+    monkeypatch.setattr(importlib.import_module("dptlib.exercises"), "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["exercises", "--check"]) == 0 and seen == [["--check"]]
+
+
+def test_the_installed_dpt_command_runs():
+    script = Path(sys.executable).parent / "dpt"
+    if not script.exists():
+        pytest.skip("dpt is installed by pip install -e . (make setup)")
+    result = subprocess.run([str(script), "reproduce", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--only" in result.stdout and result.stdout.startswith("usage: dpt reproduce")
