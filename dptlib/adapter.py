@@ -12,11 +12,14 @@ blocks are fused by adding their projected, resized maps (Tab. 6).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import get_timestep_embedding
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 INPUT_NORMS = ("none", "batch", "whiten")
@@ -125,15 +128,45 @@ class ChannelWhitening(nn.Module):
         return ((rows - mean) @ whitening).reshape(batch, h, w, channels).permute(0, 3, 1, 2)
 
 
-class DiscriminativeAdapter(nn.Module):
+ADAPTER_FILE = "adapter.safetensors"  # the weights' file in an adapter folder (config.json beside it)
+
+
+class AdapterHubMixin(PyTorchModelHubMixin):
+    """``huggingface_hub``'s ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for an adapter
+    module: ``config.json`` holds its constructor's arguments (``self._hub_mixin_config``, JSON),
+    ``adapter.safetensors`` its weights, loaded strictly."""
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """The mixin's hook: the weights as ``adapter.safetensors`` (the name every adapter folder uses)."""
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, Path(save_directory) / ADAPTER_FILE)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download: bool, local_files_only: bool,
+                         token, map_location: str = "cpu", strict: bool = True, **model_kwargs):
+        """The mixin's hook: build from ``config.json``'s arguments, then load ``adapter.safetensors``
+        strictly (every weight present, none left over) from the folder or the hub."""
+        adapter = cls(**model_kwargs)
+        path = Path(model_id) / ADAPTER_FILE if Path(model_id).is_dir() else hf_hub_download(
+            repo_id=model_id, filename=ADAPTER_FILE, revision=revision, cache_dir=cache_dir, force_download=force_download,
+            token=token, local_files_only=local_files_only)
+        adapter.load_state_dict(load_file(path, device=str(map_location)), strict=strict)
+        return adapter.eval()
+
+
+
+class DiscriminativeAdapter(nn.Module, AdapterHubMixin, library_name="dptlib", tags=["dpt", "text-to-image", "discriminative-adapter"]):
     """f(F; W_a, Q) of Eq. 2 with the matching and grounding heads g(.; W_m / W_p / W_b / W_s).
 
     ``in_channels``: channels of each probed block's map; ``text_dim``: width of the CLIP text
-    embedding the matching and semantic heads project to.
+    embedding the matching and semantic heads project to. ``save_pretrained(folder)`` /
+    ``from_pretrained(folder or hub id)`` / ``push_to_hub(repo)`` (``huggingface_hub``'s mixin) write
+    and read ``config.json`` (the three arguments) and ``adapter.safetensors``.
     """
 
-    def __init__(self, config: AdapterConfig, in_channels: list[int], text_dim: int):
+    def __init__(self, config: AdapterConfig | dict, in_channels: list[int], text_dim: int):
         super().__init__()
+        config = config if isinstance(config, AdapterConfig) else AdapterConfig(**config)
+        self._hub_mixin_config = {"config": asdict(config), "in_channels": [int(c) for c in in_channels], "text_dim": int(text_dim)}
         self.config = config
         d = config.d_model
         norm = {"batch": lambda c: nn.BatchNorm2d(c, affine=False), "whiten": ChannelWhitening}.get(config.input_norm)

@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .adapter import AdapterConfig, DiscriminativeAdapter
+from .adapter import ADAPTER_FILE, AdapterConfig, DiscriminativeAdapter
 from .data import DiscriminationData, fingerprint
 
 
@@ -195,24 +195,31 @@ def save_tuned(unet, adapter, config, blocks: list[str], out_dir: Path, meta: di
 
 
 def save_adapter(adapter: DiscriminativeAdapter, config, blocks: list[str], out_dir: Path) -> None:
-    """The adapter as safetensors + a JSON config naming the probed blocks and the base model.
+    """The adapter as ``adapter.safetensors`` + ``config.json`` (its constructor's arguments, as
+    ``DiscriminativeAdapter.save_pretrained`` writes them, so ``from_pretrained`` reads the folder
+    too; plus the probed blocks and the base model), each written atomically.
 
     The adapter's shape is read from the adapter itself, not from ``config``: stage 2 saves an
     adapter it loaded from stage 1, whose layers its own config does not describe."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save_file(adapter.state_dict(), out_dir / "adapter.safetensors")
-    meta = {"model": config.model, "blocks": blocks, "adapter": asdict(adapter.config),
-            "in_channels": [p.in_channels for p in adapter.input_projections], "text_dim": adapter.match_head.out_features}
+    atomic_save_file(adapter.state_dict(), out_dir / ADAPTER_FILE)
+    meta = {**adapter._hub_mixin_config, "model": config.model, "blocks": blocks}
     atomic_write_text(json.dumps(meta, indent=1), out_dir / "config.json")
 
 
 def load_adapter(out_dir: str | Path) -> tuple[DiscriminativeAdapter, list[str], dict]:
-    """(adapter, probed blocks, saved config) from a folder written by :func:`save_adapter`."""
+    """(adapter, probed blocks, saved config) from an adapter folder: one :func:`save_adapter` wrote
+    (config.json's ``config``), or one written before the adapter's ``save_pretrained`` existed
+    (config.json's ``adapter``). ``meta["adapter"]`` is the adapter's config either way."""
     out_dir = Path(out_dir)
     meta = json.loads((out_dir / "config.json").read_text())
     if meta.get("architecture", "paper") != "paper":
         raise ValueError(f"{out_dir} holds an {meta['architecture']!r} adapter: load it with "
                          f"dptlib.official_checkpoint.load_official_adapter")
-    adapter = DiscriminativeAdapter(AdapterConfig(**meta["adapter"]), meta["in_channels"], meta["text_dim"])
-    adapter.load_state_dict(load_file(out_dir / "adapter.safetensors"))
+    if "config" in meta:
+        adapter = DiscriminativeAdapter.from_pretrained(out_dir)
+        meta["adapter"] = meta["config"]
+    else:  # the layout before save_pretrained
+        adapter = DiscriminativeAdapter(AdapterConfig(**meta["adapter"]), meta["in_channels"], meta["text_dim"])
+        adapter.load_state_dict(load_file(out_dir / ADAPTER_FILE))
     return adapter.eval(), meta["blocks"], meta

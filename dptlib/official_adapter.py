@@ -29,14 +29,14 @@ kept, unused, so the converted state dict is the release's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from .adapter import AdapterOutput, normalized_sine_embedding
+from .adapter import AdapterHubMixin, AdapterOutput, normalized_sine_embedding
 from .official_transformer import Transformer
 
 
@@ -111,15 +111,18 @@ class BoxMLP(nn.Module):
         return x
 
 
-class OfficialAdapter(nn.Module):
+class OfficialAdapter(nn.Module, AdapterHubMixin, library_name="dptlib", tags=["dpt", "text-to-image", "discriminative-adapter"]):
     """The release's adapter (``DiffQformerCombined`` without its U-Net and RoBERTa), one probed block.
 
     Parameter names are the release's checkpoint keys less the U-Net's LoRA, so
     ``load_state_dict(strict=True)`` takes the converted weights as they are.
+    ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``: :class:`dptlib.adapter.AdapterHubMixin`.
     """
 
-    def __init__(self, config: OfficialAdapterConfig):
+    def __init__(self, config: OfficialAdapterConfig | dict):
         super().__init__()
+        config = config if isinstance(config, OfficialAdapterConfig) else OfficialAdapterConfig(**config)
+        self._hub_mixin_config = {"config": asdict(config)}
         self.config = c = config
         self.transformer = Transformer(c.d_model, c.heads, c.ffn, c.encoder_layers, c.decoder_layers, c.dropout)
         self.query_embed = nn.Embedding(c.num_queries, c.d_model)

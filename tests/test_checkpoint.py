@@ -80,3 +80,69 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert [s for s, _ in resumed_log] == [s for s, _ in straight_log] == [0, 25]
     assert resumed_log[0][1] == straight_log[0][1]  # step 0's entry came back from the checkpoint
+
+
+def _tiny_adapter(seed=0):
+    from dptlib.adapter import AdapterConfig, DiscriminativeAdapter
+
+    torch.manual_seed(seed)
+    return DiscriminativeAdapter(AdapterConfig(d_model=32, heads=4, ffn=64, num_queries=6, num_matching_queries=2,
+                                               input_norm="batch"), [8, 16], 12).eval()
+
+
+def test_adapter_round_trips_through_save_pretrained_and_from_pretrained(tmp_path):
+    from dptlib.adapter import AdapterConfig, DiscriminativeAdapter
+
+    adapter = _tiny_adapter()
+    adapter.save_pretrained(tmp_path / "hf")
+    loaded = DiscriminativeAdapter.from_pretrained(tmp_path / "hf")
+    assert isinstance(loaded.config, AdapterConfig) and loaded.config == adapter.config
+    features, t = [torch.randn(2, 8, 4, 4), torch.randn(2, 16, 2, 2)], torch.tensor([10, 500])
+    a, b = adapter(features, t), loaded(features, t)
+    assert torch.equal(a.match_embeddings, b.match_embeddings) and torch.equal(a.boxes, b.boxes)
+    # strict: a file missing a weight is refused
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tmp_path / "hf" / "adapter.safetensors")
+    weights.pop("match_head.weight")
+    save_file(weights, tmp_path / "hf" / "adapter.safetensors")
+    with pytest.raises(RuntimeError, match="match_head.weight"):
+        DiscriminativeAdapter.from_pretrained(tmp_path / "hf")
+
+
+def test_load_adapter_reads_both_layouts_and_from_pretrained_reads_save_adapters(tmp_path):
+    import json
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from dptlib.adapter import DiscriminativeAdapter
+    from dptlib.checkpoint import load_adapter, save_adapter
+
+    adapter = _tiny_adapter(1)
+    save_adapter(adapter, SimpleNamespace(model="toy"), ["mid"], tmp_path / "new")
+    for loaded in (load_adapter(tmp_path / "new")[0], DiscriminativeAdapter.from_pretrained(tmp_path / "new")):
+        assert all(torch.equal(x, y) for x, y in zip(adapter.state_dict().values(), loaded.state_dict().values()))
+    _, blocks, meta = load_adapter(tmp_path / "new")
+    assert blocks == ["mid"] and meta["adapter"]["input_norm"] == "batch" and meta["model"] == "toy"
+    # the layout written before save_pretrained existed: config.json's "adapter" key
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, old / "adapter.safetensors")
+    (old / "config.json").write_text(json.dumps({"model": "toy", "blocks": ["up1"], "adapter": asdict(adapter.config),
+                                                 "in_channels": [8, 16], "text_dim": 12}))
+    loaded, blocks, meta = load_adapter(old)
+    assert blocks == ["up1"] and all(torch.equal(x, y) for x, y in zip(adapter.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_the_official_adapter_round_trips_too(tmp_path):
+    from dptlib.official_adapter import OfficialAdapter, OfficialAdapterConfig
+
+    torch.manual_seed(0)
+    config = OfficialAdapterConfig(in_channels=8, d_model=32, heads=4, ffn=64, num_queries=6, num_matching_queries=2, text_dim=12)
+    adapter = OfficialAdapter(config).eval()
+    adapter.save_pretrained(tmp_path)
+    loaded = OfficialAdapter.from_pretrained(tmp_path)
+    assert loaded.config == config
+    assert all(torch.equal(x, y) for x, y in zip(adapter.state_dict().values(), loaded.state_dict().values()))
