@@ -67,9 +67,18 @@ from tqdm.auto import tqdm
 from . import report, stats
 from .checkpoint import atomic_write_text
 from .checks import UserInputError, check_names, check_resources, cli_errors, command_line
-from .config import check_parameters, declared_parameters, device, figures_dir, progress_bars, repo_root, resolve_scale, runs_dir
+from .config import (
+    check_parameters,
+    declared_parameters,
+    device,
+    figures_dir,
+    kernel_name,
+    progress_bars,
+    repo_root,
+    resolve_scale,
+    runs_dir,
+)
 
-KERNEL = "dpt"
 OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
 SEEDS_BATCHES = ("seeds", "seeds_q40")  # every core arm once per training seed (what dptlib.seed_claims reads)
 # batches run only when named (hours; a diagnosis; an ablation's extra training seeds): not part of "every batch"
@@ -255,7 +264,7 @@ def execute(notebook: str, output: Path, parameters: dict, runs: Path) -> None:
         parameters = {**parameters, "shared_dir": str(shared_dir(parameters["scale"]))}
     with _environment(DPT_RUNS_DIR=str(runs), HF_HUB_OFFLINE="1", TQDM_DISABLE="1"):
         papermill.execute_notebook(str(repo_root() / "notebooks" / f"{notebook}.ipynb"), str(output), parameters=parameters,
-                                   kernel_name=KERNEL, cwd=str(repo_root() / "notebooks"), progress_bar=False)
+                                   kernel_name=kernel_name(), cwd=str(repo_root() / "notebooks"), progress_bar=False)
 
 
 def shared_dir(scale: str) -> Path:

@@ -225,13 +225,12 @@ def _run_notebook(notebook: str, scale: str) -> None:
     """Execute ``notebooks/<notebook>.ipynb`` at ``scale`` through papermill into ``runs/<scale>/notebooks/``."""
     import papermill
 
-    from .config import repo_root, runs_dir
-    from .reproduce import KERNEL
+    from .config import kernel_name, repo_root, runs_dir
 
     out_dir = runs_dir(scale) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(repo_root() / "notebooks" / f"{notebook}.ipynb"), str(out_dir / f"{notebook}.ipynb"),
-                               parameters={"scale": scale}, kernel_name=KERNEL, cwd=str(repo_root() / "notebooks"),
+                               parameters={"scale": scale}, kernel_name=kernel_name(), cwd=str(repo_root() / "notebooks"),
                                progress_bar=False)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import types
 from pathlib import Path
@@ -80,9 +81,25 @@ def quiet_libraries() -> None:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    for logging in (diffusers_logging, transformers_logging):
-        logging.set_verbosity_error()
-        logging.disable_progress_bar()
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
+KERNEL = "dpt"  # the Jupyter kernel make setup registers
+
+
+def kernel_name() -> str:
+    """The kernel papermill runs the notebooks with: "dpt" where it is registered (``make setup``),
+    else this environment's own "python3" (``conda env create`` + ``dpt reproduce`` without make),
+    with a logged note."""
+    from jupyter_client.kernelspec import find_kernel_specs  # deferred: jupyter is the dev extra, only runners need it
+
+    if KERNEL in find_kernel_specs():
+        return KERNEL
+    logging.getLogger(__name__).warning("no Jupyter kernel named %r (make setup registers it): running the notebooks "
+                                        "with this environment's python3 kernel", KERNEL)
+    return "python3"
 
 
 def device() -> str:

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from . import prompt_sets
+from .config import kernel_name
 from .evaluators.blip2 import Blip2Match
 from .evaluators.clip import ClipScore, open_clip_scorer
 from .evaluators.detection import GroundedDetector, GroundedObjects, SpatialScore
@@ -377,7 +378,7 @@ def run_notebooks(work: Path, device: str, prompts: int, tiny: bool, scale: str 
         output.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         papermill.execute_notebook(str(ROOT / "notebooks" / f"{notebook}.ipynb"), str(output), parameters=parameters,
-                                   kernel_name="dpt", cwd=str(ROOT / "notebooks"), progress_bar=False)
+                                   kernel_name=kernel_name(), cwd=str(ROOT / "notebooks"), progress_bar=False)
         report["notebooks"][notebook] = round(time.perf_counter() - start, 1)
         print(f"  {notebook}: {report['notebooks'][notebook]:.0f} s", flush=True)
     scale = runs[0][1]["scale"]

@@ -38,9 +38,8 @@ from pathlib import Path
 import yaml
 
 from .checks import check_names, check_prerequisites, check_resources, cli_errors, command_line
-from .config import check_parameters, declared_parameters, repo_root, resolve_scale, runs_dir
+from .config import check_parameters, declared_parameters, kernel_name, repo_root, resolve_scale, runs_dir
 
-KERNEL = "dpt"
 CORE = ("00_toy_world", "00b_base_model", "01_probing", "02_tuning", "03_self_correction")
 ABLATIONS = ("04_ablation_blocks", "05_ablation_lora_rank", "06_ablation_adapter_layers", "07_ablation_timesteps", "08_ablation_mse",
              "09_results")
@@ -211,7 +210,7 @@ def _main(argv: list[str], state) -> int:
         start = time.time()
         print(f"[reproduce] {path.name}: {notebook} at scale {scale}", flush=True)
         papermill.execute_notebook(
-            str(source), str(executed), parameters={**parameters, "scale": scale}, kernel_name=KERNEL,
+            str(source), str(executed), parameters={**parameters, "scale": scale}, kernel_name=kernel_name(),
             cwd=str(root / "notebooks"), progress_bar=False,
         )
         # only the toy scale's outputs are the committed ones (paper-scale runs stay under runs/)

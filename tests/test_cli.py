@@ -33,3 +33,14 @@ def test_the_installed_dpt_command_runs():
         pytest.skip("dpt is installed by pip install -e . (make setup)")
     result = subprocess.run([str(script), "reproduce", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--only" in result.stdout and result.stdout.startswith("usage: dpt reproduce")
+
+
+def test_the_runner_falls_back_to_this_environments_kernel(monkeypatch, caplog):
+    import jupyter_client.kernelspec
+
+    from dptlib import config
+
+    monkeypatch.setattr(jupyter_client.kernelspec, "find_kernel_specs", lambda: {"dpt": "/k/dpt", "python3": "/k/python3"})
+    assert config.kernel_name() == "dpt"
+    monkeypatch.setattr(jupyter_client.kernelspec, "find_kernel_specs", lambda: {"python3": "/k/python3"})
+    assert config.kernel_name() == "python3" and "no Jupyter kernel named 'dpt'" in caplog.text
