@@ -254,7 +254,11 @@ def _notebook_path(notebook: str) -> Path:
 
 
 def declared_parameters(notebook: str) -> dict[str, object]:
-    """name -> value of each assignment in the notebook's ``parameters`` cell (``notebooks/NAME.ipynb``)."""
+    """name -> value of each assignment in the notebook's ``parameters`` cell (``notebooks/NAME.ipynb``).
+
+    The cell papermill injects after (the one tagged ``parameters``), read from the notebook's JSON
+    and evaluated with ``ast.literal_eval``: values, where ``papermill.inspect_notebook`` gives each
+    default as its source text; and without papermill, which a notebook run in JupyterLab may lack."""
     cells = json.loads(_notebook_path(notebook).read_text())["cells"]
     cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if cell is None:
