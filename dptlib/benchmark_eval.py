@@ -213,8 +213,16 @@ def load_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 
+def tensor_scorer(embed):
+    """Adapts :func:`dptlib.data.clip_embedder`'s ``embed`` (images as a [-1, 1] tensor at their own
+    size: the toy evaluator CLIP of dry runs) to :class:`~dptlib.evaluators.clip.ClipScore`'s uint8 images."""
+    from .data import to_model_images
+
+    return lambda images, texts: embed(to_model_images(np.stack(images)), list(texts))
+
+
 def _clip_scorer(spec: str, name: str, column: str, device: str):
-    from .evaluators.clip import ClipScore, tensor_scorer
+    from .evaluators.clip import ClipScore
 
     if spec == "toy":  # the toy world's evaluator CLIP, a real (tiny) OpenCLIP model: dry runs only
         from .data import clip_embedder

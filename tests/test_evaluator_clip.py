@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dptlib.evaluators.clip import ClipScore, check_activation, tensor_scorer
+from dptlib.benchmark_eval import tensor_scorer
+from dptlib.evaluators.clip import ClipScore, check_activation
 
 
 def fixed_embed(images, texts):

@@ -24,8 +24,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..data import to_model_images
-
 OPENAI_ARCHITECTURES = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336")
 
 
@@ -51,12 +49,6 @@ def open_clip_scorer(model, preprocess, tokenizer, device: str | torch.device = 
         return image_emb, text_emb
 
     return embed
-
-
-def tensor_scorer(embed):
-    """Adapts :func:`dptlib.data.clip_embedder`'s ``embed`` (images as a [-1, 1] tensor at their own
-    size: the toy evaluator CLIP of dry runs) to :class:`ClipScore`'s uint8 images."""
-    return lambda images, texts: embed(to_model_images(np.stack(images)), list(texts))
 
 
 class ClipScore:
