@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 
 from . import report, stats
 from .checkpoint import atomic_write_text
-from .checks import UserInputError, check_names, check_resources, cli_errors, command_line
+from .checks import UserInputError, check_names, check_resources, cli_errors, command_line, failure_reason
 from .config import (
     check_parameters,
     declared_parameters,
@@ -288,15 +288,27 @@ def _prepare(folder: Path, digest: str) -> None:
     atomic_write_text(json.dumps({"hash": digest}), started)
 
 
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Put a finished re-run (``staging``) in the place of the run it replaces (``folder``)."""
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    staging.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execute, progress: bool = True,
               rerun: list[str] | None = None, jobs: int = 1, launch=None) -> dict[str, str]:
     """Run the batch's variants (or ``only`` those); returns variant -> "done" / "skipped" /
     "failed: <error>". ``run(notebook, output, parameters, runs_folder)`` executes one variant.
 
-    ``rerun`` names variants to run again although finished (in ``runs/`` or ``results/``): a
-    finished run folder is emptied first, a killed re-run resumes, and the new outcomes replace
-    the exported ones. (A stage-1 adapter in the shared folder is still reused: re-run on a fresh
-    clone to train it again.)
+    ``rerun`` names variants to run again although finished (in ``runs/`` or ``results/``): the
+    re-run goes into a folder beside the finished one (``<variant>.rerun``; a killed re-run resumes
+    there) and takes its place only when it finishes, and only then do its outcomes replace the
+    exported ones: a re-run that fails leaves the finished run as it was. (A stage-1 adapter in
+    the shared folder is still reused: re-run on a fresh clone to train it again.) A failure's
+    reason is returned as one line, and its full log is in the ``error.txt`` it names.
 
     ``jobs > 1`` runs the unfinished variants as separate processes, that many at a time
     (:func:`run_apart`; ``launch`` replaces the process launcher in tests)."""
@@ -313,9 +325,10 @@ def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execu
         if jobs > 1 and (name in (rerun or []) or outcomes_dir(batch, name, scale, digest) is None):
             pending.append(name)  # its own process does what follows
             continue
+        target = folder  # where the variant's run ends up
         if name in (rerun or []):
-            if finished(folder, digest):
-                shutil.rmtree(folder)  # its saved states would "resume" the re-run at its end
+            if finished(folder, digest):  # run beside it: its saved states would "resume" the re-run at its end
+                folder = folder.with_name(folder.name + ".rerun")
         elif outcomes_dir(batch, name, scale, digest) is not None:
             exported = exported_dir(batch, name, scale)
             if finished(folder, digest) and not finished(exported, digest) and (folder / "runs" / scale / "metrics.json").exists():
@@ -327,12 +340,16 @@ def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execu
         try:
             run(batch.notebook, folder / f"{batch.notebook}.ipynb", parameters, folder / "runs")
         except Exception as error:  # a failed variant must not stop the others
-            outcome[name] = f"failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             (folder / "error.txt").write_text(traceback.format_exc())
+            outcome[name] = f"failed: {failure_reason(error)}; full log: {folder / 'error.txt'}"
             continue
         atomic_write_text(json.dumps({"hash": digest, "notebook": batch.notebook, "parameters": parameters,
                                       "seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d")},
                                      indent=1), folder / "done.json")
+        (folder / "error.txt").unlink(missing_ok=True)  # an earlier failed try's log
+        if folder != target:  # a finished re-run takes the place of the run it replaces
+            _swap_in(folder, target)
+            folder = target
         if (folder / "runs" / scale / "metrics.json").exists():
             export_outcomes(folder, exported_dir(batch, name, scale), scale)
         outcome[name] = "done"
@@ -702,7 +719,7 @@ def run_and_collect(name: str, scale: str | None = None, max_variants: int | Non
     if run:
         for variant, outcome in run_batch(batch, scale, names, progress=progress).items():
             if outcome.startswith("failed"):
-                print(f"[{batch.name}] {variant}: {outcome} (see {variant_dir(batch, variant, scale) / 'error.txt'})")
+                print(f"[{batch.name}] {variant}: {outcome}")
     return batch, collect(batch, scale, names)
 
 

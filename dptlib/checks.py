@@ -268,6 +268,16 @@ def command_line(argv: list[str] | None) -> tuple[list[str], bool]:
     return argv, "--debug" in argv
 
 
+def failure_reason(error: BaseException) -> str:
+    """One line for a failed run: the notebook's own exception and message and the cell it came
+    from (papermill's error starts with a blank line), else the exception's first line."""
+    if hasattr(error, "ename") and hasattr(error, "evalue"):  # papermill.PapermillExecutionError
+        message = str(error.evalue).strip().splitlines()
+        return f"{error.ename}: {message[0] if message else ''} (cell [{error.exec_count}])"
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
 @contextmanager
 def cli_errors(debug: bool = False, program: str = "dptlib"):
     """Turn the user's errors raised inside into one line on stderr and ``SystemExit(2)``;

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from .checks import check_names, check_prerequisites, check_resources, cli_errors, command_line
+from .checks import check_names, check_prerequisites, check_resources, cli_errors, command_line, failure_reason
 from .config import check_parameters, declared_parameters, kernel_name, repo_root, resolve_scale, runs_dir
 
 CORE = ("00_toy_world", "00b_base_model", "01_probing", "02_tuning", "03_self_correction")
@@ -209,10 +209,15 @@ def _main(argv: list[str], state) -> int:
         executed = out_dir / f"{path.stem}.ipynb"
         start = time.time()
         print(f"[reproduce] {path.name}: {notebook} at scale {scale}", flush=True)
-        papermill.execute_notebook(
-            str(source), str(executed), parameters={**parameters, "scale": scale}, kernel_name=kernel_name(),
-            cwd=str(root / "notebooks"), progress_bar=False,
-        )
+        try:
+            papermill.execute_notebook(
+                str(source), str(executed), parameters={**parameters, "scale": scale}, kernel_name=kernel_name(),
+                cwd=str(root / "notebooks"), progress_bar=False,
+            )
+        except papermill.PapermillExecutionError as error:  # the notebook's own error, in one line, and where its traceback is
+            print(f"[reproduce] {notebook} failed: {failure_reason(error)}; the executed notebook, with the traceback: {executed}",
+                  file=sys.stderr, flush=True)
+            return 1
         # only the toy scale's outputs are the committed ones (paper-scale runs stay under runs/)
         if scale == "toy" and not args.no_write_back and path.stem == notebook:
             write_back(executed, source)

@@ -609,3 +609,58 @@ def test_seeded_claims_judge_generation_against_an_untrained_base():
     halved = ablations.seeded_claims(one_seed, claims[:1]).set_index("claim")
     assert halved.loc["four beats base", "toy (difference, 95 % interval)"] == table.loc["four beats base", "toy (difference, 95 % interval)"]
     assert halved.loc["four beats base", "n"] == 120
+
+
+def _checksums(root):
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_rerun_replaces_a_finished_run_only_when_it_finishes(tmp_path, runs):
+    """--rerun of a finished variant: a re-run that fails, or is killed, leaves the finished run and
+    its exported outcomes byte for byte as they were; one that finishes replaces both."""
+    batch = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [1]\n"))
+    behaviour = {"mode": "ok", "value": 1}
+
+    def run(notebook, output, parameters, runs_folder):
+        (runs_folder / "smoke").mkdir(parents=True, exist_ok=True)
+        (runs_folder / "smoke" / "partial.txt").write_text("half-way")
+        if behaviour["mode"] == "fail":
+            raise RuntimeError("warmup_steps must be in 0..steps (2); got 50")
+        if behaviour["mode"] == "kill":
+            raise KeyboardInterrupt
+        (runs_folder / "smoke" / "metrics.json").write_text(json.dumps({"value": behaviour["value"]}))
+
+    assert ablations.run_batch(batch, "smoke", run=run, progress=False) == {"lora_rank=1": "done"}
+    folder = runs / "smoke" / "ablations" / "rank" / "lora_rank=1"
+    exported = runs / "smoke" / "results" / "rank" / "lora_rank=1"  # results/ at the smoke scale
+    before = (_checksums(folder), _checksums(exported))
+    assert "metrics.json" in before[1] and "done.json" in before[0]
+    behaviour["mode"] = "fail"
+    result = ablations.run_batch(batch, "smoke", run=run, progress=False, rerun=["lora_rank=1"])["lora_rank=1"]
+    assert result.startswith("failed: RuntimeError: warmup_steps must be in 0..steps (2); got 50; full log: ")
+    assert result.endswith("lora_rank=1.rerun/error.txt")
+    assert (_checksums(folder), _checksums(exported)) == before
+    behaviour["mode"] = "kill"
+    with pytest.raises(KeyboardInterrupt):
+        ablations.run_batch(batch, "smoke", run=run, progress=False, rerun=["lora_rank=1"])
+    assert (_checksums(folder), _checksums(exported)) == before
+    behaviour.update(mode="ok", value=2)
+    assert ablations.run_batch(batch, "smoke", run=run, progress=False, rerun=["lora_rank=1"]) == {"lora_rank=1": "done"}
+    assert json.loads((folder / "runs" / "smoke" / "metrics.json").read_text()) == {"value": 2}
+    assert json.loads((exported / "metrics.json").read_text()) == {"value": 2}
+    assert not folder.with_name("lora_rank=1.rerun").exists() and not folder.with_name("lora_rank=1.old").exists()
+    assert not (folder / "error.txt").exists()  # the failed try's log does not outlive the run that finished
+
+
+def test_a_failed_notebooks_reason_is_its_exception_not_papermills_blank_line():
+    from papermill.exceptions import PapermillExecutionError
+
+    from dptlib.checks import failure_reason
+
+    error = PapermillExecutionError(cell_index=7, exec_count=5, source="probe(...)", ename="ValueError",
+                                    evalue="warmup_steps must be in 0..steps (2); got 50", traceback=["Traceback", "..."])
+    assert str(error).startswith("\n")  # what the outcome line used to show: nothing
+    assert failure_reason(error) == "ValueError: warmup_steps must be in 0..steps (2); got 50 (cell [5])"
+    assert failure_reason(RuntimeError("\nout of memory")) == "RuntimeError: out of memory"

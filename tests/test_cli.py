@@ -44,3 +44,20 @@ def test_the_runner_falls_back_to_this_environments_kernel(monkeypatch, caplog):
     assert config.kernel_name() == "dpt"
     monkeypatch.setattr(jupyter_client.kernelspec, "find_kernel_specs", lambda: {"python3": "/k/python3"})
     assert config.kernel_name() == "python3" and "no Jupyter kernel named 'dpt'" in caplog.text
+
+
+def test_a_failed_notebook_says_its_reason_in_one_line(monkeypatch, capsys, tmp_path):
+    import papermill
+
+    from dptlib import reproduce
+
+    def fail(source, executed, **kwargs):
+        raise papermill.PapermillExecutionError(cell_index=3, exec_count=2, source="...", ename="ValueError",
+                                                evalue="warmup_steps must be in 0..steps (2); got 50", traceback=["..."])
+
+    monkeypatch.setenv("DPT_RUNS_DIR", str(tmp_path))
+    monkeypatch.setattr(papermill, "execute_notebook", fail)
+    assert reproduce.main(["--scale", "smoke", "--only", "00_toy_world", "--no-write-back"]) == 1
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said == [f"[reproduce] 00_toy_world failed: ValueError: warmup_steps must be in 0..steps (2); got 50 (cell [2]); "
+                    f"the executed notebook, with the traceback: {tmp_path / 'smoke' / 'notebooks' / '00_toy_world.ipynb'}"]
