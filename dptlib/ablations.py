@@ -774,8 +774,9 @@ def _main(argv: list[str], state) -> int:
     parser.add_argument("--scale", default=None)
     parser.add_argument("--variant", nargs="*", default=None, help="run only these variants")
     parser.add_argument("--rerun", action="store_true",
-                        help="with --variant: run those variants again although finished (their outcomes in results/ are "
-                             "replaced); e.g. re-run a seed on a fresh clone, then `make check-claims`")
+                        help="with --variant: run those variants again although finished (beside the finished run, which it "
+                             "and its outcomes in results/ replace only when it finishes); e.g. re-run a seed on a fresh "
+                             "clone, then `make check-claims`")
     parser.add_argument("--jobs", type=int, default=1,
                         help="run this many variants at once, each in its own process (for a GPU, which one toy variant "
                              "leaves mostly idle; on a 2-core CPU keep 1)")
