@@ -23,33 +23,33 @@ $(STAMP): pyproject.toml
 ##            than the committed ones, which DDIM at 15 / 50 steps made: docs/evidence.md)
 SET ?=
 reproduce: setup
-	$(BIN)/python -m dptlib.reproduce --scale toy --only core $(if $(strip $(SET)),--set $(SET))
+	$(BIN)/dpt reproduce --scale toy --only core $(if $(strip $(SET)),--set $(SET))
 
 ## ablations: the ablation notebooks (04-08, one papermill run per variant; finished variants are kept) and 09_results
 ablations: setup
-	$(BIN)/python -m dptlib.reproduce --scale toy --only ablations
+	$(BIN)/dpt reproduce --scale toy --only ablations
 
 ## seeds: every trained arm of the core claims for training seeds 0-4 (papermill_params/ablations/seeds.yaml; hours on 2 cores,
 ##        resumable: finished runs are skipped, and exported to results/toy/seeds/ to be committed); then 09_results.
 ##        SEEDS_BATCH=seeds_q40: the same arms with the 40-query, constant-rate stage 1 they replaced (docs/evidence.md)
 SEEDS_BATCH ?= seeds
 seeds: setup
-	$(BIN)/python -m dptlib.reproduce --scale toy --ablation $(SEEDS_BATCH)
-	$(BIN)/python -m dptlib.reproduce --scale toy --only 09_results
+	$(BIN)/dpt reproduce --scale toy --ablation $(SEEDS_BATCH)
+	$(BIN)/dpt reproduce --scale toy --only 09_results
 
 ## convergence: stage 1 under shorter learning-rate schedules, validation ITM / REC at every fifth of the steps
-##              (dptlib.convergence; ARMS=, SEEDS= choose; each run ~10-25 min on 2 cores, resumable by arm); then its table
+##              (dptlib.experiments.convergence; ARMS=, SEEDS= choose; each run ~10-25 min on 2 cores, resumable by arm); then its table
 ##              and figure (figures/stage1_convergence.*)
 ARMS ?= cosine-1500 cosine-1000 cosine-1500-lr2e-3
 SEEDS ?= 0
 convergence: setup
-	$(BIN)/python -m dptlib.convergence --scale toy --arms $(ARMS) --seeds $(SEEDS)
+	$(BIN)/dpt convergence --scale toy --arms $(ARMS) --seeds $(SEEDS)
 
 ## check-claims: re-derive the seed-aware claims tables from the runs present (runs/ or results/) and compare them with
-##               figures/seed_claims.csv and the ablations' *_seed_claims.csv (dptlib.ablation_claims): same verdicts,
+##               figures/seed_claims.csv and the ablations' *_seed_claims.csv (dptlib.experiments.ablation_claims): same verdicts,
 ##               every estimate inside its committed interval
 check-claims: setup
-	$(BIN)/python -m dptlib.seed_claims check --scale toy
+	$(BIN)/dpt claims check --scale toy
 
 ## verify: strict nbval on the committed notebooks at the toy scale (every stored output must come out again; hours);
 ##         VERIFY=notebooks/0[0-3]*.ipynb checks a part (the core notebooks: 1 h 29 min on 2 cores, measured 2026-12-01)
@@ -62,7 +62,7 @@ verify: setup
 
 ## smoke: the same runs at the smoke scale (minutes; figures go to runs/smoke/figures)
 smoke: setup
-	$(BIN)/python -m dptlib.reproduce --scale smoke
+	$(BIN)/dpt reproduce --scale smoke
 
 ## test: lint, unit tests, then every notebook under nbval at the smoke scale
 test: lint test-unit test-notebooks
@@ -80,20 +80,20 @@ test-notebooks: setup
 
 ## bench: performance benchmarks (ratios measured in one run; not part of the tests)
 bench: setup
-	$(BIN)/python -m dptlib.timing probe
+	$(BIN)/dpt timing probe
 
 ## profile: where the toy runs' seconds go: unit costs measured here, one seeds-batch arm estimated and as measured,
 ##          the core notebooks' sections (from runs/toy/notebooks, if make reproduce ran)
 profile: setup
-	$(BIN)/python -m dptlib.timing profile
+	$(BIN)/dpt timing profile
 
 ## bench-float: what pinning the CPU's float path costs, with a checksum per path to compare between CPUs (about 1 min)
 bench-float: setup
-	$(BIN)/python -m dptlib.timing float-paths
+	$(BIN)/dpt timing float-paths
 
 ## gpu-check: on a CUDA machine, the device tests + SD-2.1-sized throughput, memory and MFU as JSON (< 8 min); exits 0 without CUDA
 gpu-check: setup
-	$(BIN)/python -m dptlib.gpu_check --out runs/gpu-check/gpu_check.json
+	$(BIN)/dpt gpu-check --out runs/gpu-check/gpu_check.json
 
 ## setup-paper: the paper-scale graders' extras (spaCy, torch-fidelity) and spaCy's en_core_web_sm, the model T2I-CompBench reads
 ##              prompts with (downloaded by spaCy; where it cannot be, the T2I-CompBench columns say they used the fallback reader)
@@ -108,20 +108,20 @@ $(VENV)/.installed-paper: $(STAMP)
 ##                01 (a few steps) -> paper/02 -> paper/03 on 10 prompts per benchmark, then each grader's images/s and peak memory
 ##                (JSON in runs/paper-dry-run/); exits 0 without CUDA
 paper-dry-run: setup-paper
-	$(BIN)/python -m dptlib.paper_dry_run --device cuda --out runs/paper-dry-run/paper_dry_run.json
+	$(BIN)/dpt paper-dry-run --device cuda --out runs/paper-dry-run/paper_dry_run.json
 
 ## paper-dry-run-cpu: the reduced version on a CPU: the SD-2.1-sized U-Net for one step and each grader's real architecture on
 ##                    2 images of 512 px, with times and peak memory (about 100 s on 2 cores, 5.6 GiB; not part of make test)
 paper-dry-run-cpu: setup-paper
-	$(BIN)/python -m dptlib.paper_dry_run --device cpu --reduced --out runs/paper-dry-run/paper_dry_run_cpu.json
+	$(BIN)/dpt paper-dry-run --device cpu --reduced --out runs/paper-dry-run/paper_dry_run_cpu.json
 
 ## retrain: train the toy model again from scratch through 00b_base_model and compare it with the shipped one (about 70 min)
 retrain: setup
-	$(BIN)/python -m dptlib.reproduce --scale toy --only 00b_base_model --set retrain=true --no-write-back
+	$(BIN)/dpt reproduce --scale toy --only 00b_base_model --set retrain=true --no-write-back
 
 ## toy-model: train the toy Stable Diffusion + evaluator CLIP from scratch into runs/toy/ (about an hour)
 toy-model: setup
-	$(BIN)/python -m dptlib.toy.model --scale toy --out runs/toy/toy-sd --evaluator-out runs/toy/toy-evaluator
+	$(BIN)/dpt toy-model --scale toy --out runs/toy/toy-sd --evaluator-out runs/toy/toy-evaluator
 
 ## lab: JupyterLab on the notebooks with the dpt kernel
 lab: setup
@@ -129,7 +129,7 @@ lab: setup
 
 ## exercises: notebooks/exercises/ from the solution notebooks (cells tagged solution dropped, code after '# solution' cut)
 exercises: setup
-	$(BIN)/python -m dptlib.exercises
+	$(BIN)/dpt exercises
 
 ## sync: re-pair notebooks/*.py and notebooks/*.ipynb after editing either
 sync: setup

@@ -10,19 +10,38 @@
 - :func:`check_prerequisites`: a notebook that reads another's runs (02 reads 01's) finds them;
   :func:`ensure_prerequisites`, what a notebook calls itself: at the smoke scale it runs the
   missing notebook first, so a student can open 03 on a fresh clone.
+- :func:`notebook_parameters`: what a notebook calls after its parameters cell: the values it
+  declares, filled from :data:`dptlib.config.PRESETS`, type-checked, then the checks above.
 - :func:`cli_errors`: what the command-line entry points do with these errors: one line on
   stderr, exit status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
-from .config import SCHEDULERS
+from dptlib.config import (
+    GRADER_KEYS,
+    PRESETS,
+    PROBE_PRESETS,
+    SCHEDULERS,
+    kernel_name,
+    repo_root,
+    resolve_model,
+    resolve_scale,
+    runs_dir,
+    show_messages,
+)
+from dptlib.data.manifest import read_manifest
+from dptlib.data.prompt_sets import READERS, T2I_COMPBENCH_CATEGORIES
+
+LOGGER = logging.getLogger(__name__)
 
 # the allowed values of the parameters that take one of a few names (train.py and the notebooks
 # refuse others too; tests/test_checks.py keeps these lists equal to theirs)
@@ -49,13 +68,11 @@ class UserInputError(ValueError):
 
 def _unet_config(model: str) -> dict | None:
     """The U-Net's config.json of ``model`` ("toy", a diffusers folder, or a cached hub id), or None."""
-    from .config import resolve_model
-
     folder = Path(resolve_model(model))
     if (folder / "unet" / "config.json").is_file():
         return json.loads((folder / "unet" / "config.json").read_text())
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # deferred: heavy
 
         cached = try_to_load_from_cache(str(model), "unet/config.json")
     except Exception:  # not a valid repo id either
@@ -117,9 +134,7 @@ def check_values(notebook: str, values: dict) -> None:
     if isinstance(values.get("eval_timestep"), int) and not 0 <= values["eval_timestep"] < 1000:
         raise UserInputError(f"eval_timestep={values['eval_timestep']!r} for notebook {notebook!r}: must lie in [0, 999]")
     if values.get("probe_queries") is not None:
-        from .train import ProbeConfig  # (torch: imported only when the value is given)
-
-        preset = ProbeConfig.PRESETS.get(values.get("scale"), ProbeConfig.PRESETS["toy"])
+        preset = PROBE_PRESETS.get(values.get("scale"), PROBE_PRESETS["toy"])
         matching = preset.get("adapter", {}).get("num_matching_queries", 10)
         if values["probe_queries"] <= matching:
             raise UserInputError(f"probe_queries={values['probe_queries']!r} for notebook {notebook!r}: must exceed the "
@@ -128,8 +143,6 @@ def check_values(notebook: str, values: dict) -> None:
         if name in values:
             check_blocks(name, values[name], values.get("model") or "toy")
     if "batch" in values and notebook.startswith("0") and "ablation" in notebook:
-        from .config import repo_root
-
         folder = repo_root() / "papermill_params" / "ablations"
         named = [(key, value) for key, value in values.items() if key == "batch" or key.endswith("_batch")]  # e.g. trainable_batch
         named += [(key, value) for key, names in values.items() if key.endswith("_batches") for value in names or []]  # seeds_batches
@@ -142,9 +155,6 @@ def check_values(notebook: str, values: dict) -> None:
 def check_paper_inputs(values: dict) -> None:
     """The graders and benchmarks a paper-scale notebook names are known ones (their files:
     :func:`check_resources`)."""
-    from .benchmark_eval import GRADER_KEYS
-    from .prompt_sets import READERS, T2I_COMPBENCH_CATEGORIES
-
     graders = values.get("graders") or {}
     unknown = sorted(set(graders) - set(GRADER_KEYS))
     if unknown:
@@ -171,8 +181,6 @@ def check_resources(values: dict) -> None:
                                 f"Hugging Face cache (runs are offline: download it first, e.g. `huggingface-cli download {model}`)")
     data = values.get("data")
     if data not in (None, "toy"):
-        from .data import read_manifest
-
         read_manifest(data)  # names the manifest's missing keys or files
     for name, path in (values.get("graders") or {}).items():
         checkpoint = str(path).rpartition(":")[2] if str(path).startswith("open_clip:") else path
@@ -205,8 +213,6 @@ REQUIRED = {"paper/02_tuning": ("data", "evaluator", "graders", "benchmarks"), "
 def check_prerequisites(notebook: str, scale: str, planned: list[str] = ()) -> None:
     """Raise when ``notebook`` reads runs another notebook makes, and that one has not run at
     ``scale`` and is not ``planned`` to run before it (in the same call)."""
-    from .config import runs_dir
-
     if notebook not in PREREQUISITES:
         return
     needed, files = PREREQUISITES[notebook]
@@ -217,15 +223,13 @@ def check_prerequisites(notebook: str, scale: str, planned: list[str] = ()) -> N
     missing = [f for f in files if not (runs_dir(scale) / f).exists()]
     if missing:
         raise UserInputError(f"{notebook} reads the runs of {needed}, which has not run at scale {scale!r} here "
-                             f"(no {runs_dir(scale) / missing[0]}): run `python -m dptlib.reproduce --scale {scale} --only {needed}` "
+                             f"(no {runs_dir(scale) / missing[0]}): run `python -m dptlib.experiments.reproduce --scale {scale} --only {needed}` "
                              f"first, or both together")
 
 
 def _run_notebook(notebook: str, scale: str) -> None:
     """Execute ``notebooks/<notebook>.ipynb`` at ``scale`` through papermill into ``runs/<scale>/notebooks/``."""
-    import papermill
-
-    from .config import kernel_name, repo_root, runs_dir
+    import papermill  # deferred: the runner's dependency, slow to import
 
     out_dir = runs_dir(scale) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -248,7 +252,7 @@ def ensure_prerequisites(notebook: str, scale: str, run=_run_notebook) -> list[s
             raise
         needed = PREREQUISITES[notebook][0]
         ran += ensure_prerequisites(needed, scale, run)
-        print(f"{notebook} reads the runs of {needed}, missing at the smoke scale here: running {needed} first (about a minute)")
+        LOGGER.info(f"{notebook} reads the runs of {needed}, missing at the smoke scale here: running {needed} first (about a minute)")
         run(needed, scale)
         ran.append(needed)
         check_prerequisites(notebook, scale)
@@ -264,6 +268,7 @@ def check_names(kind: str, names, allowed, plural: str | None = None) -> None:
 
 def command_line(argv: list[str] | None) -> tuple[list[str], bool]:
     """``argv`` (default ``sys.argv[1:]``) as a list, and whether it asks for ``--debug``."""
+    show_messages()
     argv = list(sys.argv[1:] if argv is None else argv)
     return argv, "--debug" in argv
 
@@ -293,3 +298,82 @@ def cli_errors(debug: bool = False, program: str = "dptlib"):
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"{program}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+# --------------------------------------------------------------------------------------------
+# A notebook's parameters: declared in its parameters cell, filled from config.PRESETS, checked
+# --------------------------------------------------------------------------------------------
+def _notebook_path(notebook: str) -> Path:
+    path = repo_root() / "notebooks" / f"{notebook}.ipynb"
+    if notebook not in PRESETS or not path.exists():
+        raise ValueError(f"unknown notebook {notebook!r}; notebooks with parameters: {sorted(PRESETS)}")
+    return path
+
+
+def declared_parameters(notebook: str) -> dict[str, object]:
+    """name -> value of each assignment in the notebook's ``parameters`` cell (``notebooks/NAME.ipynb``).
+
+    The cell papermill injects after (the one tagged ``parameters``), read from the notebook's JSON
+    and evaluated with ``ast.literal_eval``: values, where ``papermill.inspect_notebook`` gives each
+    default as its source text; and without papermill, which a notebook run in JupyterLab may lack."""
+    cells = json.loads(_notebook_path(notebook).read_text())["cells"]
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        raise ValueError(f"notebook {notebook!r} has no cell tagged 'parameters'")
+    tree = ast.parse("".join(cell["source"]))
+    return {target.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+            for target in node.targets}
+
+
+def _fits(value, examples: list) -> bool:
+    """Whether ``value`` has the type of the non-None examples (an int is a float; None always fits)."""
+    kinds = {type(e) for e in examples if e is not None}
+    if value is None or not kinds:
+        return True
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return True
+    return any(type(value) is kind for kind in kinds)
+
+
+def check_parameters(notebook: str, params: dict) -> SimpleNamespace:
+    """The parameters of ``notebook``: its ``parameters`` cell's values, ``params`` over them,
+    then the scale's preset for every value still ``None``.
+
+    Raises ``ValueError`` for an unknown notebook, an unknown parameter (naming the allowed ones),
+    a value whose type differs from the declared value's (or the presets'), an unknown scale, or
+    a value outside its allowed ones (:func:`check_values`: choices, U-Net blocks,
+    ranges).
+    """
+    declared = declared_parameters(notebook)
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for notebook {notebook!r}; allowed parameters: {sorted(declared)}")
+    presets = PRESETS[notebook]
+    for name, value in params.items():
+        examples = [declared[name]] + [preset.get(name) for preset in presets.values()]
+        if not _fits(value, examples):
+            kinds = sorted({type(e).__name__ for e in examples if e is not None})
+            raise ValueError(f"parameter {name!r} of notebook {notebook!r} must be {' or '.join(kinds)} (or None), got {value!r}")
+    values = {**declared, **params}
+    values["scale"] = resolve_scale(values.get("scale"))
+    preset = presets.get(values["scale"], presets["toy"])
+    for name, value in preset.items():
+        if values.get(name) is None:
+            values[name] = value
+    check_values(notebook, values)
+    return SimpleNamespace(**values)
+
+
+def notebook_parameters(notebook: str, namespace: dict, **params) -> SimpleNamespace:
+    """The call a notebook makes right after its ``parameters`` cell, with ``globals()``: the
+    values its parameters now hold (papermill's included), checked by :func:`check_parameters`
+    and :func:`check_resources` (the model, data and evaluator exist here);
+    ``params`` override them. From here on the library's messages show in the notebook."""
+    show_messages()
+    declared = declared_parameters(notebook)
+    missing = sorted(set(declared) - set(namespace))
+    if missing:
+        raise ValueError(f"notebook {notebook!r}: its parameters cell declares {missing}, which the namespace lacks")
+    values = check_parameters(notebook, {**{name: namespace[name] for name in declared}, **params})
+    check_resources(vars(values))
+    return values

@@ -1,6 +1,6 @@
 """``dpt``: one command for the command-line tools (installed by ``pip install -e .``).
 
-``dpt reproduce --only 01_probing`` is ``python -m dptlib.reproduce --only 01_probing``; each
+``dpt reproduce --only 01_probing`` is ``python -m dptlib.experiments.reproduce --only 01_probing``; each
 subcommand hands its arguments to that module's ``main``. ``dpt`` alone lists them.
 """
 
@@ -11,17 +11,17 @@ import sys
 
 # subcommand -> (module whose main() it runs, what it does); modules are imported only when asked for
 COMMANDS = {
-    "reproduce": ("dptlib.reproduce", "run the notebooks with papermill and regenerate figures/ (make reproduce)"),
-    "ablations": ("dptlib.ablations", "an ablation batch, one papermill run per variant, resumable"),
-    "claims": ("dptlib.seed_claims", "the claims over training seeds: show, or check against the committed tables"),
-    "train": ("dptlib.train", "stage 1 on a data manifest, one GPU or several (accelerate launch -m dptlib.train)"),
-    "convert-official": ("dptlib.convert_official", "the authors' pytorch_model.bin -> a diffusers LoRA + an adapter folder"),
-    "timing": ("dptlib.timing", "benchmarks and make profile"),
-    "convergence": ("dptlib.convergence", "stage 1 under other learning-rate schedules"),
-    "sampler-check": ("dptlib.sampler_check", "the base model's exact match under other samplers"),
-    "gpu-check": ("dptlib.gpu_check", "the device tests and SD-2.1-sized throughput on a CUDA machine"),
-    "paper-dry-run": ("dptlib.paper_dry_run", "the paper-scale path at the real sizes with random weights"),
-    "exercises": ("dptlib.exercises", "notebooks/exercises/ from the solution notebooks"),
+    "reproduce": ("dptlib.experiments.reproduce", "run the notebooks with papermill and regenerate figures/ (make reproduce)"),
+    "ablations": ("dptlib.experiments.ablations", "an ablation batch, one papermill run per variant, resumable"),
+    "claims": ("dptlib.experiments.seed_claims", "the claims over training seeds: show, or check against the committed tables"),
+    "train": ("dptlib.method.train", "stage 1 on a data manifest, one GPU or several (accelerate launch -m dptlib.method.train)"),
+    "convert-official": ("dptlib.official.convert", "the authors' pytorch_model.bin -> a diffusers LoRA + an adapter folder"),
+    "timing": ("dptlib.perf.timing", "benchmarks and make profile"),
+    "convergence": ("dptlib.experiments.convergence", "stage 1 under other learning-rate schedules"),
+    "sampler-check": ("dptlib.experiments.sampler_check", "the base model's exact match under other samplers"),
+    "gpu-check": ("dptlib.perf.gpu_check", "the device tests and SD-2.1-sized throughput on a CUDA machine"),
+    "paper-dry-run": ("dptlib.perf.paper_dry_run", "the paper-scale path at the real sizes with random weights"),
+    "exercises": ("dptlib.teaching.exercises", "notebooks/exercises/ from the solution notebooks"),
     "toy-model": ("dptlib.toy.model", "train the toy Stable Diffusion and evaluator CLIP from scratch"),
 }
 

@@ -1,10 +1,8 @@
-"""Configuration: scales, paths, and the checked parameters of every notebook.
+"""Configuration: scales, paths, devices, and each notebook's presets per scale.
 
-A notebook's first code cell (tagged ``parameters``) holds plain values that papermill may
-override. The next cell hands them to :func:`notebook_parameters`, which checks them against the
-notebook's dataclass below: an unknown or mistyped name, or a value of the wrong type, is a
-``ValueError`` that names the parameter and the allowed ones. ``dptlib.reproduce`` runs the same
-check on every ``papermill_params/*.yaml`` file before it starts a kernel.
+The bottom of the package: it imports nothing of ``dptlib``. A notebook's first code cell (tagged
+``parameters``) holds plain values that papermill may override; :data:`PRESETS` fills those left
+``None``, per scale; :func:`dptlib.checks.notebook_parameters` checks them.
 
 Scales: ``smoke`` (seconds; what ``make test`` runs under nbval), ``toy`` (the default: the toy
 world at the size the committed figures come from), ``paper-sd14`` / ``paper-sd21`` (the paper's
@@ -13,12 +11,14 @@ settings, App. B.3, for a user's GPU). ``scale=None`` reads ``$DPT_SCALE`` (defa
 
 from __future__ import annotations
 
-import ast
-import json
 import logging
 import os
-import types
+import platform
+import re
+import sys
 from pathlib import Path
+
+import numpy
 
 SCALES = ("smoke", "toy", "paper-sd14", "paper-sd21")
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -70,7 +70,7 @@ def figures_dir(scale: str) -> Path:
 
 def progress_bars(wanted: bool = True) -> bool:
     """Whether to show a progress bar: ``wanted``, unless ``TQDM_DISABLE`` is set (as
-    ``dptlib.reproduce`` and the ablation batches set it for their kernels). tqdm reads that
+    ``dptlib.experiments.reproduce`` and the ablation batches set it for their kernels). tqdm reads that
     variable only for bars given no ``disable=``; dptlib's bars pass ``disable=not progress_bars(...)``."""
     return wanted and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
 
@@ -78,12 +78,32 @@ def progress_bars(wanted: bool = True) -> bool:
 def quiet_libraries() -> None:
     """Silence the loading bars and notices of diffusers / transformers in notebook outputs
     (warnings and errors still show)."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    from diffusers.utils import logging as diffusers_logging  # deferred: heavy
+    from transformers.utils import logging as transformers_logging  # deferred: heavy
 
     for library in (diffusers_logging, transformers_logging):
         library.set_verbosity_error()
         library.disable_progress_bar()
+
+
+class _Console(logging.Handler):
+    """dptlib's messages as plain lines: INFO to the current ``sys.stdout``, WARNING and above to
+    ``sys.stderr`` (looked up at each message: a notebook's streams, a test's capture)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        stream.write(self.format(record) + "\n")
+        stream.flush()
+
+
+def show_messages(level: int = logging.INFO) -> None:
+    """Show the library's log messages (logger ``dptlib``) as plain lines: what the command-line
+    tools (:func:`dptlib.checks.command_line`) and the notebooks (:func:`dptlib.checks.notebook_parameters`)
+    call. A program that configures ``logging`` itself need not; the library alone prints nothing."""
+    logger = logging.getLogger("dptlib")
+    if not any(isinstance(handler, _Console) for handler in logger.handlers):
+        logger.addHandler(_Console())
+    logger.setLevel(level)
 
 
 KERNEL = "dpt"  # the Jupyter kernel make setup registers
@@ -104,8 +124,8 @@ def kernel_name() -> str:
 
 def device() -> str:
     """``"cuda"`` where a GPU is present, else ``"cpu"``; ``DPT_DEVICE=cpu`` keeps work on the CPU
-    of a GPU machine (as training does, :func:`dptlib.train.probe`)."""
-    import torch
+    of a GPU machine (as training does, :func:`dptlib.method.train.probe`)."""
+    import torch  # deferred: heavy
 
     return "cuda" if torch.cuda.is_available() and os.environ.get("DPT_DEVICE") != "cpu" else "cpu"
 
@@ -113,7 +133,7 @@ def device() -> str:
 def machine() -> str:
     """What ran a measurement, for the records beside its seconds: the GPU's name, or the CPU's
     thread count."""
-    import torch
+    import torch  # deferred: heavy
 
     if device() == "cuda":
         return f"cuda: {torch.cuda.get_device_name()}"
@@ -125,12 +145,8 @@ def float_environment() -> dict[str, str]:
     that moves on another machine explains itself: the device, torch's CPU kernel capability, the
     CPU model, the MKL and oneDNN versions, the thread count and the library versions. Results
     come out byte for byte again only where all of these match."""
-    import platform
-    import re
-
-    import diffusers
-    import numpy
-    import torch
+    import diffusers  # deferred: heavy
+    import torch  # deferred: heavy
 
     build = torch.__config__.show()
     mkl = re.search(r"Math Kernel Library Version ([\w.\-]+)", build)
@@ -153,7 +169,7 @@ def set_threads(default: int | None = None) -> int:
 
     Two torch processes that both use every core run 10-20x slower on this kind of machine.
     """
-    import torch
+    import torch  # deferred: heavy
 
     threads = int(os.environ.get("DPT_THREADS", default or os.cpu_count() or 1))
     torch.set_num_threads(threads)
@@ -174,6 +190,24 @@ PAPER_MODELS = {"paper-sd21": "stabilityai/stable-diffusion-2-1", "paper-sd14": 
 # model's own scheduler config (same noise schedule); None keeps the pipeline's own (the toy SD's: DDIM).
 # "dpm++" at 6 steps passed the base-model check on validation prompts (figures/sampler_steps.md)
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler"}
+
+# the graders a paper-scale notebook may name (dptlib.evaluation.benchmarks.EvaluatorSuite.from_paths reads them)
+GRADER_KEYS = ("clip", "clip_b32", "blip2", "vqa", "detector", "sentence_encoder", "inception", "tifa_questions",
+               "complex_spatial", "complex_action")
+# stage 1's presets per scale (dptlib.method.train.ProbeConfig.PRESETS): here, below the checks that read them
+PROBE_PRESETS = {
+    "smoke": dict(steps=4, batch_size=4, checkpoint_every=2, log_every=1,
+                  adapter=dict(d_model=32, heads=4, ffn=64, num_queries=12, num_matching_queries=3, dropout=0.0)),
+    # the toy adapter is the paper's shape scaled to scenes of <= 3 objects; maps above 8x8 (the
+    # toy's up1 is 16x16 after its upsampler) are resized to 8x8, the side its attention runs at
+    # 16 queries (8 matching) and a cosine schedule with 100 warm-up steps: with 40 queries and a constant
+    # learning rate, stage 1 stopped on the rise of its REC curve (docs/evidence.md, "Fewer object queries");
+    # the paper-scale presets keep App. B.3.2's N = 110 queries and no schedule (constant)
+    "toy": dict(steps=3000, batch_size=16, lr=1e-3, lr_schedule="cosine", warmup_steps=100,
+                adapter=dict(d_model=128, heads=8, ffn=512, num_queries=16, num_matching_queries=8, dropout=0.0, max_side=8)),
+    "paper-sd14": dict(model="CompVis/stable-diffusion-v1-4", steps=60000, batch_size=220),
+    "paper-sd21": dict(model="stabilityai/stable-diffusion-2-1", steps=60000, batch_size=220),
+}
 
 PRESETS: dict[str, dict[str, dict]] = {
     "00_toy_world": {
@@ -244,82 +278,3 @@ PRESETS: dict[str, dict[str, dict]] = {
         "toy": dict(etas=[0.0, 0.03, 0.1, 0.3, 1.0], sweep_seeds=[0, 1]),
     },
 }
-
-
-def _notebook_path(notebook: str) -> Path:
-    path = repo_root() / "notebooks" / f"{notebook}.ipynb"
-    if notebook not in PRESETS or not path.exists():
-        raise ValueError(f"unknown notebook {notebook!r}; notebooks with parameters: {sorted(PRESETS)}")
-    return path
-
-
-def declared_parameters(notebook: str) -> dict[str, object]:
-    """name -> value of each assignment in the notebook's ``parameters`` cell (``notebooks/NAME.ipynb``).
-
-    The cell papermill injects after (the one tagged ``parameters``), read from the notebook's JSON
-    and evaluated with ``ast.literal_eval``: values, where ``papermill.inspect_notebook`` gives each
-    default as its source text; and without papermill, which a notebook run in JupyterLab may lack."""
-    cells = json.loads(_notebook_path(notebook).read_text())["cells"]
-    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    if cell is None:
-        raise ValueError(f"notebook {notebook!r} has no cell tagged 'parameters'")
-    tree = ast.parse("".join(cell["source"]))
-    return {target.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-            for target in node.targets}
-
-
-def _fits(value, examples: list) -> bool:
-    """Whether ``value`` has the type of the non-None examples (an int is a float; None always fits)."""
-    kinds = {type(e) for e in examples if e is not None}
-    if value is None or not kinds:
-        return True
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        return True
-    return any(type(value) is kind for kind in kinds)
-
-
-def check_parameters(notebook: str, params: dict) -> types.SimpleNamespace:
-    """The parameters of ``notebook``: its ``parameters`` cell's values, ``params`` over them,
-    then the scale's preset for every value still ``None``.
-
-    Raises ``ValueError`` for an unknown notebook, an unknown parameter (naming the allowed ones),
-    a value whose type differs from the declared value's (or the presets'), an unknown scale, or
-    a value outside its allowed ones (:func:`dptlib.checks.check_values`: choices, U-Net blocks,
-    ranges).
-    """
-    declared = declared_parameters(notebook)
-    unknown = sorted(set(params) - set(declared))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for notebook {notebook!r}; allowed parameters: {sorted(declared)}")
-    presets = PRESETS[notebook]
-    for name, value in params.items():
-        examples = [declared[name]] + [preset.get(name) for preset in presets.values()]
-        if not _fits(value, examples):
-            kinds = sorted({type(e).__name__ for e in examples if e is not None})
-            raise ValueError(f"parameter {name!r} of notebook {notebook!r} must be {' or '.join(kinds)} (or None), got {value!r}")
-    values = {**declared, **params}
-    values["scale"] = resolve_scale(values.get("scale"))
-    preset = presets.get(values["scale"], presets["toy"])
-    for name, value in preset.items():
-        if values.get(name) is None:
-            values[name] = value
-    from .checks import check_values
-
-    check_values(notebook, values)
-    return types.SimpleNamespace(**values)
-
-
-def notebook_parameters(notebook: str, namespace: dict, **params) -> types.SimpleNamespace:
-    """The call a notebook makes right after its ``parameters`` cell, with ``globals()``: the
-    values its parameters now hold (papermill's included), checked by :func:`check_parameters`
-    and :func:`dptlib.checks.check_resources` (the model, data and evaluator exist here);
-    ``params`` override them."""
-    from .checks import check_resources
-
-    declared = declared_parameters(notebook)
-    missing = sorted(set(declared) - set(namespace))
-    if missing:
-        raise ValueError(f"notebook {notebook!r}: its parameters cell declares {missing}, which the namespace lacks")
-    values = check_parameters(notebook, {**{name: namespace[name] for name in declared}, **params})
-    check_resources(vars(values))
-    return values

@@ -64,12 +64,14 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from dptlib import config, report, teaching
-from dptlib.data import read_coco_captions, read_refexp
+from dptlib import checks, config
+from dptlib.data.coco import read_coco_captions, read_refexp
+from dptlib.experiments import report
+from dptlib.teaching import checks as teaching
 from dptlib.toy.prompts import TOY_BENCHMARKS, toy_benchmark
 from dptlib.toy.world import ToyWorld, ToyWorldConfig, corrupt, export_world, oracle_accuracy, parse_image, score
 
-params = config.notebook_parameters("00_toy_world", globals())
+params = checks.notebook_parameters("00_toy_world", globals())
 report.set_theme()
 params
 
@@ -225,7 +227,7 @@ teaching.check_swap_colours(swap_colours, world, world.scenes("test", 50))
 # REC P@1 (Tab. 3) counts a referring expression as grounded when the predicted box overlaps the
 # referred object's box with an intersection over union
 # $\mathrm{IoU}(a, b) = |a \cap b| \,/\, |a \cup b| \ge 0.5$. Write `iou(a, b)` for two boxes
-# $(x_0, y_0, x_1, y_1)$; the check compares it with `dptlib.losses.box_iou`, which the grounding
+# $(x_0, y_0, x_1, y_1)$; the check compares it with `dptlib.method.losses.box_iou`, which the grounding
 # loss (Eq. 7) and REC P@1 use. The table then slides the first object's box sideways: how far
 # off may a predicted box be and still count?
 

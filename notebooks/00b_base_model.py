@@ -53,16 +53,17 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from dptlib import config, report
+from dptlib import checks, config
 from dptlib.config import TOY_EVALUATOR_DIR, TOY_SD_DIR
-from dptlib.sampling import generate
+from dptlib.data.embedders import load_evaluator
+from dptlib.experiments import report
+from dptlib.method.sampling import generate
 from dptlib.toy.evaluation import compare_methods, mean_and_spread
 from dptlib.toy.model import (
     ToyModelConfig,
     build_toy_sd,
     evaluator_embeddings,
     hard_negative_accuracy,
-    load_evaluator,
     load_text_clip,
     load_toy_pipeline,
     text_clip_embeddings,
@@ -71,7 +72,7 @@ from dptlib.toy.model import (
 from dptlib.toy.prompts import TOY_BENCHMARKS, toy_benchmark
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
 
-params = config.notebook_parameters("00b_base_model", globals())
+params = checks.notebook_parameters("00b_base_model", globals())
 config.set_threads()
 report.set_theme()
 config.quiet_libraries()  # no loading bars from diffusers / transformers

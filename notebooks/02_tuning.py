@@ -83,19 +83,22 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from dptlib import checks, config, report, stats, teaching
-from dptlib.backbone import load_backbone, load_pipeline
-from dptlib.baselines import attend_and_excite_arguments, attend_and_excite_pipeline
-from dptlib.data import shuffled_pairs
-from dptlib.metrics import frechet_distance, image_features, itm_test_set
-from dptlib.sampling import generate
+from dptlib import checks, config
+from dptlib.data.discrimination import shuffled_pairs
+from dptlib.evaluation import stats
+from dptlib.evaluation.baselines import attend_and_excite_arguments, attend_and_excite_pipeline
+from dptlib.evaluation.metrics import frechet_distance, image_features, itm_test_set
+from dptlib.experiments import report
+from dptlib.method.backbone import load_backbone, load_pipeline
+from dptlib.method.sampling import generate
+from dptlib.method.train import TuneConfig, cache_latents, tune
+from dptlib.teaching import checks as teaching
 from dptlib.toy.data import toy_discrimination_data
 from dptlib.toy.evaluation import compare_methods, oracle_scores, tuning_validator
 from dptlib.toy.prompts import generation_prompts
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
-from dptlib.train import TuneConfig, cache_latents, tune
 
-params = config.notebook_parameters("02_tuning", globals())
+params = checks.notebook_parameters("02_tuning", globals())
 config.set_threads()
 config.quiet_libraries()
 report.set_theme()
@@ -254,7 +257,7 @@ figure = report.image_grid(pictures, titles, ncols=4, cell_inches=1.7, title_siz
 # and McNemar's exact test asks how surprising $b$ is among $b + c$ discordant pairs if each went
 # either way with probability 1/2 (a two-sided binomial test: `scipy.stats.binomtest`). Write
 # `paired_difference(base, dpt)` for two aligned 0/1 arrays, returning `(difference, p)`; the check
-# compares it with `dptlib.stats` on random pairs and on toy-CC (ID).
+# compares it with `dptlib.evaluation.stats` on random pairs and on toy-CC (ID).
 
 # %%
 def paired_difference(base, dpt):
@@ -316,7 +319,7 @@ tab1_differences
 # %% [markdown]
 # What the headline cells can detect: with the share of images on which base and DPT disagree,
 # the smallest difference a paired test at 5 % finds with 80 % power
-# (`dptlib.stats.minimum_detectable_difference`). The evaluator CLIP score and a Fréchet
+# (`dptlib.evaluation.stats.minimum_detectable_difference`). The evaluator CLIP score and a Fréchet
 # distance of its image features to real renders (toy-CC (ID) images, where every method has
 # them; lower is better) go beside the oracle.
 

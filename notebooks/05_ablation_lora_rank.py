@@ -35,9 +35,11 @@ run = True  # run the variants whose results are missing; False: show the result
 import pandas as pd
 from IPython.display import display
 
-from dptlib import ablations, config, report, teaching
+from dptlib import checks, config
+from dptlib.experiments import ablations, report
+from dptlib.teaching import checks as teaching
 
-params = config.notebook_parameters("05_ablation_lora_rank", globals())
+params = checks.notebook_parameters("05_ablation_lora_rank", globals())
 report.set_theme()
 pd.DataFrame({"COCO-NSS1K CLIP": [34.96, 35.83, 35.47, 35.59, 35.55, 35.67, 35.66],
               "COCO-NSS1K BLIP-ITM": [73.32, 78.58, 76.89, 77.33, 76.68, 77.05, 77.11],

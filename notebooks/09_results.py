@@ -45,9 +45,11 @@ import math
 import pandas as pd
 from IPython.display import display
 
-from dptlib import ablation_claims, ablations, config, report, seed_claims, teaching
+from dptlib import checks, config
+from dptlib.experiments import ablation_claims, ablations, report, seed_claims
+from dptlib.teaching import checks as teaching
 
-params = config.notebook_parameters("09_results", globals())
+params = checks.notebook_parameters("09_results", globals())
 SOURCES = {  # claims file -> the notebook that writes it
     "claims": "03_self_correction", "tab6_blocks_claims": "04_ablation_blocks", "tab7_rank_claims": "05_ablation_lora_rank",
     "tab8_layers_claims": "06_ablation_adapter_layers", "tab10_timesteps_claims": "07_ablation_timesteps",
@@ -86,7 +88,7 @@ display(claims.drop(columns="notebook").set_index("claim"))
 #
 # For a claim, $d_{rc}$ is the paired difference of run $r$ on test cluster $c$ (a prompt with its
 # four generation seeds, or one query). The estimate is the mean over runs and clusters; its 95 %
-# interval adds the between-run variance to the test items' (`dptlib.stats.crossed_interval`:
+# interval adds the between-run variance to the test items' (`dptlib.evaluation.stats.crossed_interval`:
 # $\widehat{\mathrm{Var}} = v_\text{runs}/R + v_\text{items}/C - v_\text{resid}/RC$, Student's $t$
 # with Satterthwaite's degrees of freedom). The verdict **holds** only when that interval clears 0
 # on the claimed side, the p-value adjusted by Holm's method within the claim's table stays below
@@ -151,14 +153,14 @@ arms
 #
 # Where an ablation's compared adapters were trained again at other training seeds (batch files
 # run on request), its notebook judges its claims by the same rules, with Holm's adjustment over
-# its own table, and writes `*_seed_claims.csv`; they are gathered here (`dptlib.ablation_claims`
+# its own table, and writes `*_seed_claims.csv`; they are gathered here (`dptlib.experiments.ablation_claims`
 # defines them, and `make check-claims` re-derives each from the committed runs). The one-run rows
 # of the same claims stay in the table at the top.
 
 # %%
 shown_columns = [c for c in ablations.SEEDED_CLAIM_COLUMNS if c not in ("difference", "low", "high")]  # the numbers are in the text
 parts = [pd.read_csv(path, dtype=str, keep_default_na=False).reindex(columns=shown_columns).assign(notebook=table.notebook)
-         for table in ablation_claims.TABLES.values()  # the tables dptlib.ablation_claims defines, and who writes each
+         for table in ablation_claims.TABLES.values()  # the tables dptlib.experiments.ablation_claims defines, and who writes each
          if (path := config.figures_dir(params.scale) / f"{table.name}.csv").exists()]
 ablation_by_seed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*shown_columns, "notebook"])
 report.save_table(ablation_by_seed, "ablation_seed_claims", params.scale)

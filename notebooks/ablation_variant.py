@@ -18,7 +18,7 @@
 # # One ablation variant: probe, tune, measure
 #
 # The ablation notebooks (`04_ablation_blocks` … `08_ablation_mse`) run this notebook once per
-# variant with papermill (`dptlib.ablations`), each run changing one thing. It is DPT end to end
+# variant with papermill (`dptlib.experiments.ablations`), each run changing one thing. It is DPT end to end
 # at a reduced budget, in four steps:
 #
 # 1. **Stage 1** (§3.1): the adapter on the frozen U-Net, probing `blocks` (several blocks, joined
@@ -96,20 +96,20 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from dptlib import config
-from dptlib.backbone import Backbone, load_backbone, load_pipeline
-from dptlib.baselines import DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes
-from dptlib.checkpoint import atomic_write_text, exclusive, load_adapter
-from dptlib.data import shuffled_pairs
-from dptlib.inference import DPTScorer
-from dptlib.metrics import frechet_distance, image_features, itm_outcomes, itm_test_set, rec_outcomes
+from dptlib import checks, config
+from dptlib.data.discrimination import shuffled_pairs
+from dptlib.evaluation.baselines import DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes
+from dptlib.evaluation.metrics import frechet_distance, image_features, itm_outcomes, itm_test_set, rec_outcomes
+from dptlib.method.backbone import Backbone, load_backbone, load_pipeline
+from dptlib.method.checkpoint import atomic_write_text, exclusive, load_adapter
+from dptlib.method.inference import DPTScorer
+from dptlib.method.train import ProbeConfig, TuneConfig, cache_latents, probe, tune
 from dptlib.toy.data import toy_discrimination_data
 from dptlib.toy.evaluation import compare_methods
 from dptlib.toy.prompts import generation_prompts
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
-from dptlib.train import ProbeConfig, TuneConfig, cache_latents, probe, tune
 
-params = config.notebook_parameters("ablation_variant", globals())
+params = checks.notebook_parameters("ablation_variant", globals())
 config.set_threads()
 config.quiet_libraries()
 run_dir = config.runs_dir(params.scale)  # a batch gives each variant its own ($DPT_RUNS_DIR)

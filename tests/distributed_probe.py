@@ -21,8 +21,8 @@ def main(out: str, data_dir: str) -> None:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    from dptlib.checkpoint import atomic_save_file
-    from dptlib.train import ProbeConfig, probe
+    from dptlib.method.checkpoint import atomic_save_file
+    from dptlib.method.train import ProbeConfig, probe
 
     from test_probe import tiny_backbone, tiny_data
 

@@ -1,7 +1,7 @@
 """Reading the parity fixtures (not a test module), and the fallback reader's agreement table.
 
 The fixtures store no benchmark prompt: a case names its prompt as ``prompt_ref`` = (set, category,
-index) into the pinned benchmark files (:mod:`dptlib.prompt_sets`), spaCy's tokens as
+index) into the pinned benchmark files (:mod:`dptlib.data.prompt_sets`), spaCy's tokens as
 ``[start, end, pos]`` offsets into it, and the text the reference returned as spans of it. The files
 are read from ``$DPT_BENCHMARKS_DIR`` or ``../shared/benchmarks`` (:data:`BENCHMARKS`; None where
 neither has them, and the tests that need them are skipped).
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dptlib import prompt_sets
-from dptlib.evaluators.text import RuleReader, Token, complex_pair, first_and_last_noun, without_adjectives
+from dptlib.data import prompt_sets
+from dptlib.evaluation.graders.text import RuleReader, Token, complex_pair, first_and_last_noun, without_adjectives
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def fallback_agreement() -> pd.DataFrame:
 
 
 def agreement_markdown() -> str:
-    from dptlib.report import markdown_table
+    from dptlib.experiments.report import markdown_table
 
     return markdown_table(fallback_agreement().set_index(["what", "prompts", "category"]), floatfmt=".1f").strip()
 

@@ -1,4 +1,4 @@
-"""dptlib.ablation_claims: the ablations' claims over training seeds, defined once and re-derived
+"""dptlib.experiments.ablation_claims: the ablations' claims over training seeds, defined once and re-derived
 by ``make check-claims`` from the committed runs."""
 
 import ast
@@ -7,8 +7,8 @@ import pandas as pd
 import papermill
 import pytest
 
-from dptlib import ablation_claims, ablations, seed_claims
 from dptlib.config import figures_dir, repo_root
+from dptlib.experiments import ablation_claims, ablations, seed_claims
 
 TABLES = list(ablation_claims.TABLES.values())
 

@@ -10,9 +10,10 @@ import time
 import pandas as pd
 import pytest
 
-from dptlib import ablations, report, stats
 from dptlib.config import figures_dir
-from dptlib.train import ProbeConfig
+from dptlib.evaluation import stats
+from dptlib.experiments import ablations, report
+from dptlib.method.train import ProbeConfig
 
 
 def _write(path, text):
@@ -157,11 +158,11 @@ def test_exclusive_makes_a_second_process_wait_until_the_first_has_built(tmp_pat
     import subprocess
     import sys
 
-    from dptlib.checkpoint import exclusive
+    from dptlib.method.checkpoint import exclusive
 
     lock, holding, built = tmp_path / "stage1.lock", tmp_path / "holding", tmp_path / "built"
     first = subprocess.Popen([sys.executable, "-c", (
-        "import pathlib, time\nfrom dptlib.checkpoint import exclusive\n"
+        "import pathlib, time\nfrom dptlib.method.checkpoint import exclusive\n"
         f"with exclusive({str(lock)!r}):\n"
         f"    pathlib.Path({str(holding)!r}).touch(); time.sleep(1.0); pathlib.Path({str(built)!r}).touch()\n")])
     deadline = time.time() + 60
@@ -339,7 +340,7 @@ def test_batch_times_are_measured_here_or_kept_from_the_recorded_table(tmp_path,
 
 
 def test_reproduce_runs_one_ablation_batch(monkeypatch):
-    from dptlib import reproduce
+    from dptlib.experiments import reproduce
 
     seen = []
     monkeypatch.setattr(ablations, "main", lambda argv: seen.append(argv) or 0)

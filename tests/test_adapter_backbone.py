@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dptlib.adapter import AdapterConfig, DiscriminativeAdapter
-from dptlib.backbone import block_channels, block_modules, extract_features, paper_block, resolve_blocks
+from dptlib.method.adapter import AdapterConfig, DiscriminativeAdapter
+from dptlib.method.backbone import block_channels, block_modules, extract_features, paper_block, resolve_blocks
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_adapter_config_is_checked():
 def test_input_norm_standardises_each_channel_of_the_map(tiny_pipe, tmp_path):
     """With input_norm="batch" a per-channel offset and (positive) scale of the probed map change
     nothing in training mode; without it they do. The running statistics survive a save / load."""
-    from dptlib.checkpoint import load_adapter, save_adapter
+    from dptlib.method.checkpoint import load_adapter, save_adapter
 
     with pytest.raises(ValueError, match="input_norm"):
         AdapterConfig(input_norm="layer")
@@ -120,7 +120,7 @@ def test_input_norm_standardises_each_channel_of_the_map(tiny_pipe, tmp_path):
 def test_channel_whitening_decorrelates_the_channels_and_keeps_running_estimates():
     """Channels mixed by a random matrix come out with mean 0 and covariance I in training mode;
     in eval mode the running estimates (after one batch at momentum 1: that batch's) do the same."""
-    from dptlib.adapter import ChannelWhitening
+    from dptlib.method.adapter import ChannelWhitening
 
     generator = torch.Generator().manual_seed(0)
     mix = torch.randn(6, 6, generator=generator) + 3 * torch.eye(6)
@@ -148,7 +148,7 @@ def test_fusion_size_resizes_every_map(tiny_pipe):
 def test_timestep_embedding_is_the_sd_unets_sinusoid_bit_for_bit():
     """diffusers' get_timestep_embedding (cos first, no shift) equals the formula written out:
     exp(-ln(10^4) k / (d/2)) per frequency, t times it, [cos, sin]."""
-    from dptlib.adapter import timestep_embedding
+    from dptlib.method.adapter import timestep_embedding
 
     t = torch.cat([torch.arange(0, 1000), torch.tensor([999, 0, 1, 500])])
     for dim in (64, 256):
@@ -161,7 +161,7 @@ def test_timestep_embedding_is_the_sd_unets_sinusoid_bit_for_bit():
 def test_the_sine_option_is_the_releases_normalised_embedding():
     """AdapterConfig(position_embedding="sine") uses the embedding the release's adapter adds
     (DETR's normalised 2-D sine: coordinates (r + 1) / h * 2 pi, sin on even channels, y then x)."""
-    from dptlib.adapter import AdapterConfig, DiscriminativeAdapter, normalized_sine_embedding
+    from dptlib.method.adapter import AdapterConfig, DiscriminativeAdapter, normalized_sine_embedding
 
     adapter = DiscriminativeAdapter(AdapterConfig(d_model=32, heads=4, ffn=64, num_queries=6, num_matching_queries=2,
                                                   position_embedding="sine"), [8], 16)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.checkpoint import atomic_save_file, load_training_state, save_training_state
+from dptlib.method.checkpoint import atomic_save_file, load_training_state, save_training_state
 from dptlib.toy.model import _train
 
 
@@ -83,7 +83,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
 
 def _tiny_adapter(seed=0):
-    from dptlib.adapter import AdapterConfig, DiscriminativeAdapter
+    from dptlib.method.adapter import AdapterConfig, DiscriminativeAdapter
 
     torch.manual_seed(seed)
     return DiscriminativeAdapter(AdapterConfig(d_model=32, heads=4, ffn=64, num_queries=6, num_matching_queries=2,
@@ -91,7 +91,7 @@ def _tiny_adapter(seed=0):
 
 
 def test_adapter_round_trips_through_save_pretrained_and_from_pretrained(tmp_path):
-    from dptlib.adapter import AdapterConfig, DiscriminativeAdapter
+    from dptlib.method.adapter import AdapterConfig, DiscriminativeAdapter
 
     adapter = _tiny_adapter()
     adapter.save_pretrained(tmp_path / "hf")
@@ -117,8 +117,8 @@ def test_load_adapter_reads_both_layouts_and_from_pretrained_reads_save_adapters
 
     from safetensors.torch import save_file
 
-    from dptlib.adapter import DiscriminativeAdapter
-    from dptlib.checkpoint import load_adapter, save_adapter
+    from dptlib.method.adapter import DiscriminativeAdapter
+    from dptlib.method.checkpoint import load_adapter, save_adapter
 
     adapter = _tiny_adapter(1)
     save_adapter(adapter, SimpleNamespace(model="toy"), ["mid"], tmp_path / "new")
@@ -137,7 +137,7 @@ def test_load_adapter_reads_both_layouts_and_from_pretrained_reads_save_adapters
 
 
 def test_the_official_adapter_round_trips_too(tmp_path):
-    from dptlib.official_adapter import OfficialAdapter, OfficialAdapterConfig
+    from dptlib.official.adapter import OfficialAdapter, OfficialAdapterConfig
 
     torch.manual_seed(0)
     config = OfficialAdapterConfig(in_channels=8, d_model=32, heads=4, ffn=64, num_queries=6, num_matching_queries=2, text_dim=12)

@@ -1,12 +1,14 @@
-"""Bad input to the command lines (dptlib.reproduce, dptlib.ablations, dptlib.train) and to the
+"""Bad input to the command lines (dptlib.experiments.reproduce, dptlib.experiments.ablations, dptlib.method.train) and to the
 notebooks' parameters: one line naming the bad value and the allowed ones, exit status 2, and
 nothing started (papermill, training) before the error."""
 
 import pytest
 
-from dptlib import ablations, checks, config, reproduce, train
-from dptlib.adapter import INPUT_NORMS
-from dptlib.train import LORA_TARGETS, LR_SCHEDULES, TuneConfig
+from dptlib import checks
+from dptlib.experiments import ablations, reproduce
+from dptlib.method import train
+from dptlib.method.adapter import INPUT_NORMS
+from dptlib.method.train import LORA_TARGETS, LR_SCHEDULES, TuneConfig
 
 
 class Started(Exception):
@@ -208,10 +210,10 @@ def test_a_notebook_runs_its_missing_prerequisites_first_at_the_smoke_scale_only
 ])
 def test_a_bad_stage1_recipe_of_a_variant_is_refused_before_it_runs(values, named):
     with pytest.raises(checks.UserInputError) as error:
-        config.check_parameters("ablation_variant", {"scale": "toy", **values})
+        checks.check_parameters("ablation_variant", {"scale": "toy", **values})
     for text in named:
         assert text in str(error.value)
-    assert config.check_parameters("ablation_variant", {"scale": "toy", "probe_schedule": "cosine", "probe_warmup": 100,
+    assert checks.check_parameters("ablation_variant", {"scale": "toy", "probe_schedule": "cosine", "probe_warmup": 100,
                                                         "probe_queries": 16}).probe_queries == 16
 
 

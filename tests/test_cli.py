@@ -23,7 +23,7 @@ def test_listing_and_an_unknown_command(capsys):
 
 def test_a_subcommand_gets_its_arguments(monkeypatch):
     seen = []
-    monkeypatch.setattr(importlib.import_module("dptlib.exercises"), "main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(importlib.import_module("dptlib.teaching.exercises"), "main", lambda argv: seen.append(argv) or 0)
     assert cli.main(["exercises", "--check"]) == 0 and seen == [["--check"]]
 
 
@@ -49,7 +49,7 @@ def test_the_runner_falls_back_to_this_environments_kernel(monkeypatch, caplog):
 def test_a_failed_notebook_says_its_reason_in_one_line(monkeypatch, capsys, tmp_path):
     import papermill
 
-    from dptlib import reproduce
+    from dptlib.experiments import reproduce
 
     def fail(source, executed, **kwargs):
         raise papermill.PapermillExecutionError(cell_index=3, exec_count=2, source="...", ename="ValueError",

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from dptlib.config import check_parameters, progress_bars, resolve_scale
-from dptlib.reproduce import load_runs, parse_overrides, strip_progress, validate_run
+from dptlib.checks import check_parameters
+from dptlib.config import progress_bars, resolve_scale
+from dptlib.experiments.reproduce import load_runs, parse_overrides, strip_progress, validate_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +72,7 @@ def test_notebook_pairs_are_in_sync(script):
 def test_saved_tables_keep_row_labels_and_flatten_columns(monkeypatch, tmp_path):
     import pandas as pd
 
-    from dptlib import report
+    from dptlib.experiments import report
 
     monkeypatch.setattr(report, "figures_dir", lambda scale: tmp_path)
     sweep = pd.DataFrame({"correct": [14.04, 7.01]}, index=pd.Index([0.0, 0.03], name="eta"))
@@ -85,7 +86,7 @@ def test_saved_tables_keep_row_labels_and_flatten_columns(monkeypatch, tmp_path)
 
 
 def test_notebook_parameters_read_the_parameters_cell_namespace():
-    from dptlib.config import declared_parameters, notebook_parameters
+    from dptlib.checks import declared_parameters, notebook_parameters
 
     namespace = dict(declared_parameters("03_self_correction"), other_variable="not a parameter")
     namespace.update(refresh_every=2, seed=3)
@@ -102,7 +103,8 @@ def test_notebook_parameters_read_the_parameters_cell_namespace():
 
 def test_each_parameter_is_declared_once_in_its_notebook():
     """The parameters cell is the declaration; the presets only give values, for declared names."""
-    from dptlib.config import PRESETS, declared_parameters
+    from dptlib.checks import declared_parameters
+    from dptlib.config import PRESETS
 
     for notebook, presets in PRESETS.items():
         declared = declared_parameters(notebook)

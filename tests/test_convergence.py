@@ -1,11 +1,11 @@
-"""dptlib.convergence: the converged rule, the arms' settings, and one smoke arm end to end."""
+"""dptlib.experiments.convergence: the converged rule, the arms' settings, and one smoke arm end to end."""
 
 import json
 
 import pandas as pd
 import pytest
 
-from dptlib import convergence
+from dptlib.experiments import convergence
 
 
 def curve(itm, rec, steps=(0, 200, 400, 600, 800, 1000)):
@@ -23,7 +23,7 @@ def test_converged_reads_the_last_fifth():
 
 
 def test_every_arm_is_a_valid_stage1_config():
-    from dptlib.train import ProbeConfig
+    from dptlib.method.train import ProbeConfig
 
     for name in convergence.ARMS:
         config = convergence.probe_config(name, "toy")
@@ -53,7 +53,7 @@ def test_a_smoke_arm_writes_its_curve_and_is_skipped_after(tmp_path, monkeypatch
 
 
 def test_an_arm_changes_only_the_adapter_entries_it_names():
-    from dptlib.train import ProbeConfig
+    from dptlib.method.train import ProbeConfig
 
     preset = ProbeConfig.preset("toy").adapter
     changed = convergence.probe_config("cosine-1500", "toy").adapter  # an arm of the 40-query stage 1 the preset replaced

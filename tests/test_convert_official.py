@@ -1,4 +1,4 @@
-"""dptlib.convert_official on a synthetic release checkpoint: the official key names and shapes at tiny width.
+"""dptlib.official.convert on a synthetic release checkpoint: the official key names and shapes at tiny width.
 
 The adapter's weights are written out key by key as the release names them (not through
 OfficialAdapter), the LoRA for every attention of the random toy U-Net; the references below are
@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dptlib.checkpoint import load_adapter
-from dptlib.convert_official import main
-from dptlib.losses import matching_similarity
-from dptlib.official_checkpoint import build_adapter, load_official_adapter, read_checkpoint
+from dptlib.method.checkpoint import load_adapter
+from dptlib.method.losses import matching_similarity
+from dptlib.official.checkpoint import build_adapter, load_official_adapter, read_checkpoint
+from dptlib.official.convert import main
 
 D, HEADS, FFN, N, M, CHANNELS, TEXT, CLASSES, ALIGN, ROBERTA = 24, 4, 40, 7, 3, 16, 32, 5, 8, 12
 ENCODER_LAYERS, DECODER_LAYERS, RANK = 1, 2, 4  # two decoder layers: matching reads the first, boxes the last

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.data import DiscriminationData, mine_hard_negatives, shuffled_pairs, to_model_images, to_uint8_images
+from dptlib.data.discrimination import DiscriminationData, mine_hard_negatives, shuffled_pairs
+from dptlib.data.images import to_model_images, to_uint8_images
 
 
 def _unit(rows):
@@ -135,7 +136,7 @@ def test_shuffled_pairs_moves_every_image_in_one_cycle():
 def test_the_fingerprint_sees_what_a_run_learns_from():
     from dataclasses import replace
 
-    from dptlib.data import fingerprint
+    from dptlib.data.discrimination import fingerprint
 
     data = _data(images=torch.zeros(7, 3, 2, 2), n_captioned=5, hard_images=torch.tensor([[1, 2], [2, 0], [0, 1], [1, 0]]))
     assert fingerprint(data) == fingerprint(replace(data))

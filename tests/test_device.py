@@ -7,12 +7,12 @@ import os
 import pytest
 import torch
 
-from dptlib.adapter import AdapterConfig, DiscriminativeAdapter
-from dptlib.backbone import Backbone, block_channels, extract_features
-from dptlib.checkpoint import load_adapter
-from dptlib.inference import DPTScorer
-from dptlib.sampling import correction_gradient, generate
-from dptlib.train import ProbeConfig, TuneConfig, cache_latents, probe, tune
+from dptlib.method.adapter import AdapterConfig, DiscriminativeAdapter
+from dptlib.method.backbone import Backbone, block_channels, extract_features
+from dptlib.method.checkpoint import load_adapter
+from dptlib.method.inference import DPTScorer
+from dptlib.method.sampling import correction_gradient, generate
+from dptlib.method.train import ProbeConfig, TuneConfig, cache_latents, probe, tune
 
 from test_probe import tiny_backbone, tiny_data
 
@@ -68,7 +68,7 @@ def _agree(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
 def test_gradient_and_losses_agree_with_the_cpu(device, exact_float32):
     """The self-correction gradient (Eq. 9) and Eq. 8's losses on one septuple batch, computed
     on the CPU and on the device from the same weights and tensors."""
-    from dptlib.train import DPTModel, StepBatch
+    from dptlib.method.train import DPTModel, StepBatch
 
     backbone = tiny_backbone()
     unet = backbone.unet

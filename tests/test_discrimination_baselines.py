@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dptlib.backbone import Backbone, encode_text
-from dptlib.baselines import (
+from dptlib.data.discrimination import DiscriminationData
+from dptlib.evaluation.baselines import (
     CLIPScorer,
     DenoisingScorer,
     _latent_masks,
@@ -16,8 +16,8 @@ from dptlib.baselines import (
     local_denoising_boxes,
     rec_chance,
 )
-from dptlib.data import DiscriminationData
-from dptlib.metrics import rec_precision
+from dptlib.evaluation.metrics import rec_precision
+from dptlib.method.backbone import Backbone, encode_text
 from dptlib.toy.model import build_random_pipeline
 
 CAPTIONS = ["a red circle", "a blue square", "two green triangles", "a large red circle"]

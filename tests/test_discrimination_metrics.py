@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.adapter import AdapterOutput
-from dptlib.backbone import encode_text
-from dptlib.data import DiscriminationData
-from dptlib.inference import DPTScorer
-from dptlib.metrics import ITMTest, itm_accuracy, itm_outcomes, itm_test_set, rec_outcomes, rec_precision
-from dptlib.train import ProbeConfig, build_adapter, cache_latents
+from dptlib.data.discrimination import DiscriminationData
+from dptlib.evaluation.metrics import ITMTest, itm_accuracy, itm_outcomes, itm_test_set, rec_outcomes, rec_precision
+from dptlib.method.adapter import AdapterOutput
+from dptlib.method.backbone import encode_text
+from dptlib.method.inference import DPTScorer
+from dptlib.method.train import ProbeConfig, build_adapter, cache_latents
 
 from test_probe import tiny_backbone
 from toy_fixtures import small_toy_split
@@ -118,7 +118,7 @@ def scorer(backbone, toy):
 
 
 def test_each_image_has_one_z_t_whatever_the_caption_or_batch_position(scorer, backbone):
-    from dptlib.backbone import add_noise
+    from dptlib.method.backbone import add_noise
 
     z, t = scorer.noisy_latents([3, 5, 3])
     assert t.tolist() == [250] * 3
@@ -131,7 +131,7 @@ def test_each_image_has_one_z_t_whatever_the_caption_or_batch_position(scorer, b
 
 
 def test_all_candidates_of_a_query_are_scored_on_the_same_z_t(scorer, monkeypatch):
-    import dptlib.inference as inference_module
+    import dptlib.method.inference as inference_module
 
     seen, calls = {}, {"images": None}
     original = inference_module.extract_features
@@ -170,7 +170,7 @@ def test_a_pairs_score_does_not_depend_on_the_other_pairs_in_the_call(scorer):
 def test_a_shared_cache_runs_the_unet_once_per_batch_and_changes_no_score(scorer, backbone, monkeypatch):
     """Two adapters of one frozen U-Net asked the same batches: the U-Net runs once per batch
     (and per timestep), and every score and box equals the uncached scorer's to the bit."""
-    import dptlib.inference as inference_module
+    import dptlib.method.inference as inference_module
 
     calls = []
     real = inference_module.extract_features

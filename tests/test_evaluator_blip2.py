@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dptlib.evaluators import tiny
-from dptlib.evaluators.blip2 import Blip2Match
+from dptlib.evaluation.graders import tiny
+from dptlib.evaluation.graders.blip2 import Blip2Match
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "green", "blue", "car", "bench", "dog", "cat", "big", "and"]
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dptlib.benchmark_eval import tensor_scorer
-from dptlib.evaluators.clip import ClipScore, check_activation
+from dptlib.evaluation.benchmarks import tensor_scorer
+from dptlib.evaluation.graders.clip import ClipScore, check_activation
 
 
 def fixed_embed(images, texts):
@@ -27,9 +27,8 @@ def test_score_is_scale_times_cosine_without_clamp():
 
 
 def test_on_the_toy_evaluator_clip():
-    from dptlib.data import clip_embedder
-    from dptlib.metrics import clip_score
-    from dptlib.toy.model import load_evaluator
+    from dptlib.data.embedders import clip_embedder, load_evaluator
+    from dptlib.evaluation.metrics import clip_score
     from dptlib.toy.world import ToyWorld, ToyWorldConfig
 
     world = ToyWorld(ToyWorldConfig(seed=0))

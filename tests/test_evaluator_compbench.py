@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dptlib.evaluators.compbench import ThreeInOne
+from dptlib.evaluation.graders.compbench import ThreeInOne
 
 
 class Fixed:
@@ -31,9 +31,9 @@ def test_three_in_one_combines_by_kind():
 def test_from_parts_reads_complex_prompts_in_complex_mode():
     """3-in-1's spatial part takes the objects around the preposition (not the first and last
     noun), and its CLIP part scores the prompt without adjectives, as the benchmark's --complex runs."""
-    from dptlib.evaluators.clip import ClipScore
-    from dptlib.evaluators.rules import Detection
-    from dptlib.evaluators.text import RuleReader
+    from dptlib.evaluation.graders.clip import ClipScore
+    from dptlib.evaluation.graders.rules import Detection
+    from dptlib.evaluation.graders.text import RuleReader
 
     class Detector:
         name = "fake"

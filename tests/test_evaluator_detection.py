@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dptlib.evaluators import tiny
-from dptlib.evaluators.detection import GroundedDetector, GroundedObjects, SpatialScore
-from dptlib.evaluators.rules import Detection
-from dptlib.evaluators.text import RuleReader
+from dptlib.evaluation.graders import tiny
+from dptlib.evaluation.graders.detection import GroundedDetector, GroundedObjects, SpatialScore
+from dptlib.evaluation.graders.rules import Detection
+from dptlib.evaluation.graders.text import RuleReader
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "dog", "cat", "red", "car", "blue", "bench", "person"]
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.evaluators.inception import InceptionSet
-from dptlib.metrics import frechet_distance
+from dptlib.evaluation.graders.inception import InceptionSet
+from dptlib.evaluation.metrics import frechet_distance
 
 
 class Pooled(torch.nn.Module):
@@ -50,7 +50,7 @@ def test_fid_reads_reference_images_of_mixed_sizes_and_modes(tmp_path):
     299 itself), so FID equals the Fréchet distance of the images' features taken one by one."""
     from PIL import Image
 
-    from dptlib.benchmark_eval import load_images
+    from dptlib.evaluation.benchmarks import load_images
 
     rng = np.random.default_rng(5)
     paths = []
@@ -80,7 +80,7 @@ def test_the_real_inception_architecture_reads_mixed_sizes_each_at_its_own(tmp_p
     """torchmetrics' FID Inception (torch-fidelity's network, random weights in the real layout, read
     by ``from_weights`` as the real file is) on images of several sizes: each is resized to 299 by the
     network itself, so the batched FID is the Fréchet distance of the one-by-one features."""
-    from dptlib.paper_dry_run import inception_weights
+    from dptlib.perf.paper_dry_run import inception_weights
 
     torch.manual_seed(0)
     inception = InceptionSet.from_weights(inception_weights(tmp_path / "pt_inception-random.pth"), splits=1)

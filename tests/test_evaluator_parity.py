@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dptlib.evaluators import rules, text, tiny
-from dptlib.evaluators.rules import Detection
+from dptlib.evaluation.graders import rules, text, tiny
+from dptlib.evaluation.graders.rules import Detection
 
 from parity_fixtures import BENCHMARKS, agreement_markdown, complex_prompts, prompt_of, spans_of, tokens_of
 
@@ -51,7 +51,7 @@ def assert_parity(cases, ours, expected, close=None):
 
 
 def test_tifa_choice_mapping_matches_tifas_sbert_multiple_choice():
-    from dptlib.evaluators.tifa import sbert_embedder
+    from dptlib.evaluation.graders.tifa import sbert_embedder
 
     data = fixture("tifa_choice.json")
     torch.manual_seed(0)  # the tiny encoder the fixture was recorded with (its "run" says so)
@@ -99,7 +99,7 @@ def _tiny_open_clip(tmp_path, data, key):
 
 @pytest.mark.parametrize("key, cases", [("model_config", "cases"), ("model_config_gelu", "cases_gelu")])
 def test_clip_score_matches_the_releases_evaluation_through_open_clips_preprocessing(tmp_path, key, cases):
-    from dptlib.evaluators.clip import ClipScore, open_clip_scorer
+    from dptlib.evaluation.graders.clip import ClipScore, open_clip_scorer
 
     data = fixture("clip_score.json")
     _, model, preprocess, tokenizer = _tiny_open_clip(tmp_path, data, key)
@@ -124,7 +124,7 @@ def test_clip_from_spec_builds_open_clips_model_and_preprocessing(tmp_path):
     path every generated image takes."""
     from safetensors.torch import save_file
 
-    from dptlib.evaluators.clip import ClipScore
+    from dptlib.evaluation.graders.clip import ClipScore
 
     data = fixture("clip_score.json")
     name, model, _, _ = _tiny_open_clip(tmp_path, data, "model_config")
@@ -211,7 +211,7 @@ def test_three_in_one_kinds_and_averages_match_3_in_1():
 def test_bvqa_questions_are_the_kept_chunks():
     """B-VQA asks "{chunk}?" for spaCy's chunks less the benchmark's four: the evaluator's own
     chunk list, from a reader that returns spaCy's recorded chunks, is the fixture's."""
-    from dptlib.evaluators.vqa import BlipVqaBinding
+    from dptlib.evaluation.graders.vqa import BlipVqaBinding
 
     cases = fixture("chunks.json")["cases"]
 

@@ -1,10 +1,10 @@
-"""dptlib.evaluators.rules against hand-computed cases of each benchmark's arithmetic."""
+"""dptlib.evaluation.graders.rules against hand-computed cases of each benchmark's arithmetic."""
 
 import numpy as np
 import pytest
 
-from dptlib.evaluators import rules
-from dptlib.evaluators.rules import Detection
+from dptlib.evaluation.graders import rules
+from dptlib.evaluation.graders.rules import Detection
 
 
 def test_bvqa_is_the_product_of_yes_shares_over_at_most_eight_chunks():

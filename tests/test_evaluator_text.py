@@ -3,8 +3,8 @@ benchmark's rules on spaCy's tags: tests/test_evaluator_parity.py)."""
 
 import pytest
 
-from dptlib.evaluators import text
-from dptlib.evaluators.text import RuleReader, Token
+from dptlib.evaluation.graders import text
+from dptlib.evaluation.graders.text import RuleReader, Token
 
 
 def test_rules_on_tagged_tokens_by_hand():
@@ -40,7 +40,7 @@ def test_asking_for_spacy_without_it_fails_in_one_line_naming_the_command(monkey
 
 
 def test_a_paper_scale_suite_without_spacy_stops_before_loading_a_model(monkeypatch, tmp_path):
-    from dptlib.benchmark_eval import EvaluatorSuite
+    from dptlib.evaluation.benchmarks import EvaluatorSuite
 
     monkeypatch.setattr(text, "spacy_available", lambda model=text.SPACY_MODEL: False)
     with pytest.raises(ValueError, match="spacy download"):  # the folder does not exist: no model was read

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dptlib.evaluators import tiny
-from dptlib.evaluators.rules import bvqa_score, yes_share
-from dptlib.evaluators.text import RuleReader
-from dptlib.evaluators.vqa import BlipVqa, BlipVqaBinding
+from dptlib.evaluation.graders import tiny
+from dptlib.evaluation.graders.rules import bvqa_score, yes_share
+from dptlib.evaluation.graders.text import RuleReader
+from dptlib.evaluation.graders.vqa import BlipVqa, BlipVqaBinding
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]", "yes", "no", "a", "red", "green", "blue", "car", "bench",
          "dog", "cat", "big", "?", "and"]
@@ -88,7 +88,7 @@ def test_free_answers_are_deterministic_and_unaffected_by_batching(tiny_vqa):
 def test_sbert_embedder_is_masked_mean_pooling(tiny_vqa):
     from transformers import BertConfig, BertModel
 
-    from dptlib.evaluators.tifa import sbert_embedder
+    from dptlib.evaluation.graders.tifa import sbert_embedder
 
     tokenizer = tiny_vqa[1].tokenizer
     torch.manual_seed(0)
@@ -104,7 +104,7 @@ def test_sbert_embedder_is_masked_mean_pooling(tiny_vqa):
 
 
 def test_tifa_maps_answers_to_choices_and_scores_per_caption(tiny_vqa, monkeypatch):
-    from dptlib.evaluators.tifa import Tifa
+    from dptlib.evaluation.graders.tifa import Tifa
 
     vqa = BlipVqa(*tiny_vqa)
     free = {"is there a car?": "yes", "what color is the car?": "reddish", "is there a dog?": "no"}

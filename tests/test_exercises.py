@@ -1,4 +1,4 @@
-"""dptlib.exercises (exercise notebooks cut from solutions) and dptlib.teaching (their checks)."""
+"""dptlib.teaching.exercises (exercise notebooks cut from solutions) and dptlib.teaching.checks (their checks)."""
 
 import dataclasses
 import math
@@ -8,7 +8,9 @@ import nbformat
 import pytest
 import torch
 
-from dptlib import exercises, losses, teaching
+from dptlib.method import losses
+from dptlib.teaching import checks as teaching
+from dptlib.teaching import exercises
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
 
 SOLUTION_PY = '''# %% [markdown]

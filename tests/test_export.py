@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dptlib.data import read_coco_captions, read_refexp
+from dptlib.data.coco import read_coco_captions, read_refexp
 from dptlib.toy.world import ToyWorld, ToyWorldConfig, export_world, image_id, scene_from_dict
 
 

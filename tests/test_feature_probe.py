@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.feature_probe import box_pool, linear_probe_accuracy
+from dptlib.evaluation.feature_probe import box_pool, linear_probe_accuracy
 
 
 def test_box_pool_averages_the_cells_inside_a_box():
@@ -59,8 +59,8 @@ def test_toy_probe_inputs_pair_the_referent_task():
 
 @pytest.mark.parametrize("block", ["mid", "up1"])
 def test_pooled_features_are_the_block_maps_pooled(block):
-    from dptlib.backbone import Backbone, add_noise, encode_text, extract_features
-    from dptlib.feature_probe import pooled_block_features
+    from dptlib.evaluation.feature_probe import pooled_block_features
+    from dptlib.method.backbone import Backbone, add_noise, encode_text, extract_features
     from dptlib.toy.model import build_random_pipeline
 
     backbone = Backbone(build_random_pipeline())
@@ -82,7 +82,7 @@ def test_map_statistics_against_a_designed_map(monkeypatch):
     """A 2x2 map built as channel offset + image effect + checkerboard: every statistic by hand."""
     from types import SimpleNamespace
 
-    from dptlib import feature_probe
+    from dptlib.evaluation import feature_probe
 
     offsets = torch.tensor([3.0, -1.0])[None, :, None, None]  # per channel
     image = torch.tensor([1.0, -1.0])[:, None, None, None]  # per image: unbiased variance 2
@@ -102,7 +102,7 @@ def test_map_statistics_against_a_designed_map(monkeypatch):
 
 
 def test_held_out_r2_is_one_for_a_linear_target_and_near_zero_for_an_unrelated_one():
-    from dptlib.feature_probe import held_out_r2
+    from dptlib.evaluation.feature_probe import held_out_r2
 
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(400, 5, generator=generator)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.baselines import attend_and_excite_arguments, attend_and_excite_pipeline, subject_token_indices
-from dptlib.metrics import clip_score
-from dptlib.sampling import generate
+from dptlib.evaluation.baselines import attend_and_excite_arguments, attend_and_excite_pipeline, subject_token_indices
+from dptlib.evaluation.metrics import clip_score
+from dptlib.method.sampling import generate
 from dptlib.toy.evaluation import compare_methods, evaluate_generation
 from dptlib.toy.model import build_random_pipeline, complete_captions
 from dptlib.toy.prompts import toy_benchmark
@@ -56,9 +56,9 @@ def test_per_prompt_arguments_must_match_the_prompts(pipe):
 
 
 def test_refreshing_every_second_step_halves_the_gradient_passes(pipe, monkeypatch, tmp_path):
-    import dptlib.sampling as sampling
-    from dptlib.adapter import AdapterConfig, DiscriminativeAdapter
-    from dptlib.backbone import block_channels
+    import dptlib.method.sampling as sampling
+    from dptlib.method.adapter import AdapterConfig, DiscriminativeAdapter
+    from dptlib.method.backbone import block_channels
 
     adapter = DiscriminativeAdapter(AdapterConfig(d_model=32, heads=4, ffn=64, num_queries=6, num_matching_queries=2, dropout=0.0),
                                     [block_channels(pipe.unet, "mid")], pipe.text_encoder.config.hidden_size)

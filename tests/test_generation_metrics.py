@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from dptlib.metrics import clip_score, frechet_distance
+from dptlib.evaluation.metrics import clip_score, frechet_distance
 from dptlib.toy.evaluation import mean_and_spread, oracle_scores
 from dptlib.toy.world import ObjectSpec, PromptSpec, ToyWorld, ToyWorldConfig
 

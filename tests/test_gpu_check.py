@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from dptlib import gpu_check
+from dptlib.perf import gpu_check
 
 
 def test_the_check_runs_end_to_end_on_a_tiny_unet(tmp_path):

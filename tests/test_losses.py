@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from dptlib.losses import (
+from dptlib.method.losses import (
     LossWeights,
     cxcywh_to_xyxy,
     generalized_box_iou,

@@ -2,7 +2,7 @@
 
 `01_probing` (with a data manifest), `paper/02_tuning` and `paper/03_self_correction` run through
 papermill at the smoke scale with the toy Stable Diffusion, the toy world written as COCO / MDETR
-files, tiny random graders saved as local model folders (``dptlib.evaluators.tiny``) and a few
+files, tiny random graders saved as local model folders (``dptlib.evaluation.graders.tiny``) and a few
 prompts of each real benchmark (``../shared/benchmarks`` or ``$DPT_BENCHMARKS_DIR``). The
 numbers mean nothing; the plumbing, the pairing and the tables' shapes do. Where the benchmark
 files are absent, prompt files written by the test stand in for them (the notebooks read a prompt
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dptlib import benchmark_eval
-from dptlib.evaluators import text
-from dptlib.prompt_sets import PromptSet
+from dptlib.data.prompt_sets import PromptSet
+from dptlib.evaluation import benchmarks as benchmark_eval
+from dptlib.evaluation.graders import text
 
 ROOT = Path(__file__).resolve().parents[1]
 _ENV = os.environ.get("DPT_BENCHMARKS_DIR")
@@ -49,7 +49,7 @@ def test_items_spread_over_a_set_and_t2i_compbench_splits_by_category(monkeypatc
 
 def test_the_paper_run_files_fit_their_notebooks_and_bad_input_is_named():
     from dptlib.checks import UserInputError, check_resources
-    from dptlib.reproduce import load_runs, validate_run
+    from dptlib.experiments.reproduce import load_runs, validate_run
 
     runs = {notebook: parameters for _, notebook, parameters in load_runs(ROOT / "papermill_params" / "paper")}
     assert set(runs) == {"01_probing", "paper/02_tuning", "paper/03_self_correction"}
@@ -136,8 +136,8 @@ def test_paper_scale_notebooks_from_prompt_files_to_tables(tmp_path, monkeypatch
     written here take their place (``file:``): the same path from prompt file to table."""
     import papermill
 
-    from dptlib.evaluators.tiny import write_tiny_evaluators
-    from dptlib.paper_dry_run import write_complex_lists
+    from dptlib.evaluation.graders.tiny import write_tiny_evaluators
+    from dptlib.perf.paper_dry_run import write_complex_lists
     from dptlib.toy.data import write_manifest
     from dptlib.toy.world import ToyWorld, ToyWorldConfig, export_world
 

@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.checkpoint import load_adapter, run_identity
-from dptlib.data import prepare_discrimination_data, sample_septuple
-from dptlib.inference import DPTScorer
-from dptlib.metrics import itm_accuracy, itm_test_set, rec_precision
+from dptlib.data.discrimination import prepare_discrimination_data, sample_septuple
+from dptlib.evaluation.metrics import itm_accuracy, itm_test_set, rec_precision
+from dptlib.method.checkpoint import load_adapter, run_identity
+from dptlib.method.inference import DPTScorer
+from dptlib.method.train import ProbeConfig, cache_latents, probe
 from dptlib.toy.world import ToyWorld, ToyWorldConfig, export_world
-from dptlib.train import ProbeConfig, cache_latents, probe
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_backbone():
     """A randomly initialised toy-sized pipeline: enough to test the plumbing, no training."""
-    from dptlib.backbone import Backbone
+    from dptlib.method.backbone import Backbone
     from dptlib.toy.model import build_random_pipeline
 
     return Backbone(build_random_pipeline())
@@ -116,7 +116,7 @@ def test_probe_trains_and_is_deterministic(setting, tmp_path):
         assert torch.equal(x, y), name
     fresh = ProbeConfig.preset("smoke")
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(),
-               __import__("dptlib.train", fromlist=["build_adapter"]).build_adapter(fresh, backbone)[0].state_dict().values()))
+               __import__("dptlib.method.train", fromlist=["build_adapter"]).build_adapter(fresh, backbone)[0].state_dict().values()))
 
 
 def test_in_batch_negatives_run(setting, tmp_path):
@@ -128,7 +128,7 @@ def test_in_batch_negatives_run(setting, tmp_path):
 def _killed_after_step_two(monkeypatch, run):
     """Run ``run()`` and kill it at step 3, after its step-2 checkpoint (a smoke config with
     checkpoint_every=2)."""
-    import dptlib.train as train
+    import dptlib.method.train as train
 
     original, calls = train.dpt_losses, {"n": 0}
 
@@ -147,7 +147,7 @@ def _killed_after_step_two(monkeypatch, run):
 def _steps_run(monkeypatch):
     """The steps the training loop executes from now on: septuple_batch gets each step's seeds
     [seed, step, micro, i], once per step and micro-batch."""
-    import dptlib.train as train
+    import dptlib.method.train as train
 
     steps, original = [], train.septuple_batch
 
@@ -285,10 +285,10 @@ def test_a_state_ahead_of_the_run_is_not_reused(setting, tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------
-# Learning-rate schedules (dptlib.convergence tests shorter stage-1 runs with them)
+# Learning-rate schedules (dptlib.experiments.convergence tests shorter stage-1 runs with them)
 # --------------------------------------------------------------------------------------------
 def _lrs(config, steps):
-    from dptlib.train import lr_scheduler
+    from dptlib.method.train import lr_scheduler
 
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
     scheduler = lr_scheduler(optimizer, config)
@@ -317,7 +317,7 @@ def test_schedules_give_the_hand_computed_learning_rates():
 
 
 def test_a_scheduler_built_at_a_resumed_step_is_on_schedule():
-    from dptlib.train import lr_scheduler
+    from dptlib.method.train import lr_scheduler
 
     config = ProbeConfig.preset("smoke", steps=10, lr=1e-3, lr_schedule="cosine", warmup_steps=2)
     straight = _lrs(config, 10)

@@ -1,4 +1,4 @@
-"""dptlib.prompt_sets against the local copies of the benchmarks (../shared/benchmarks or $DPT_BENCHMARKS_DIR).
+"""dptlib.data.prompt_sets against the local copies of the benchmarks (../shared/benchmarks or $DPT_BENCHMARKS_DIR).
 
 No test touches the network: downloads go through a replaced fetch function or a file:// URL.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dptlib import prompt_sets as ps
+from dptlib.data import prompt_sets as ps
 
 _ENV_DIR = os.environ.get("DPT_BENCHMARKS_DIR")
 _CANDIDATES = [Path(_ENV_DIR)] if _ENV_DIR else []

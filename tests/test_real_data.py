@@ -7,7 +7,8 @@ import pytest
 import torch
 import yaml
 
-from dptlib.data import manifest_splits, open_clip_embedder, read_manifest
+from dptlib.data.embedders import open_clip_embedder
+from dptlib.data.manifest import manifest_splits, read_manifest
 from dptlib.toy.data import write_manifest
 from dptlib.toy.world import ToyWorld, ToyWorldConfig, export_world
 
@@ -54,7 +55,7 @@ def test_manifest_splits_read_resize_and_mine(manifest):
 def test_a_split_may_test_itm_and_rec_on_two_image_sets(manifest, tmp_path):
     """The paper tests ITM on MS-COCO val2014 and REC on RefCOCO testA: a split naming the two
     apart gives ITM queries and negatives on the first set only, REC on the second only."""
-    from dptlib.metrics import itm_test_set
+    from dptlib.evaluation.metrics import itm_test_set
 
     _, paths = manifest
     part = {k: str(v) for k, v in paths["train"].items()}
@@ -111,10 +112,10 @@ def test_an_open_clip_evaluator_loads_from_a_spec(tiny_clip):
 
 
 def test_stage_1_from_the_command_line_on_a_manifest(manifest, tiny_clip, tmp_path):
-    """``python -m dptlib.train probe`` (what ``accelerate launch -m dptlib.train probe`` runs per process)."""
-    from dptlib.checkpoint import load_adapter
+    """``python -m dptlib.method.train probe`` (what ``accelerate launch -m dptlib.method.train probe`` runs per process)."""
+    from dptlib.method.checkpoint import load_adapter
+    from dptlib.method.train import main
     from dptlib.toy.model import build_random_pipeline
-    from dptlib.train import main
 
     path, _ = manifest
     build_random_pipeline(text_width=24).save_pretrained(tmp_path / "sd")
@@ -126,7 +127,7 @@ def test_stage_1_from_the_command_line_on_a_manifest(manifest, tiny_clip, tmp_pa
 
 
 def test_referred_only_keeps_the_images_an_expression_names(manifest, tmp_path):
-    from dptlib.data import load_discrimination_data
+    from dptlib.data.discrimination import load_discrimination_data
 
     _, paths = manifest
     ref = json.loads(paths["test"]["refexp"].read_text())
@@ -145,7 +146,8 @@ def test_referred_only_keeps_the_images_an_expression_names(manifest, tmp_path):
 def test_every_image_storage_gives_the_same_images_fingerprint_and_shuffle(manifest):
     import hashlib
 
-    from dptlib.data import ImageFiles, Uint8Images, fingerprint, load_discrimination_data, shuffled_pairs
+    from dptlib.data.discrimination import fingerprint, load_discrimination_data, shuffled_pairs
+    from dptlib.data.images import ImageFiles, Uint8Images
 
     _, paths = manifest
     split = paths["test"]

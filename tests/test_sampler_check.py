@@ -1,10 +1,10 @@
-"""dptlib.sampler_check: the settings, the comparison table on designed scores, and a smoke run end to end."""
+"""dptlib.experiments.sampler_check: the settings, the comparison table on designed scores, and a smoke run end to end."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from dptlib import sampler_check
+from dptlib.experiments import sampler_check
 
 
 def designed(setting, correct, cells=("toy-cc (ID)",), seeds=(0, 1)):
@@ -19,7 +19,7 @@ def designed(setting, correct, cells=("toy-cc (ID)",), seeds=(0, 1)):
 def test_each_setting_keeps_the_models_noise_schedule():
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    from dptlib.backbone import load_pipeline
+    from dptlib.method.backbone import load_pipeline
 
     pipe = load_pipeline("toy")
     betas = pipe.scheduler.betas.clone()

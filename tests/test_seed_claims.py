@@ -1,11 +1,11 @@
-"""dptlib.seed_claims: the core claims over training seeds, from synthetic runs whose effects are known."""
+"""dptlib.experiments.seed_claims: the core claims over training seeds, from synthetic runs whose effects are known."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from dptlib import seed_claims
-from dptlib.seed_claims import Claim, Runs
+from dptlib.experiments import seed_claims
+from dptlib.experiments.seed_claims import Claim, Runs
 
 CELL = "toy-cc (ID)"
 
@@ -88,7 +88,7 @@ def test_every_core_claim_names_arms_and_cells_the_seeds_batch_makes():
 
 
 def test_single_run_claims_read_one_run_and_a_selected_setting_says_so():
-    from dptlib import report
+    from dptlib.experiments import report
 
     claims = pd.DataFrame({
         "claim": ["Tab. 3: DPT beats X", "Tab. 3: DPT beats Y", "Tab. 10: noise hurts", "Fig. 4b: SC helps at eta 0.03", "control: nothing"],
@@ -108,7 +108,7 @@ def test_the_seeds_batch_at_the_smoke_scale_gives_every_core_claim_over_three_se
     from their exported outcomes. Each seed trains another adapter (the training seed reaches
     training) while the test items stay paired; every dpt claim is measured over 3 runs."""
     pytest.importorskip("papermill")
-    from dptlib import ablations
+    from dptlib.experiments import ablations
 
     monkeypatch.setenv("DPT_RUNS_DIR", str(tmp_path / "runs"))
     batch = ablations.load_batch(ablations.repo_root() / "papermill_params" / "ablations" / "seeds.yaml")
@@ -144,7 +144,7 @@ def test_the_record_batch_differs_from_seeds_in_stage1_only_and_shares_the_untra
     """seeds_q40 (the 40-query, constant-rate runs seeds replaced) changes stage 1 only: its trained
     arms are other runs (different hashes) with the same parameters but the stage-1 settings each side
     names; the base model trains nothing, so both batches hold the same base run."""
-    from dptlib import ablations
+    from dptlib.experiments import ablations
 
     folder = ablations.repo_root() / "papermill_params" / "ablations"
     old, new = (ablations.load_batch(folder / f"{name}.yaml").for_scale("toy") for name in ("seeds_q40", "seeds"))
@@ -177,8 +177,8 @@ def test_every_batch_that_trains_names_the_toy_presets_stage1_settings():
     """A finished variant is recognised by its batch-file parameters, not by the preset values they
     fall back to: a batch that left the stage-1 settings to the preset would look finished after the
     preset changed. So each trained variant names them, equal to the toy preset (seeds_q40: its own)."""
-    from dptlib import ablations
-    from dptlib.train import ProbeConfig
+    from dptlib.experiments import ablations
+    from dptlib.method.train import ProbeConfig
 
     preset = ProbeConfig.preset("toy")
     expected = {"probe_queries": preset.adapter.num_queries, "probe_schedule": preset.lr_schedule, "probe_warmup": preset.warmup_steps}

@@ -1,4 +1,4 @@
-"""dptlib.stats: intervals, paired tests, power and the comparison table, against hand-computed values."""
+"""dptlib.evaluation.stats: intervals, paired tests, power and the comparison table, against hand-computed values."""
 
 import math
 from statistics import NormalDist
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dptlib import stats
+from dptlib.evaluation import stats
 
 
 def wilson_by_hand(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -222,7 +222,7 @@ def test_compare_to_baseline_on_a_subset_of_the_baselines_items():
 
 
 def test_tables_of_intervals_and_differences():
-    from dptlib import report
+    from dptlib.experiments import report
 
     scores = pd.concat([small_scores(), small_scores().assign(benchmark="other")], ignore_index=True)
     table = stats.compare_to_baseline(scores, "correct", "base", methods=["new", "base"])

@@ -1,4 +1,4 @@
-"""dptlib.stats over several training runs: the crossed interval by hand, its coverage by simulation,
+"""dptlib.evaluation.stats over several training runs: the crossed interval by hand, its coverage by simulation,
 the verdict rules, Holm's adjustment and the pairing of runs and items."""
 
 import math
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from dptlib import stats
+from dptlib.evaluation import stats
 
 
 def test_crossed_interval_matches_the_two_way_formula():

@@ -5,11 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-import dptlib.train as train
-from dptlib.backbone import add_noise, encode_text, extract_features
-from dptlib.data import sample_septuple
-from dptlib.losses import matching_loss, matching_similarity
-from dptlib.train import PAIRS_PER_SEPTUPLE, DPTModel, ProbeConfig, build_adapter, cache_latents, dpt_losses, septuple_batch
+import dptlib.method.train as train
+from dptlib.data.discrimination import sample_septuple
+from dptlib.method.backbone import add_noise, encode_text, extract_features
+from dptlib.method.losses import matching_loss, matching_similarity
+from dptlib.method.train import (
+    PAIRS_PER_SEPTUPLE,
+    DPTModel,
+    ProbeConfig,
+    build_adapter,
+    cache_latents,
+    dpt_losses,
+    septuple_batch,
+)
 
 from test_probe import tiny_backbone, tiny_data
 

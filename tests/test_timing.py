@@ -5,7 +5,7 @@ sums papermill's cell durations by section and estimates an arm from unit costs.
 import pytest
 import torch
 
-from dptlib.timing import float_step
+from dptlib.perf.timing import float_step
 
 
 def test_float_step_checksum_repeats_on_one_float_path():
@@ -26,7 +26,7 @@ def test_profile_sums_cells_by_section_and_estimates_an_arm(tmp_path):
 
     import pandas as pd
 
-    from dptlib import profiling
+    from dptlib.perf import profiling
 
     cells = [{"cell_type": "code", "source": ["x = 1"], "metadata": {"papermill": {"duration": 1.5}}},
              {"cell_type": "markdown", "source": ["## Stage 1\n", "text"], "metadata": {}},
@@ -45,7 +45,7 @@ def test_profile_sums_cells_by_section_and_estimates_an_arm(tmp_path):
 
 
 def test_queries_bench_times_each_query_count_on_one_shared_unet_part(capsys):
-    from dptlib.timing import bench_queries
+    from dptlib.perf.timing import bench_queries
 
     seconds = bench_queries(counts=(40, 16), repeats=1)
     assert set(seconds) == {40, 16} and all(s > 0 for s in seconds.values())
@@ -56,7 +56,7 @@ def test_queries_bench_times_each_query_count_on_one_shared_unet_part(capsys):
 
 
 def test_the_jobs_benchmark_times_one_process_then_several_at_once():
-    from dptlib.timing import bench_jobs
+    from dptlib.perf.timing import bench_jobs
 
     result = bench_jobs(2, steps=1)
     assert result["jobs"] == 2 and len(result["together_s"]) == 2 and result["alone_s"] > 0

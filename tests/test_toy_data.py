@@ -7,7 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from dptlib.data import mine_hard_negatives, to_uint8_images
+from dptlib.data.discrimination import mine_hard_negatives
+from dptlib.data.images import to_uint8_images
 from dptlib.toy.data import SCENE_EDIT_KINDS, SceneTruth, read_scenes, scene_edits
 from dptlib.toy.model import HARD_NEGATIVE_KINDS
 from dptlib.toy.world import PLURALS, ToyWorld, ToyWorldConfig, parse_image, parse_matches_scene, score_objects

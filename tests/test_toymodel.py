@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from dptlib.config import TOY_SD_DIR
+from dptlib.data.embedders import load_evaluator
 from dptlib.toy.model import (
     ToyModelConfig,
     build_tokenizer,
     build_toy_sd,
     hard_negative_accuracy,
     hard_negatives,
-    load_evaluator,
     load_text_clip,
     load_toy_pipeline,
     text_clip_embeddings,

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from dptlib.checkpoint import load_adapter
+from dptlib.method.checkpoint import load_adapter
+from dptlib.method.train import ProbeConfig, TuneConfig, probe, tune
 from dptlib.toy.model import load_toy_pipeline
-from dptlib.train import ProbeConfig, TuneConfig, probe, tune
 
 from test_probe import tiny_backbone, tiny_data
 
@@ -131,9 +131,9 @@ def test_mse_only_trains_lora_on_the_denoising_loss_alone(probed):
 
 
 def test_self_correction_step_raises_the_matching_score(probed):
-    from dptlib.backbone import encode_text, extract_features
-    from dptlib.losses import matching_similarity
-    from dptlib.sampling import correction_gradient
+    from dptlib.method.backbone import encode_text, extract_features
+    from dptlib.method.losses import matching_similarity
+    from dptlib.method.sampling import correction_gradient
 
     root, _ = probed
     backbone = tiny_backbone()
@@ -152,7 +152,7 @@ def test_self_correction_step_raises_the_matching_score(probed):
 
 @pytest.mark.parametrize("variant", ["paper", "official"])
 def test_eta_zero_is_bit_identical_and_eta_changes_images(probed, variant):
-    from dptlib.sampling import generate
+    from dptlib.method.sampling import generate
 
     root, _ = probed
     backbone = tiny_backbone()
@@ -169,7 +169,7 @@ def test_eta_zero_is_bit_identical_and_eta_changes_images(probed, variant):
 
 
 def test_the_variants_differ_and_an_unknown_one_is_refused(probed):
-    from dptlib.sampling import generate, self_correction
+    from dptlib.method.sampling import generate, self_correction
 
     root, _ = probed
     backbone = tiny_backbone()
@@ -187,9 +187,9 @@ def test_the_variants_differ_and_an_unknown_one_is_refused(probed):
 
 
 def test_correction_gradient_is_the_per_sample_gradient_at_unit_rms(probed):
-    from dptlib.backbone import encode_text, extract_features
-    from dptlib.losses import matching_similarity
-    from dptlib.sampling import correction_gradient
+    from dptlib.method.backbone import encode_text, extract_features
+    from dptlib.method.losses import matching_similarity
+    from dptlib.method.sampling import correction_gradient
 
     root, _ = probed
     backbone = tiny_backbone()
@@ -222,8 +222,8 @@ def test_self_correction_runs_on_a_half_precision_unet_with_a_float32_adapter(pr
     """A U-Net loaded in bf16 (as on a GPU, ``torch_dtype=...``) hands bf16 maps to a float32
     adapter: the gradient comes back in the latents' dtype, at unit RMS, pointing where the
     float32 model's does."""
-    from dptlib.backbone import encode_text
-    from dptlib.sampling import correction_gradient
+    from dptlib.method.backbone import encode_text
+    from dptlib.method.sampling import correction_gradient
 
     root, _ = probed
     backbone = tiny_backbone()
@@ -273,9 +273,9 @@ class _Spies:
 
 @pytest.mark.parametrize("variant", ["paper", "official"])
 def test_self_correction_moves_both_guidance_halves_uphill_and_steps_from_the_right_latent(probed, monkeypatch, variant):
-    from dptlib.backbone import encode_text, extract_features
-    from dptlib.losses import matching_similarity
-    from dptlib.sampling import correction_gradient, generate
+    from dptlib.method.backbone import encode_text, extract_features
+    from dptlib.method.losses import matching_similarity
+    from dptlib.method.sampling import correction_gradient, generate
 
     root, _ = probed
     backbone = tiny_backbone()
@@ -313,7 +313,7 @@ def test_self_correction_moves_both_guidance_halves_uphill_and_steps_from_the_ri
 
 
 def test_self_correction_leaves_the_pipeline_as_it_found_it(probed):
-    from dptlib.sampling import self_correction
+    from dptlib.method.sampling import self_correction
 
     root, _ = probed
     backbone = tiny_backbone()
@@ -341,7 +341,7 @@ def test_self_correction_leaves_the_pipeline_as_it_found_it(probed):
 
 
 def test_random_directions_are_unit_rms_and_fixed_per_image():
-    from dptlib.sampling import random_directions
+    from dptlib.method.sampling import random_directions
 
     one = random_directions((4, 8, 8), seed=3, indices=[0, 1, 2])
     assert one.shape == (3, 4, 8, 8)
@@ -353,7 +353,7 @@ def test_random_directions_are_unit_rms_and_fixed_per_image():
 def test_the_random_direction_null_moves_images_by_the_same_step_independently_of_the_batch(probed):
     """Self-correction's null control: eta = 0 leaves sampling bit-identical, eta > 0 changes it
     without any gradient, and an image comes out the same whatever batch it is drawn in."""
-    from dptlib.sampling import generate, self_correction
+    from dptlib.method.sampling import generate, self_correction
 
     root, _ = probed
     backbone = tiny_backbone()
@@ -377,7 +377,7 @@ def test_the_random_direction_null_moves_images_by_the_same_step_independently_o
 def test_a_named_scheduler_samples_for_one_call_and_leaves_the_pipelines_own(probed):
     from diffusers import DPMSolverMultistepScheduler
 
-    from dptlib.sampling import generate, scheduler_named
+    from dptlib.method.sampling import generate, scheduler_named
 
     backbone = tiny_backbone()
     pipe = backbone.pipe
@@ -403,7 +403,7 @@ def test_a_named_scheduler_samples_for_one_call_and_leaves_the_pipelines_own(pro
 
 
 def test_self_correction_works_with_dpm_solver(probed):
-    from dptlib.sampling import generate
+    from dptlib.method.sampling import generate
 
     root, _ = probed
     pipe = tiny_backbone().pipe

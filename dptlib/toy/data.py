@@ -29,10 +29,13 @@ import numpy as np
 import torch
 import yaml
 
-from ..checkpoint import atomic_write_text, exclusive
-from ..data import DiscriminationData, clip_embedder, load_discrimination_data, mine_hard_negatives, to_model_images
-from .model import TOY_EVALUATOR_DIR, hard_negatives, load_evaluator
-from .world import (
+from dptlib.config import TOY_EVALUATOR_DIR
+from dptlib.data.discrimination import DiscriminationData, load_discrimination_data, mine_hard_negatives
+from dptlib.data.embedders import clip_embedder, load_evaluator
+from dptlib.data.images import to_model_images
+from dptlib.method.checkpoint import atomic_write_text, exclusive
+from dptlib.toy.model import hard_negatives
+from dptlib.toy.world import (
     PromptSpec,
     Scene,
     ToyObject,
@@ -246,7 +249,7 @@ def toy_discrimination_data(out_dir: str | Path, sizes: dict[str, int], seed: in
     real formats under ``out_dir``, read back by the real readers, with false-by-construction
     hard negatives (:func:`toy_split`). ``sizes``: images per split, e.g. ``{"train": 4000,
     "val": 500, "test": 500}``. Returns ``(splits, embed)`` with ``embed`` the evaluator CLIP's
-    :func:`dptlib.data.clip_embedder`."""
+    :func:`dptlib.data.embedders.clip_embedder`."""
     world = ToyWorld(ToyWorldConfig(seed=seed))
     wanted = {split: n for split, n in sizes.items() if n}
     paths = export_once(world, out_dir, tuple(wanted), max(wanted.values()))
@@ -258,7 +261,7 @@ def toy_discrimination_data(out_dir: str | Path, sizes: dict[str, int], seed: in
 
 
 def write_manifest(paths: dict[str, dict[str, Path]], path: str | Path) -> Path:
-    """A data manifest (:func:`dptlib.data.read_manifest`) for splits written by
+    """A data manifest (:func:`dptlib.data.manifest.read_manifest`) for splits written by
     :func:`dptlib.toy.world.export_world`: the toy world read as real data, with no oracle."""
     path = Path(path)
     manifest = {split: {"captions": str(p["captions"]), "refexp": str(p["refexp"]), "images": str(p["images"])}

@@ -1,4 +1,4 @@
-"""Linear probes of the toy U-Net's blocks (:mod:`dptlib.feature_probe`) on tasks the toy world labels exactly.
+"""Linear probes of the toy U-Net's blocks (:mod:`dptlib.evaluation.feature_probe`) on tasks the toy world labels exactly.
 
 | task | pooled over | text | label |
 |---|---|---|---|
@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import to_model_images
-from ..feature_probe import linear_probe_accuracy, map_statistics, pooled_block_features
-from ..train import cache_latents
-from .world import SIZES, Scene, ToyWorld
+from dptlib.data.images import to_model_images
+from dptlib.evaluation.feature_probe import linear_probe_accuracy, map_statistics, pooled_block_features
+from dptlib.method.train import cache_latents
+from dptlib.toy.world import SIZES, Scene, ToyWorld
 
 TASKS = ("colour", "shape", "size", "count", "position", "referent")
 
@@ -93,7 +93,7 @@ def block_probe_table(backbone, world: ToyWorld, scenes: list[Scene], blocks: li
 
 
 def block_map_table(backbone, world: ToyWorld, scenes: list[Scene], blocks: list[str], timestep: int, seed: int = 0) -> pd.DataFrame:
-    """:func:`dptlib.feature_probe.map_statistics` of each block, one row per block, for the
+    """:func:`dptlib.evaluation.feature_probe.map_statistics` of each block, one row per block, for the
     rendered ``scenes`` noised at ``timestep`` and conditioned on each scene's first caption."""
     latents = cache_latents(backbone, to_model_images(np.stack([world.render(s) for s in scenes])))
     texts = [world.captions(s)[0].text for s in scenes]

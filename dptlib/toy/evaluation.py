@@ -2,7 +2,7 @@
 per image, per prompt and per benchmark category, and the tuning validator built on them.
 
 These stand where the paper uses human-aligned or detector-based scores (Tab. 1-2); at paper
-scale only the CLIP score and the Fréchet distance of :mod:`dptlib.metrics` are available.
+scale only the CLIP score and the Fréchet distance of :mod:`dptlib.evaluation.metrics` are available.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..backbone import Backbone
-from ..inference import DPTScorer
-from ..metrics import clip_features_and_scores, itm_accuracy, rec_precision
-from ..sampling import generate
-from .world import PromptSpec, ToyWorldConfig, parse_image, score_objects
+from dptlib.evaluation.metrics import clip_features_and_scores, itm_accuracy, rec_precision
+from dptlib.method.backbone import Backbone
+from dptlib.method.inference import DPTScorer
+from dptlib.method.sampling import generate
+from dptlib.toy.world import PromptSpec, ToyWorldConfig, parse_image, score_objects
 
 ORACLE_COLUMNS = ("presence", "binding", "count", "spatial", "correct")
 
@@ -43,9 +43,9 @@ def evaluate_generation(pipe, prompts, seeds=(0,), config: ToyWorldConfig | None
     """Generate every benchmark prompt once per seed and grade it with the oracle.
 
     ``prompts``: :class:`~dptlib.toy.prompts.BenchmarkPrompt` s with specs; ``generate_kwargs`` go to
-    :func:`dptlib.sampling.generate` (steps, guidance, batch size, self-correction, per-prompt
+    :func:`dptlib.method.sampling.generate` (steps, guidance, batch size, self-correction, per-prompt
     arguments). Returns one row per (prompt, seed) with the prompt's category and distribution
-    beside the oracle's scores. With a CLIP ``embed`` (:func:`dptlib.data.clip_embedder`) a
+    beside the oracle's scores. With a CLIP ``embed`` (:func:`dptlib.data.embedders.clip_embedder`) a
     ``clip_score`` column is added, and ``return_features=True`` returns ``(scores, features)``
     with the CLIP image features (N, D) of the generated images for :func:`frechet_distance`.
     """
@@ -74,7 +74,7 @@ def compare_methods(methods: dict, benchmarks: dict, seeds=(0,), embed=None, con
     """Every method on every benchmark at the same seeds and sampler settings.
 
     ``methods``: name -> ``(pipe, arguments)`` where ``arguments(prompts) -> dict`` gives the
-    method's own :func:`dptlib.sampling.generate` arguments for a benchmark's prompts (or is a
+    method's own :func:`dptlib.method.sampling.generate` arguments for a benchmark's prompts (or is a
     dict, or None); ``benchmarks``: name -> prompts. Returns the scores of
     :func:`evaluate_generation` with ``method`` and ``benchmark`` columns, and per method the CLIP
     image features of all its images (empty without ``embed``).
@@ -99,7 +99,7 @@ SELECTION_CRITERIA = ("clip", "oracle")
 def tuning_validator(pipe, prompts, embed, num_inference_steps: int = 25, seed: int = 1234, discrimination=None,
                      config: ToyWorldConfig | None = None, selection: str = "clip", guidance_scale: float = 7.5,
                      scheduler: str | None = None):
-    """A ``validate(step, model)`` for :func:`dptlib.train.tune`: images of the validation
+    """A ``validate(step, model)`` for :func:`dptlib.method.train.tune`: images of the validation
     ``prompts`` from ``pipe`` (whose U-Net is the one being tuned), scored by the CLIP ``embed``
     (``clip_score``) and by the oracle (``correct``, % exactly right). ``selection`` says which
     is the checkpoint-selection ``score``: ``"clip"`` (the paper's criterion, App. B.3.1) or
@@ -107,7 +107,7 @@ def tuning_validator(pipe, prompts, embed, num_inference_steps: int = 25, seed: 
 
     ``discrimination = (data, latents, itm_test, rec_expressions)`` (a validation split) adds the
     tuned model's ITM overall accuracy and REC P@1, for the generation-vs-discrimination curves
-    of Fig. 4a. ``scheduler``: the sampler's scheduler (:func:`dptlib.sampling.generate`; None: the
+    of Fig. 4a. ``scheduler``: the sampler's scheduler (:func:`dptlib.method.sampling.generate`; None: the
     pipeline's own), the same as the test images'.
     """
     if selection not in SELECTION_CRITERIA:

@@ -24,6 +24,7 @@ import argparse
 import copy
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -33,13 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ..backbone import load_pipeline, noise_latents
-from ..checkpoint import atomic_save_file, load_training_state, save_training_state
-from ..config import TOY_EVALUATOR_DIR, TOY_SD_DIR, progress_bars, runs_dir, set_threads
-from ..data import to_model_images, to_uint8_images
-from .world import (
+from dptlib.config import TOY_EVALUATOR_DIR, TOY_SD_DIR, progress_bars, runs_dir, set_threads
+from dptlib.data.images import to_model_images, to_uint8_images
+from dptlib.method.backbone import load_pipeline, noise_latents
+from dptlib.method.checkpoint import atomic_save_file, load_training_state, save_training_state
+from dptlib.toy.world import (
     NUMBER_WORDS,
     PLURALS,
     POSITIONS,
@@ -52,6 +54,8 @@ from .world import (
     parse_matches_scene,
     score_objects,
 )
+
+LOGGER = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<mask>", "<bos>")  # <eos> comes last: see toy_vocabulary
 HARD_NEGATIVE_KINDS = ("colour swap", "colour change", "shape change", "count", "size", "left/right", "above/below", "position")
@@ -159,8 +163,8 @@ def toy_vocabulary(world: ToyWorldConfig | None = None) -> list[str]:
 def build_tokenizer(world: ToyWorldConfig | None = None, max_length: int = 16):
     """A word-level tokenizer over :func:`toy_vocabulary`, "<bos> words <eos>", padded to
     ``max_length`` with <pad>; saved / loaded with ``save_pretrained`` / ``from_pretrained``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors  # deferred: heavy
+    from transformers import PreTrainedTokenizerFast  # deferred: heavy
 
     vocab = {w: i for i, w in enumerate(toy_vocabulary(world))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -265,7 +269,7 @@ class SceneBank:
 # The text-encoder CLIP (transformers) and the evaluator CLIP (open_clip)
 # --------------------------------------------------------------------------------------------
 def build_text_clip(config: ToyModelConfig, tokenizer):
-    from transformers import CLIPConfig, CLIPModel
+    from transformers import CLIPConfig, CLIPModel  # deferred: heavy
 
     width = config.clip_width
     clip_config = CLIPConfig(
@@ -320,7 +324,7 @@ def evaluator_model_config(config: ToyModelConfig, vocab_size: int) -> dict:
 
 
 def build_evaluator(config: ToyModelConfig, vocab_size: int):
-    import open_clip
+    import open_clip  # deferred: heavy
 
     model_config = evaluator_model_config(config, vocab_size)
     return open_clip.model.CLIP(**model_config), model_config
@@ -444,7 +448,7 @@ def hard_negative_accuracy(embed, tokenizer, world: ToyWorld, n_scenes: int = 50
 # VAE and U-Net
 # --------------------------------------------------------------------------------------------
 def build_vae(config: ToyModelConfig):
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # deferred: heavy
 
     n = len(config.vae_channels)
     return AutoencoderKL(
@@ -475,7 +479,7 @@ def train_vae(config: ToyModelConfig, bank: SceneBank, work_dir: Path, log: list
 
 
 def build_unet(config: ToyModelConfig, cross_attention_dim: int):
-    from diffusers import UNet2DConditionModel
+    from diffusers import UNet2DConditionModel  # deferred: heavy
 
     down = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
     up = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
@@ -488,7 +492,7 @@ def build_unet(config: ToyModelConfig, cross_attention_dim: int):
 
 def build_scheduler():
     """SD's noise schedule (scaled-linear betas 0.00085-0.012, 1000 steps) as a DDIM sampler."""
-    from diffusers import DDIMScheduler
+    from diffusers import DDIMScheduler  # deferred: heavy
 
     return DDIMScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
@@ -538,7 +542,7 @@ def train_unet(config: ToyModelConfig, bank: SceneBank, tokenizer, text_encoder,
 # --------------------------------------------------------------------------------------------
 def assemble_pipeline(tokenizer, text_encoder, vae, unet):
     """A stock ``StableDiffusionPipeline`` (DDIM, no safety checker) from the toy parts."""
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline  # deferred: heavy
 
     return StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=build_scheduler(),
@@ -549,7 +553,7 @@ def assemble_pipeline(tokenizer, text_encoder, vae, unet):
 def build_random_pipeline(config: ToyModelConfig | None = None, text_width: int = 32, seed: int = 0):
     """An untrained pipeline of the toy architecture (random weights): for tests of the plumbing
     (early exit, LoRA export, self-correction) that need no trained model."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel  # deferred: heavy
 
     config = config or ToyModelConfig.preset("smoke")
     tokenizer = build_tokenizer(config.world, config.max_length)
@@ -586,7 +590,7 @@ def build_toy_sd(config: ToyModelConfig, out_dir: str | Path = TOY_SD_DIR, evalu
 
 
 def _build_toy_sd(config: ToyModelConfig, out_dir, evaluator_dir, work_dir, threads: int) -> dict:
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel  # deferred: heavy
 
     out_dir, evaluator_dir = Path(out_dir), Path(evaluator_dir)
     work_dir = Path(work_dir or out_dir.parent / f".{out_dir.name}-work")
@@ -666,7 +670,7 @@ def _forget_if_stale(work_dir: Path, name: str, inputs: dict) -> None:
     if recorded != inputs and any(f.exists() for f in files):
         why = ("no record of its configuration" if recorded is None else
                "changed: " + ", ".join(sorted(k for k in inputs if recorded.get(k) != inputs[k])))
-        print(f"{work_dir / name}: {why}; training it again")
+        LOGGER.info(f"{work_dir / name}: {why}; training it again")
         for f in files:
             f.unlink(missing_ok=True)
     stamp.write_text(json.dumps(inputs, indent=1, sort_keys=True))
@@ -674,7 +678,6 @@ def _forget_if_stale(work_dir: Path, name: str, inputs: dict) -> None:
 
 def _cached(path: Path, build, train, keep_scale: Path | None = None):
     """Load a finished part from ``path`` or train it and save it there (atomically)."""
-    from safetensors.torch import load_file
 
     if path.exists():
         model = build()
@@ -716,7 +719,7 @@ def vae_quality(vae, world: ToyWorld, n_scenes: int = 500) -> dict[str, float]:
 
 def load_toy_pipeline(path: str | Path = TOY_SD_DIR, device: str = "cpu", lora: str | Path | None = None):
     """The shipped toy SD, loaded by the stock diffusers loader (the SD-2.1 code path); with
-    ``lora``, a stage-2 folder (:func:`dptlib.checkpoint.save_tuned`), its LoRA loaded by the stock
+    ``lora``, a stage-2 folder (:func:`dptlib.method.checkpoint.save_tuned`), its LoRA loaded by the stock
     ``pipe.load_lora_weights``."""
     path = Path(path)
     if not (path / "model_index.json").exists():
@@ -726,25 +729,12 @@ def load_toy_pipeline(path: str | Path = TOY_SD_DIR, device: str = "cpu", lora: 
 
 def load_text_clip(path: str | Path = TOY_SD_DIR / "clip"):
     """The whole text-encoder CLIP (both towers) saved beside the pipeline."""
-    from safetensors.torch import load_file
-    from transformers import CLIPConfig, CLIPModel
+    from transformers import CLIPConfig, CLIPModel  # deferred: heavy
 
     path = Path(path)
     model = CLIPModel(CLIPConfig.from_json_file(path / "config.json"))
     model.load_state_dict(load_file(path / "model.safetensors"))
     return model.eval()
-
-
-def load_evaluator(path: str | Path = TOY_EVALUATOR_DIR):
-    """(open_clip model, tokenizer) of the shipped evaluator CLIP, built from its custom config."""
-    import open_clip
-    from transformers import PreTrainedTokenizerFast
-
-    path = Path(path)
-    open_clip.add_model_config(path / "toy_evaluator.json")
-    model = open_clip.create_model("toy_evaluator", pretrained=str(path / "open_clip_model.safetensors"))
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(path / "tokenizer")
-    return model.eval(), tokenizer
 
 
 def main(argv=None) -> int:

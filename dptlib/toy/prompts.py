@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .world import RELATIONS, SIZES, ObjectSpec, PromptSpec, ToyWorldConfig
+from dptlib.toy.world import RELATIONS, SIZES, ObjectSpec, PromptSpec, ToyWorldConfig
 
 TOY_BENCHMARKS = ("toy-cc", "toy-abc", "toy-nss", "toy-compbench")
 

@@ -93,21 +93,19 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from dptlib import config, report, stats, teaching
-from dptlib.backbone import PAPER_BLOCK_NAMES, block_modules, extract_features, load_backbone
-from dptlib.baselines import CLIPScorer, DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes, rec_chance
-from dptlib.checkpoint import load_adapter
-from dptlib.data import (
-    clip_embedder,
-    manifest_splits,
-    mine_hard_negatives,
-    open_clip_embedder,
-    sample_septuple,
-    shuffled_pairs,
-    to_uint8_images,
-)
-from dptlib.inference import DPTScorer
-from dptlib.losses import (
+from dptlib import checks, config
+from dptlib.data.discrimination import mine_hard_negatives, sample_septuple, shuffled_pairs
+from dptlib.data.embedders import clip_embedder, load_evaluator, open_clip_embedder
+from dptlib.data.images import to_uint8_images
+from dptlib.data.manifest import manifest_splits
+from dptlib.evaluation import stats
+from dptlib.evaluation.baselines import CLIPScorer, DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes, rec_chance
+from dptlib.evaluation.metrics import itm_outcomes, itm_test_set, outcome_frame, rec_hits, rec_outcomes, rec_predictions
+from dptlib.experiments import report
+from dptlib.method.backbone import PAPER_BLOCK_NAMES, block_modules, extract_features, load_backbone
+from dptlib.method.checkpoint import load_adapter
+from dptlib.method.inference import DPTScorer
+from dptlib.method.losses import (
     cxcywh_to_xyxy,
     generalized_box_iou,
     grounding_loss,
@@ -116,14 +114,13 @@ from dptlib.losses import (
     matching_similarity,
     predicted_boxes,
 )
-from dptlib.metrics import itm_outcomes, itm_test_set, outcome_frame, rec_hits, rec_outcomes, rec_predictions
+from dptlib.method.train import ProbeConfig, cache_latents, probe, septuple_batch
+from dptlib.teaching import checks as teaching
 from dptlib.toy.data import toy_discrimination_data
 from dptlib.toy.diagnostics import block_probe_table
-from dptlib.toy.model import load_evaluator
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
-from dptlib.train import ProbeConfig, cache_latents, probe, septuple_batch
 
-params = config.notebook_parameters("01_probing", globals())
+params = checks.notebook_parameters("01_probing", globals())
 config.set_threads()
 config.quiet_libraries()
 report.set_theme()
@@ -203,7 +200,7 @@ if toy_data:
 # ## What the blocks hold
 #
 # The adapter can only find what the probed block's map carries. Before training it, ask each
-# block of the frozen U-Net with linear probes (`dptlib.feature_probe`, validation scenes): the
+# block of the frozen U-Net with linear probes (`dptlib.evaluation.feature_probe`, validation scenes): the
 # colour, shape and size of an object from the block's features pooled over its box; the number
 # of objects from the whole map; and **which object an expression names**, from the features
 # pooled over two objects while the U-Net reads an expression that names one of them (paired,
@@ -373,7 +370,7 @@ with torch.no_grad():
 # Write $s(\mathbf{z}_t, y) = \max_{i \le M} \cos(\mathrm{CLIP}(y), \mathbf{h}_i)$ for a batch of
 # pairs: `match_embeddings` (P, M, D) holds each pair's $M$ matching queries $\mathbf{h}_i$,
 # `text_embeddings` (P, D) each pair's $\mathrm{CLIP}(y)$; return (P,). The check tries it on
-# random tensors and on this septuple's six pairs, against `dptlib.losses.matching_similarity`.
+# random tensors and on this septuple's six pairs, against `dptlib.method.losses.matching_similarity`.
 
 # %%
 def matching_score(match_embeddings, text_embeddings):
@@ -410,7 +407,7 @@ pd.Series(s.numpy(), index=pairs, name="s(z_t, y)").round(3)
 # Write it for a batch: `image_to_text` (B, 1 + K) and `text_to_image` (B, 1 + K') hold the scores
 # with the positive in column 0; `logit_scale` is $\log(1/\tau)$ (the adapter learns it). Return
 # the mean over the batch of the sum of the two. The check compares it with
-# `dptlib.losses.matching_loss`.
+# `dptlib.method.losses.matching_loss`.
 
 # %%
 def match_loss(image_to_text, text_to_image, logit_scale):

@@ -71,22 +71,25 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from dptlib import checks, config, report, stats, teaching
-from dptlib.backbone import Backbone, encode_text, extract_features, image_noise, load_pipeline
-from dptlib.checkpoint import load_adapter
-from dptlib.losses import matching_similarity
-from dptlib.sampling import correction_gradient, generate, random_directions
+from dptlib import checks, config
+from dptlib.evaluation import stats
+from dptlib.experiments import report
+from dptlib.method.backbone import Backbone, encode_text, extract_features, image_noise, load_pipeline
+from dptlib.method.checkpoint import load_adapter
+from dptlib.method.losses import matching_similarity
+from dptlib.method.sampling import correction_gradient, generate, random_directions
+from dptlib.teaching import checks as teaching
 from dptlib.toy.evaluation import compare_methods, oracle_scores
 from dptlib.toy.prompts import generation_prompts
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
 
-params = config.notebook_parameters("03_self_correction", globals())
+params = checks.notebook_parameters("03_self_correction", globals())
 config.set_threads()
 config.quiet_libraries()
 report.set_theme()
 run_dir = config.runs_dir(params.scale)
 checks.ensure_prerequisites("03_self_correction", params.scale)  # 02's runs; at the smoke scale it runs 01 and 02 when missing
-stage2 = config.check_parameters("02_tuning", {"scale": params.scale})  # the prompts and seeds of 02_tuning
+stage2 = checks.check_parameters("02_tuning", {"scale": params.scale})  # the prompts and seeds of 02_tuning
 base_model = params.model or load_adapter(run_dir / "tune" / "best")[2]["model"]  # what 02_tuning tuned
 recorded = json.loads((run_dir / "generation_scores.json").read_text())
 if {"prompts": recorded.get("prompts"), "seeds": recorded.get("seeds")} != {"prompts": stage2.prompts, "seeds": stage2.seeds}:
@@ -169,7 +172,7 @@ pd.Series(moved, name=f"s(z_T + eta g, y) for {prompt!r}").round(4)
 # helped by itself, the null would gain as much as self-correction. Both rescale a tensor to
 # unit RMS per image, $\hat{\mathbf x} = \mathbf x \,/\, \sqrt{\tfrac{1}{d} \sum_i x_i^2}$ with $d$
 # its 4 × 16 × 16 entries. Write `unit_rms(x)` for a batch (n, 4, h, w); the check compares it
-# with `dptlib.sampling.random_directions` and, on the gradient above, with
+# with `dptlib.method.sampling.random_directions` and, on the gradient above, with
 # `correction_gradient`. The table then moves $\mathbf z_T$ both ways.
 
 # %%
@@ -327,7 +330,7 @@ report.save_figure(figure, "fig5_samples", params.scale)
 # ## What a corrected step costs
 #
 # Time to sample 32 images, plainly and with self-correction (every step, and with the gradient
-# refreshed every 2nd step), on this machine; medians of 3. `python -m dptlib.timing sample` times
+# refreshed every 2nd step), on this machine; medians of 3. `python -m dptlib.perf.timing sample` times
 # one step at the SD-2.1 U-Net's size.
 
 # %% tags=["nbval-ignore-output"]
@@ -359,7 +362,7 @@ by_t = pd.read_csv(run_dir / "timestep_outcomes.csv").astype({"method": str})
 dpt1 = next(m for m in outcomes["method"].unique() if m.startswith("DPT stage 1 ("))
 ditm = next(m for m in outcomes["method"].unique() if m.startswith("DiffusionITM"))
 generation = pd.read_csv(run_dir / "generation_scores.csv")
-eval_t = str(config.check_parameters("01_probing", {"scale": params.scale}).eval_timestep)
+eval_t = str(checks.check_parameters("01_probing", {"scale": params.scale}).eval_timestep)
 rows = [
     report.claim_row("Tab. 3: stage-1 DPT matches images and texts better than DiffusionITM (ITM overall)",
                      "+6.3 (38.5 vs 32.2)", stats.compare_pair(outcomes, "correct", ditm, dpt1, ("task",), "ITM overall", **discrete)),

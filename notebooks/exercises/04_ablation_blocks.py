@@ -46,12 +46,14 @@ run = True  # run the variants whose results are missing; False: show the result
 # %%
 import pandas as pd
 
-from dptlib import ablation_claims, ablations, config, report, teaching
-from dptlib.backbone import block_modules, load_backbone
+from dptlib import checks, config
+from dptlib.experiments import ablation_claims, ablations, report
+from dptlib.method.backbone import block_modules, load_backbone
+from dptlib.teaching import checks as teaching
 from dptlib.toy.diagnostics import block_map_table
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
 
-params = config.notebook_parameters("04_ablation_blocks", globals())
+params = checks.notebook_parameters("04_ablation_blocks", globals())
 report.set_theme()
 pd.DataFrame({"COCO-NSS1K CLIP": [34.96, 34.76, 35.03, 35.69, 35.90, 35.83, 35.85, 35.91, 35.65, 35.91, 35.77, 35.84],
               "CC-500 BLIP-M": [85.45, 84.68, 87.08, 90.33, 90.66, 90.72, 92.72, 94.52, 90.42, 91.98, 93.72, 91.22]},
@@ -166,7 +168,7 @@ ablations.save_batch_figure(generation, discrimination, list(tab6.index), "fig3_
 # Two batch files, stage 1 only, on the same test queries as the blocks batch, run on request
 # (not part of `make ablations`). `blocks_diagnosis.yaml` asks whether it was that run's luck
 # (another training seed, for `up0`, `up1` and `up2`) or the budget (`up2` with 2,000 steps):
-# `python -m dptlib.ablations blocks_diagnosis --scale toy`, 43.4 min here. Finished (2026-12-05):
+# `python -m dptlib.experiments.ablations blocks_diagnosis --scale toy`, 43.4 min here. Finished (2026-12-05):
 # `up2-s1` (10.8 min) and `up0-s1` (5.8 min), both near chance again; `up1-s1` (the positive
 # control, 7.5 min) learns again (64.3 / 80.8 %); `up2-2000` (19.4 min) stays at chance (24.5 /
 # 5.4 %). Neither luck nor budget, then.
@@ -192,7 +194,7 @@ pd.concat([seed0.rename(index=lambda b: f"{b} (blocks batch: seed 0, 1,000 steps
 # and two held-out $R^2$ of a per-position linear read-out from the map's channels: of the noise
 # $\epsilon$ that made $z_t$ ("noise R2") and of the clean latent $z_0$ ("z0 R2"), both resized to
 # the map's side, fit on half of the images and scored on the rest
-# (`dptlib.feature_probe.map_statistics`; "largest offset" is the maximum over channels; an
+# (`dptlib.evaluation.feature_probe.map_statistics`; "largest offset" is the maximum over channels; an
 # $R^2 \le 0$ means no linear read-out).
 
 # %% tags=["nbval-ignore-output"]
@@ -210,7 +212,7 @@ maps.astype(float).round(3)
 # (`up1` 4 %, every other block ≤ 27 %), and the part that differs between images is 0.8 % of its
 # variance (`up1` 7.6 %). Its $z_0$ read-out (62 %) says the content is there too, under the noise.
 #
-# `blocks_norm.yaml` (`python -m dptlib.ablations blocks_norm --scale toy`, 50.3 min here) asks
+# `blocks_norm.yaml` (`python -m dptlib.experiments.ablations blocks_norm --scale toy`, 50.3 min here) asks
 # whether standardising each channel of the map before the projection (`adapter_input_norm =
 # "batch"`, a BatchNorm without affine parameters; not in the paper) lets them learn: `up0` raw
 # against standardised at training seeds 0-2, `up1` (the control) at seeds 0-1, `up2` at seed 0.
@@ -227,7 +229,7 @@ pd.concat([standardised_runs.metrics, whitened_runs.metrics]).reindex(columns=ta
 # %% [markdown]
 # The standardised map against the raw one, paired by training seed on the same test queries
 # (seed 0 of the raw arms is the blocks batch's run, seed 1 the diagnosis's): the difference over
-# seeds and queries with its seed-aware interval (`dptlib.ablations.seeded_difference`), each
+# seeds and queries with its seed-aware interval (`dptlib.experiments.ablations.seeded_difference`), each
 # seed's own difference, Holm's adjustment over the rows with ≥ 3 seeds, and the verdict by the
 # claims table's rules (fewer than 3 seeds: "k runs", no verdict).
 
@@ -304,8 +306,8 @@ claims
 # The rows above are one training run per block: their intervals cover the test queries, not what
 # another run would give. `blocks_seeds.yaml` trains the two blocks Fig. 3's discrimination claim
 # compares again, `down0` at training seeds 1-4 and `up2` at 3-4 (`up2` ran at seeds 1 and 2 in the
-# diagnosis files above; run on request: `python -m dptlib.ablations blocks_seeds --scale toy`),
-# stage 1 only, on the same test queries. Each claim below (as `dptlib.ablation_claims` defines
+# diagnosis files above; run on request: `python -m dptlib.experiments.ablations blocks_seeds --scale toy`),
+# stage 1 only, on the same test queries. Each claim below (as `dptlib.experiments.ablation_claims` defines
 # it: `own` against `base`) is judged by the core claims' rules (`09_results`): the difference
 # over seeds and queries with its seed-aware interval, each seed's own difference, Holm's
 # adjustment over these two claims, and *holds* (or *contradicted*) only when the interval and the
@@ -346,7 +348,7 @@ by_seed.drop(columns=["difference", "low", "high"]).set_index("claim")
 # ## Exercise: what an early exit saves
 #
 # The adapter reads the feature map of block $l$ (Eq. 1), so a training step needs the U-Net only
-# up to block $l$: `dptlib.backbone.extract_features` stops the forward pass there (a hook raises
+# up to block $l$: `dptlib.method.backbone.extract_features` stops the forward pass there (a hook raises
 # right after the last probed block). That is why this ablation's adapters cost 4.7-11.5 minutes
 # each: the higher the probed block, the more of the U-Net every step runs, and a fused probe
 # costs what its highest block costs. Write `blocks_run(blocks)`: given the probed blocks in

@@ -42,9 +42,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from dptlib import ablation_claims, ablations, config, report, teaching
+from dptlib import checks, config
+from dptlib.experiments import ablation_claims, ablations, report
+from dptlib.teaching import checks as teaching
 
-params = config.notebook_parameters("06_ablation_adapter_layers", globals())
+params = checks.notebook_parameters("06_ablation_adapter_layers", globals())
 report.set_theme()
 pd.DataFrame({"COCO-NSS1K CLIP": [34.96, 35.83, 35.51, 35.55, 35.91, 35.80],
               "COCO-NSS1K BLIP-ITM": [73.32, 78.58, 77.67, 77.14, 79.41, 78.76],
@@ -141,7 +143,7 @@ ablations.save_batch_figure(generation, discrimination, list(tab8.index), "tab8_
 # 46.6 and 37.8 %: the adapter is a post-norm transformer (as DETR's), and post-norm stacks are
 # known to stall at large learning rates without warm-up, more so the deeper they are (Xiong et
 # al., 2020). The warm-up removes that stall for 2 layers, but not for 5: on the *validation*
-# queries (`python -m dptlib.convergence --arms layers5-1000 layers5-1000-lr3e-4`, the 5-layer
+# queries (`python -m dptlib.experiments.convergence --arms layers5-1000 layers5-1000-lr3e-4`, the 5-layer
 # stage 1 alone, 1,000 steps, the same warm-up), 1e-3 stays at chance (ITM 21.0 %, REC 5.5 % at
 # the end, 20.7-21.5 % ITM at every fifth) while 3e-4 learns (50.7 / 15.5 %, still rising: +1.5 /
 # +1.6 over the last fifth). So no one rate serves every depth at this budget: 3e-4 keeps the
@@ -181,7 +183,7 @@ claims
 # what another run would give, and the one that reads *holds* on them ("4 layers generate better
 # than 1") rests on the 1-layer run's dip. `adapter_layers_seeds.yaml` and
 # `adapter_layers_more_seeds.yaml` train the 1- and 4-layer adapters again at training seeds 1-2
-# and 3-4 (run on request, about 56 min each on 2 cores: `python -m dptlib.ablations
+# and 3-4 (run on request, about 56 min each on 2 cores: `python -m dptlib.experiments.ablations
 # adapter_layers_seeds --scale toy`); with this batch's seed 0 each claim below has up to five
 # runs, paired by training seed on the same test prompts and generation seeds (the untuned base
 # model trains nothing: its one run pairs with every seed). Each claim is judged by the core
@@ -189,14 +191,14 @@ claims
 # generation seeds) with its seed-aware interval, each seed's own difference, Holm's adjustment
 # over this table's claims with at least three runs, and *holds* only when the interval and the
 # adjusted p exclude 0 on the claimed side and at least 4 of 5 seeds (all of 3) agree
-# (`dptlib.ablations.seeded_claims`). Fewer than three runs read "k runs".
+# (`dptlib.experiments.ablations.seeded_claims`). Fewer than three runs read "k runs".
 
 # %% tags=["nbval-ignore-output"]
 seeded = ablations.read_finished(params.seeds_batches, params.scale)  # run on request only: what has finished
 seeded.metrics.reindex(columns=["ITM overall", "REC P@1", "seconds"]).round(1)
 
 # %% [markdown]
-# The three claims, as `dptlib.ablation_claims` defines them (`09_results` and `make check-claims`
+# The three claims, as `dptlib.experiments.ablation_claims` defines them (`09_results` and `make check-claims`
 # read the same list): `own` against `base` on the toy-NSS (ID) cell's plain images; an untrained
 # base has one run, paired with every seed.
 
@@ -237,7 +239,7 @@ by_seed.drop(columns=["difference", "low", "high"]).set_index("claim")
 # one "holds" by luck grows with $m$. Holm's step-down adjustment keeps that chance at 5 %: sort
 # the $m$ p-values, multiply the $k$-th smallest ($k = 0, \dots, m-1$) by $m - k$, carry the
 # running maximum (an adjusted p never falls below a smaller p's), cap at 1, and return them in
-# the input's order. Write `holm_adjust(p_values)`; the check compares it with `dptlib.stats.holm`
+# the input's order. Write `holm_adjust(p_values)`; the check compares it with `dptlib.evaluation.stats.holm`
 # (which `09_results` uses for the claims table). Then adjust this notebook's family.
 
 # %%

@@ -42,10 +42,12 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from dptlib import ablation_claims, ablations, config, report, teaching
+from dptlib import checks, config
+from dptlib.experiments import ablation_claims, ablations, report
+from dptlib.teaching import checks as teaching
 from dptlib.toy.model import build_scheduler
 
-params = config.notebook_parameters("07_ablation_timesteps", globals())
+params = checks.notebook_parameters("07_ablation_timesteps", globals())
 report.set_theme()
 pd.DataFrame({"MSCOCO-HN overall": [39.19, 39.72, 38.52, 35.11, 31.52], "REC average": [51.83, 54.32, 48.11, 28.34, 13.24]},
              index=pd.Index([0, 250, 500, 750, 999], name="paper, Tab. 10: t"))
@@ -109,7 +111,7 @@ report.save_figure(grid.figure, "tab10_timesteps", params.scale)
 # ## The paper's claims, tested
 
 # %% [markdown]
-# The claims are defined once, in `dptlib.ablation_claims` (this table, the one over training
+# The claims are defined once, in `dptlib.experiments.ablation_claims` (this table, the one over training
 # seeds below, `09_results` and `make check-claims` read the same list): each compares the
 # `own` adapter's $t$ with the `base` one's on a task, in the claimed direction.
 
@@ -129,13 +131,13 @@ claims
 # The rows above are one training run per $t$: their intervals cover the test queries, not what
 # another run would give. `timesteps_seeds.yaml` and `timesteps_more_seeds.yaml` train the
 # adapters these claims compare ($t$ = 250, 0 and 999) again at training seeds 1-2 and 3-4 (run
-# on request, about 45 min each on 2 cores: `python -m dptlib.ablations timesteps_seeds --scale
+# on request, about 45 min each on 2 cores: `python -m dptlib.experiments.ablations timesteps_seeds --scale
 # toy`); with this batch's seed 0, each claim has up to five runs, paired by training seed on the
 # same test queries. Each claim is judged by the core claims' rules (`09_results`): the difference
 # over seeds and queries with its seed-aware interval, each seed's own difference, Holm's
 # adjustment over this table's claims that have at least three runs, and *holds* only when the
 # interval and the adjusted p exclude 0 on the claimed side and at least 4 of 5 seeds (all of 3)
-# agree (`dptlib.ablations.seeded_claims`). Fewer than three runs read "k runs".
+# agree (`dptlib.experiments.ablations.seeded_claims`). Fewer than three runs read "k runs".
 
 # %% tags=["nbval-ignore-output"]
 seeded = ablations.read_finished(params.seeds_batches, params.scale)  # run on request only: what has finished

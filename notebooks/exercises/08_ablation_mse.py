@@ -43,9 +43,11 @@ run = True  # run the variants whose results are missing; False: show the result
 import pandas as pd
 from IPython.display import display
 
-from dptlib import ablations, config, report, teaching
+from dptlib import checks, config
+from dptlib.experiments import ablations, report
+from dptlib.teaching import checks as teaching
 
-params = config.notebook_parameters("08_ablation_mse", globals())
+params = checks.notebook_parameters("08_ablation_mse", globals())
 report.set_theme()
 display(pd.DataFrame({"COCO-NSS1K BLIP-M": [73.32, 74.80, 79.20, 78.58]}, index=["SD-2.1", "GM", "LG", "GM + LG (DPT)"])
         .rename_axis("paper, Tab. 4"))
@@ -175,7 +177,7 @@ claims
 # pairs with a negative caption or image): `prediction` (B, 4, h, w) is the U-Net's noise
 # prediction for every row, `noise` (P, 4, h, w) the noise added to each true pair's latent,
 # `positives` (P,) the true pairs' rows. Write `denoising(prediction, noise, positives)`; the
-# check compares it with `dptlib.losses.denoising_loss`, which stage 2 calls. Why are the other
+# check compares it with `dptlib.method.losses.denoising_loss`, which stage 2 calls. Why are the other
 # rows left out?
 
 # %%

@@ -23,12 +23,12 @@
 #
 # 1. the stage-1 adapter of `01_probing` (run it first at the same scale, with the same `data`);
 # 2. LoRA (rank 4, cross-attention) + the adapter tuned with the ITM and REC objectives
-#    (`dptlib.train.tune`, App. B.3.1's settings in the scale's preset), the checkpoint chosen by the
+#    (`dptlib.method.train.tune`, App. B.3.1's settings in the scale's preset), the checkpoint chosen by the
 #    CLIP score of images for **validation captions** (COCO val captions, none a benchmark prompt);
 # 3. the base model and the tuned one sample every benchmark prompt with the same seeds (every
 #    image has a twin), written as PNG under `runs/<scale>/benchmark_images/` with an index, so the
 #    graders can run again without sampling again;
-# 4. the graders of each column (`dptlib.benchmark_eval.GRADERS_OF`): CLIP, BLIP-M, BLIP-C, the
+# 4. the graders of each column (`dptlib.evaluation.benchmarks.GRADERS_OF`): CLIP, BLIP-M, BLIP-C, the
 #    GLIP score, IS / FID for Tab. 1; TIFA and T2I-CompBench's B-VQA, spatial, non-spatial and
 #    3-in-1 for Tab. 2. Stand-ins (Grounding DINO for GLIP and UniDet, BLIP VQA for mPLUG) say so
 #    in their column names and in the graders table.
@@ -73,13 +73,15 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from dptlib import benchmark_eval, checks, config, report
-from dptlib.backbone import load_backbone, load_pipeline
-from dptlib.data import clip_embedder, manifest_splits, open_clip_embedder
-from dptlib.toy.model import load_evaluator
-from dptlib.train import TuneConfig, tune
+from dptlib import checks, config
+from dptlib.data.embedders import clip_embedder, load_evaluator, open_clip_embedder
+from dptlib.data.manifest import manifest_splits
+from dptlib.evaluation import benchmarks as benchmark_eval
+from dptlib.experiments import report
+from dptlib.method.backbone import load_backbone, load_pipeline
+from dptlib.method.train import TuneConfig, tune
 
-params = config.notebook_parameters("paper/02_tuning", globals())
+params = checks.notebook_parameters("paper/02_tuning", globals())
 config.set_threads()
 config.quiet_libraries()
 run_dir = config.runs_dir(params.scale)

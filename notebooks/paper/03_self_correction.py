@@ -59,11 +59,13 @@ import time
 
 import pandas as pd
 
-from dptlib import benchmark_eval, checks, config, report
-from dptlib.backbone import load_pipeline
-from dptlib.checkpoint import load_adapter
+from dptlib import checks, config
+from dptlib.evaluation import benchmarks as benchmark_eval
+from dptlib.experiments import report
+from dptlib.method.backbone import load_pipeline
+from dptlib.method.checkpoint import load_adapter
 
-params = config.notebook_parameters("paper/03_self_correction", globals())
+params = checks.notebook_parameters("paper/03_self_correction", globals())
 config.set_threads()
 config.quiet_libraries()
 run_dir = config.runs_dir(params.scale)
