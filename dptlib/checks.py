@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import math
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ from dptlib.config import (
     PRESETS,
     PROBE_PRESETS,
     SCHEDULERS,
+    check_environment,
     kernel_name,
     repo_root,
     resolve_model,
@@ -40,6 +42,7 @@ from dptlib.config import (
 )
 from dptlib.data.manifest import read_manifest
 from dptlib.data.prompt_sets import READERS, T2I_COMPBENCH_CATEGORIES
+from dptlib.files import check_safetensors, key_path, read_text_lines
 
 LOGGER = logging.getLogger(__name__)
 
@@ -57,9 +60,23 @@ CHOICES = {
 NON_NEGATIVE = ("steps", "probe_steps", "tune_steps", "comparison_steps", "control_steps", "ablation_steps", "eta", "mse_coef",
                 "lora_rank", "n_train_images", "n_val_images", "n_test_images", "n_rec_expressions", "prompts_per_cell",
                 "probe_warmup")
+# learning rates and coefficients that notebooks declare as None (the preset's value): a number when given
+NUMBERS = ("lr", "probe_lr", "tune_lr", "eta", "mse_coef")
 POSITIVE = ("batch_size", "num_inference_steps", "adapter_layers", "denoising_timesteps", "refresh_every")
 BLOCK_PARAMETERS = ("blocks", "candidate_blocks")
 PAPER_BLOCKS = ("bottom1", "bottom2", "bottom3", "middle")  # names of the paper's Tab. 6 that resolve_blocks also reads
+
+
+def _non_finite_in(value, where: tuple = ()) -> tuple | None:
+    """The key path inside ``value`` of its first NaN or infinite number (``()`` for itself), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite_in(item, (*where, key))
+        if found is not None:
+            return found
+    return None
 
 
 class UserInputError(ValueError):
@@ -115,6 +132,14 @@ def check_values(notebook: str, values: dict) -> None:
     for name, allowed in CHOICES.items():
         if name in values and values[name] is not None and values[name] not in allowed:
             raise UserInputError(f"{name}={values[name]!r} for notebook {notebook!r}; allowed: {list(allowed)}")
+    for name, value in values.items():
+        where = _non_finite_in(value)
+        if where is not None:
+            raise UserInputError(f"{key_path((name, *where))}={value!r} for notebook {notebook!r}: NaN and infinity are not values")
+    for name in NUMBERS:
+        value = values.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise UserInputError(f"{name}={value!r} for notebook {notebook!r}: must be a number")
     for name in NON_NEGATIVE:
         value = values.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
@@ -161,8 +186,7 @@ def check_paper_inputs(values: dict) -> None:
         raise UserInputError(f"graders {unknown} are unknown; allowed: {list(GRADER_KEYS)}")
     for name, n in (values.get("benchmarks") or {}).items():
         if name.startswith("file:"):  # a prompt file of one's own
-            if not Path(name.removeprefix("file:")).is_file():
-                raise FileNotFoundError(f"benchmark {name!r}: no such prompt file")
+            read_text_lines(name.removeprefix("file:"))  # missing, empty or not UTF-8: one line naming the file
             continue
         base, _, category = name.partition("/")
         known = base.replace("-", "_").lower() in READERS and (not category or category in T2I_COMPBENCH_CATEGORIES)
@@ -200,10 +224,12 @@ def check_resources(values: dict) -> None:
 # notebook -> (the notebook whose runs it reads, files under runs/<scale>/ that must exist)
 PREREQUISITES = {
     "02_tuning": ("01_probing", ("probe/adapter.safetensors", "probe-shuffled/adapter.safetensors")),
-    "03_self_correction": ("02_tuning", ("tune/best/adapter.safetensors", "tune-shuffled/best/adapter.safetensors",
+    "03_self_correction": ("02_tuning", ("tune/best/adapter.safetensors", "tune/best/pytorch_lora_weights.safetensors",
+                                         "tune-shuffled/best/adapter.safetensors", "tune-shuffled/best/pytorch_lora_weights.safetensors",
                                          "generation_scores.json")),
     "paper/02_tuning": ("01_probing", ("probe/adapter.safetensors",)),
-    "paper/03_self_correction": ("paper/02_tuning", ("tune/best/adapter.safetensors", "benchmark_index.csv",
+    "paper/03_self_correction": ("paper/02_tuning", ("tune/best/adapter.safetensors", "tune/best/pytorch_lora_weights.safetensors",
+                                                     "benchmark_index.csv",
                                                      "benchmark_sampler.json")),
 }
 # what a paper-scale notebook cannot run without (its presets leave them to the user)
@@ -225,6 +251,9 @@ def check_prerequisites(notebook: str, scale: str, planned: list[str] = ()) -> N
         raise UserInputError(f"{notebook} reads the runs of {needed}, which has not run at scale {scale!r} here "
                              f"(no {runs_dir(scale) / missing[0]}): run `python -m dptlib.experiments.reproduce --scale {scale} --only {needed}` "
                              f"first, or both together")
+    for name in files:  # present, but whole: a truncated file is named here, not in the kernel
+        if name.endswith(".safetensors"):
+            check_safetensors(runs_dir(scale) / name, f"what {needed} wrote")
 
 
 def _run_notebook(notebook: str, scale: str) -> None:
@@ -270,6 +299,8 @@ def command_line(argv: list[str] | None) -> tuple[list[str], bool]:
     """``argv`` (default ``sys.argv[1:]``) as a list, and whether it asks for ``--debug``."""
     show_messages()
     argv = list(sys.argv[1:] if argv is None else argv)
+    with cli_errors("--debug" in argv, Path(sys.argv[0]).name or "dptlib"):  # one line, exit status 2
+        check_environment()
     return argv, "--debug" in argv
 
 
@@ -370,6 +401,7 @@ def notebook_parameters(notebook: str, namespace: dict, **params) -> SimpleNames
     and :func:`check_resources` (the model, data and evaluator exist here);
     ``params`` override them. From here on the library's messages show in the notebook."""
     show_messages()
+    check_environment()
     declared = declared_parameters(notebook)
     missing = sorted(set(declared) - set(namespace))
     if missing:

@@ -26,6 +26,55 @@ TOY_SD_DIR = ASSETS_DIR / "toy-sd"  # the shipped toy Stable Diffusion (diffuser
 TOY_EVALUATOR_DIR = ASSETS_DIR / "toy-evaluator"  # the toy world's evaluator CLIP
 
 
+# the environment variables dptlib reads, and what each allows (check_environment says so in one line)
+ENVIRONMENT = {
+    "DPT_SCALE": f"one of {list(SCALES)}",
+    "DPT_DEVICE": "'cpu' or 'cuda' (cuda needs a CUDA device here)",
+    "DPT_THREADS": "a whole number >= 1",
+    "DPT_ROOT": "an existing folder (a checkout of this repository)",
+    "DPT_RUNS_DIR": "a folder, or a path where one can be made",
+    "DPT_RESULTS_DIR": "a folder, or a path where one can be made",
+    "DPT_FIGURES_DIR": "a folder, or a path where one can be made",
+    "DPT_BENCHMARKS_DIR": "an existing folder",
+}
+
+
+def _can_be_folder(path: Path) -> bool:
+    """``path`` is a folder, or none of it exists yet below a writable folder."""
+    if path.exists():
+        return path.is_dir()
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent.is_dir() and os.access(parent, os.W_OK)
+
+
+def check_environment(environ=os.environ) -> None:
+    """Every ``DPT_*`` variable that is set holds a value it allows (:data:`ENVIRONMENT`); else one
+    ``ValueError`` line naming the variable, its value and what is allowed. What the command-line
+    tools and the notebooks call before any work."""
+    for name, allowed in ENVIRONMENT.items():
+        value = environ.get(name)
+        if value is None or value == "":
+            continue
+        if name == "DPT_SCALE":
+            fits = value in SCALES
+        elif name == "DPT_DEVICE":
+            fits = value in ("cpu", "cuda")
+            if value == "cuda":
+                import torch  # deferred: heavy
+
+                fits = torch.cuda.is_available()
+        elif name == "DPT_THREADS":
+            fits = value.strip().isdigit() and int(value) >= 1
+        elif name in ("DPT_ROOT", "DPT_BENCHMARKS_DIR"):
+            fits = Path(value).is_dir()
+        else:
+            fits = _can_be_folder(Path(value))
+        if not fits:
+            raise ValueError(f"{name}={value!r}: must be {allowed}")
+
+
 def resolve_model(model: str | Path) -> str:
     """A model name as ``from_pretrained`` takes it: ``"toy"`` is the shipped toy pipeline; a hub
     id (``stabilityai/stable-diffusion-2-1``) or a local diffusers folder is passed on as is."""
@@ -127,7 +176,10 @@ def device() -> str:
     of a GPU machine (as training does, :func:`dptlib.method.train.probe`)."""
     import torch  # deferred: heavy
 
-    return "cuda" if torch.cuda.is_available() and os.environ.get("DPT_DEVICE") != "cpu" else "cpu"
+    wanted = os.environ.get("DPT_DEVICE")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ValueError("DPT_DEVICE='cuda': no CUDA device on this machine (unset it, or DPT_DEVICE=cpu)")
+    return "cuda" if torch.cuda.is_available() and wanted != "cpu" else "cpu"
 
 
 def machine() -> str:

@@ -2,7 +2,9 @@
 notebooks' parameters: one line naming the bad value and the allowed ones, exit status 2, and
 nothing started (papermill, training) before the error."""
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from dptlib import checks
 from dptlib.experiments import ablations, reproduce
@@ -191,7 +193,10 @@ def test_a_notebook_runs_its_missing_prerequisites_first_at_the_smoke_scale_only
         ran.append((notebook, scale))
         for name in made[notebook]:
             (runs_dir(scale) / name).parent.mkdir(parents=True, exist_ok=True)
-            (runs_dir(scale) / name).write_text("")
+            if name.endswith(".safetensors"):
+                save_file({"w": np.zeros(4, np.float32)}, runs_dir(scale) / name)
+            else:
+                (runs_dir(scale) / name).write_text("")
 
     with pytest.raises(checks.UserInputError, match="--only 02_tuning"):  # toy: say what to run, run nothing
         checks.ensure_prerequisites("03_self_correction", "toy", run)
@@ -200,6 +205,11 @@ def test_a_notebook_runs_its_missing_prerequisites_first_at_the_smoke_scale_only
     assert ran == [("01_probing", "smoke"), ("02_tuning", "smoke")]
     assert checks.ensure_prerequisites("03_self_correction", "smoke", run) == []  # present now: nothing runs
     assert checks.ensure_prerequisites("01_probing", "smoke", run) == [] and len(ran) == 2
+    lora = runs_dir("smoke") / "tune/best/pytorch_lora_weights.safetensors"
+    lora.write_bytes(lora.read_bytes()[:-3])  # truncated: named before 03 starts, and 02 is not run again over it
+    with pytest.raises(ValueError, match="pytorch_lora_weights.safetensors: not a whole safetensors file"):
+        checks.ensure_prerequisites("03_self_correction", "smoke", run)
+    assert len(ran) == 2
 
 
 @pytest.mark.parametrize("values, named", [

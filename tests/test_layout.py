@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dptlib"
 # the layers, lowest first: a module imports modules of its own package or of a lower layer only
-LAYERS = [("config",), ("data",), ("checks",), ("method",), ("official", "evaluation"), ("toy",), ("experiments",),
+LAYERS = [("config", "files"), ("data",), ("checks",), ("method",), ("official", "evaluation"), ("toy",), ("experiments",),
           ("perf", "teaching"), ("cli",), ("__main__",)]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 METHOD_MUST_NOT_IMPORT = ("dptlib.evaluation", "dptlib.experiments", "dptlib.toy", "dptlib.teaching", "dptlib.official",
@@ -154,7 +154,7 @@ def test_importing_the_method_loads_nothing_above_it():
     code = ("import sys, dptlib.method.adapter, dptlib.method.losses, dptlib.method.train, dptlib.method.sampling, "
             "dptlib.method.inference, dptlib.method.checkpoint, dptlib.method.backbone; "
             "print(sorted(m for m in sys.modules if m.startswith('dptlib.') and m.split('.')[1] not in "
-            "('config', 'checks', 'data', 'method')))")
+            "('config', 'files', 'checks', 'data', 'method')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 

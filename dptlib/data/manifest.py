@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from dptlib.data.discrimination import DiscriminationData, join_tasks, load_discrimination_data, prepare_discrimination_data
 from dptlib.data.images import IMAGE_STORAGE
+from dptlib.files import MANIFEST, check_json_file, read_checked_yaml
 
 MANIFEST_KEYS = ("captions", "refexp", "images")  # and optionally referred_only: true
 
@@ -27,6 +26,11 @@ def _manifest_entry(path: Path, label: str, entry: dict, keys: tuple[str, ...]) 
     absent = [str(p) for p in parsed.values() if not p.exists()]
     if absent:
         raise FileNotFoundError(f"{path}: {label} names files that do not exist: {absent}")
+    for key in ("captions", "refexp"):
+        if key in parsed:
+            check_json_file(parsed[key], f"{label}'s {key} file")
+    if "images" in parsed and not parsed["images"].is_dir():
+        raise ValueError(f"{path}: {label}'s images {parsed['images']} is not a folder")
     parsed["referred_only"] = bool(entry.get("referred_only", False))
     return parsed
 
@@ -50,7 +54,7 @@ def read_manifest(path: str | Path) -> dict[str, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no data manifest at {path} (a YAML file naming each split's {list(MANIFEST_KEYS)})")
-    manifest = yaml.safe_load(path.read_text()) or {}
+    manifest = read_checked_yaml(path, MANIFEST, "data manifest")
     splits = {}
     for split, entry in manifest.items():
         if isinstance(entry, dict) and set(entry) & set(TEST_PARTS):

@@ -53,6 +53,7 @@ from dptlib.evaluation.graders.inception import InceptionSet
 from dptlib.evaluation.graders.text import load_reader
 from dptlib.evaluation.graders.tifa import Tifa, load_questions, sbert_embedder
 from dptlib.evaluation.graders.vqa import BlipVqa, BlipVqaBinding
+from dptlib.files import read_text_lines
 from dptlib.method.sampling import generate
 
 TABLE_1 = ("coco_nss1k", "cc500", "abc6k")
@@ -107,7 +108,7 @@ def benchmark_items(spec: dict[str, int | None], root: str | os.PathLike | None 
             raise ValueError(f"benchmarks[{name!r}] must be a positive number of prompts or None, got {n!r}")
         if name.startswith("file:"):
             path = Path(name.removeprefix("file:"))
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            lines = read_text_lines(path)
             positions = _spread(len(lines), n)
             frames.append(pd.DataFrame({"benchmark": f"custom:{path.stem}", "prompt_id": positions,
                                         "prompt": [lines[i] for i in positions], "category": "", "caption_id": ""}))

@@ -62,7 +62,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import yaml
 from tqdm.auto import tqdm
 
 from dptlib.checks import (
@@ -78,6 +77,7 @@ from dptlib.checks import (
 from dptlib.config import device, figures_dir, kernel_name, progress_bars, repo_root, resolve_scale, runs_dir
 from dptlib.evaluation import stats
 from dptlib.experiments import report
+from dptlib.files import BATCH_FILE, read_checked_yaml
 from dptlib.method.checkpoint import atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
@@ -112,13 +112,7 @@ def load_batch(path: str | Path) -> Batch:
     """Read and check a batch file (see the module docstring); every variant's parameters are
     checked against the notebook's ``parameters`` cell before anything runs."""
     path = Path(path)
-    spec = yaml.safe_load(path.read_text()) or {}
-    allowed = {"notebook", "shared", "sweep", "values", "variants", "reference", "at_scale", "training_seeds"}
-    unknown = sorted(set(spec) - allowed)
-    if unknown or "notebook" not in spec:
-        raise ValueError(f"{path}: a batch file has 'notebook' and {sorted(allowed - {'notebook'})}; got {sorted(spec)}")
-    if ("sweep" in spec) != ("values" in spec) or not ("sweep" in spec or "variants" in spec):
-        raise ValueError(f"{path}: give 'sweep' with 'values', or 'variants', or both")
+    spec = read_checked_yaml(path, BATCH_FILE, "batch file")  # keys, shapes, types, finite numbers: one line naming the key
     shared = dict(spec.get("shared") or {})
     variants = {str(name): dict(values or {}) for name, values in (spec.get("variants") or {}).items()}
     if "sweep" in spec:

@@ -50,6 +50,7 @@ from dptlib.checks import (
 )
 from dptlib.config import kernel_name, repo_root, resolve_scale, runs_dir
 from dptlib.experiments import ablations
+from dptlib.files import RUN_FILE, read_checked_yaml
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,10 +63,7 @@ def load_runs(params_dir: Path) -> list[tuple[Path, str, dict]]:
     """(yaml path, notebook name, parameters) for every run file, in file-name order."""
     runs = []
     for path in sorted(params_dir.glob("*.yaml")):
-        spec = yaml.safe_load(path.read_text()) or {}
-        unknown = sorted(set(spec) - {"notebook", "parameters"})
-        if "notebook" not in spec or unknown:
-            raise ValueError(f"{path}: a run file has the keys 'notebook' and 'parameters' (got {sorted(spec)})")
+        spec = read_checked_yaml(path, RUN_FILE, "run file")
         runs.append((path, spec["notebook"], dict(spec.get("parameters") or {})))
     return runs
 

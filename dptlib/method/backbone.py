@@ -27,6 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from dptlib.config import resolve_model
+from dptlib.files import check_safetensors
+
+LORA_FILE = "pytorch_lora_weights.safetensors"  # the file diffusers' save_lora_weights writes
 
 PAPER_BLOCK_NAMES = {
     "bottom1": "down0", "bottom2": "down1", "bottom3": "down2", "middle": "mid", "up1": "up0", "up2": "up1", "up3": "up2",
@@ -86,6 +89,7 @@ def load_pipeline(model: str | Path, device: str | torch.device = "cpu", dtype: 
     pipe = StableDiffusionPipeline.from_pretrained(model, dtype=dtype, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     if lora is not None:
+        check_safetensors(Path(lora) / LORA_FILE, "stage 2's LoRA weights (save_tuned writes them)")
         pipe.load_lora_weights(Path(lora))
     return pipe.to(device)
 

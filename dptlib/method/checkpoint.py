@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from dptlib.data.discrimination import DiscriminationData, fingerprint
+from dptlib.files import check_json_object, check_safetensors
 from dptlib.method.adapter import ADAPTER_FILE, AdapterConfig, DiscriminativeAdapter
 
 LOGGER = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def save_training_state(
 
 def training_state_step(path: str | Path) -> int:
     """The step a resume state was saved after, read from its metadata without loading it."""
+    check_safetensors(path, "a resume state")
     with safe_open(Path(path), "pt") as handle:
         return int(handle.metadata()["step"])
 
@@ -121,6 +123,7 @@ def load_training_state(
     """Restore what :func:`save_training_state` wrote; returns (step, extra). ``strict=False``
     restores a partial state (one saved with ``state_dict=``)."""
     path = Path(path)
+    check_safetensors(path, "a resume state")
     tensors = load_file(path)
     with safe_open(path, "pt") as handle:
         metadata = handle.metadata()
@@ -215,7 +218,8 @@ def load_adapter(out_dir: str | Path) -> tuple[DiscriminativeAdapter, list[str],
     (config.json's ``config``), or one written before the adapter's ``save_pretrained`` existed
     (config.json's ``adapter``). ``meta["adapter"]`` is the adapter's config either way."""
     out_dir = Path(out_dir)
-    meta = json.loads((out_dir / "config.json").read_text())
+    meta = check_json_object(out_dir / "config.json", "adapter's config.json")
+    check_safetensors(out_dir / ADAPTER_FILE, "the adapter's weights")
     if meta.get("architecture", "paper") != "paper":
         raise ValueError(f"{out_dir} holds an {meta['architecture']!r} adapter: load it with "
                          f"dptlib.official.checkpoint.load_official_adapter")
