@@ -140,6 +140,10 @@ def check_values(notebook: str, values: dict) -> None:
         value = values.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise UserInputError(f"{name}={value!r} for notebook {notebook!r}: must be a number")
+    for name in ("lr", "probe_lr", "tune_lr"):
+        value = values.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            raise UserInputError(f"{name}={value!r} for notebook {notebook!r}: a learning rate must be > 0")
     for name in NON_NEGATIVE:
         value = values.get(name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:

@@ -55,6 +55,7 @@ import subprocess
 import sys
 import time
 import traceback
+import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -402,6 +403,29 @@ class Results:
     missing: list[str]
 
 
+def _damaged(path: Path, error: Exception) -> ValueError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(f"{path}: damaged ({type(error).__name__}: {reason}); restore it (git checkout -- <file>, for a committed "
+                      f"result) or run the variant again (--rerun --variant)")
+
+
+def read_outcome_csv(path: Path) -> pd.DataFrame:
+    """An exported outcome table (``.csv`` or ``.csv.gz``); a truncated or foreign file is one
+    ``ValueError`` line naming it."""
+    try:
+        return pd.read_csv(path)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise _damaged(Path(path), error) from None
+
+
+def read_outcome_json(path: Path) -> dict:
+    """An exported outcome record (``metrics.json``, ``done.json``), or one line naming the damaged file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _damaged(Path(path), error) from None
+
+
 def collect(batch: Batch, scale: str, only: list[str] | None = None) -> Results:
     """Read the results of ``batch``'s finished variants (those whose ``done.json`` matches
     their parameters) at ``scale``, in the batch's order."""
@@ -414,8 +438,8 @@ def collect(batch: Batch, scale: str, only: list[str] | None = None) -> Results:
         if where is None:
             missing.append(name)
             continue
-        found = json.loads(_outcome_file(where, scale, "metrics.json").read_text())
-        row = {"variant": name, **found.get("discrimination", {}), "seconds": json.loads((where / "done.json").read_text())["seconds"],
+        found = read_outcome_json(_outcome_file(where, scale, "metrics.json"))
+        row = {"variant": name, **found.get("discrimination", {}), "seconds": read_outcome_json(where / "done.json")["seconds"],
                "machine": found.get("machine", "")}
         for method, cells in found.get("generation", {}).items():
             row[f"Fréchet ({method})"] = cells.get("frechet")
@@ -423,7 +447,7 @@ def collect(batch: Batch, scale: str, only: list[str] | None = None) -> Results:
         for table, parts in (("generation_scores.csv", generation), ("discrimination_outcomes.csv", discrimination)):
             path = _outcome_file(where, scale, table)
             if path is not None:
-                parts.append(pd.read_csv(path).assign(variant=name))
+                parts.append(read_outcome_csv(path).assign(variant=name))
     frame = pd.DataFrame(metrics).set_index("variant") if metrics else pd.DataFrame()
     join = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()  # noqa: E731
     return Results(frame, join(generation), join(discrimination), missing)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dptlib.checks import check_names, cli_errors
+from dptlib.checks import check_names, cli_errors, command_line
 from dptlib.config import PRESETS, device, float_environment, repo_root, runs_dir
 from dptlib.evaluation.metrics import itm_outcomes, itm_test_set, rec_outcomes
 from dptlib.experiments import report
@@ -210,7 +210,7 @@ def save(scale: str = "toy") -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-
+    argv, _ = command_line(argv)  # the environment checked, the library's messages shown
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="toy")
     parser.add_argument("--arms", nargs="+", default=["cosine-1500", "cosine-1500-lr2e-3", "cosine-1000"])

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dptlib.checks import UserInputError, check_names, cli_errors
+from dptlib.checks import UserInputError, check_names, cli_errors, command_line
 from dptlib.config import HEADLINE_CELLS, PRESETS, SCHEDULERS, device, float_environment
 from dptlib.evaluation import stats
 from dptlib.experiments import ablations, report
@@ -163,7 +163,7 @@ def table(settings: list[str], scale: str = "toy") -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-
+    argv, _ = command_line(argv)  # the environment checked, the library's messages shown
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="toy")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from dptlib.checks import check_names, cli_errors, command_line
 from dptlib.config import figures_dir, repo_root, resolve_scale
 from dptlib.evaluation import stats
 from dptlib.experiments import ablation_claims, ablations
@@ -267,9 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", default="show", choices=["show", "check"])
     parser.add_argument("--scale", default=None, help="toy (default: $DPT_SCALE or toy) or smoke")
     parser.add_argument("--batch", default=BATCH, choices=list(ablations.SEEDS_BATCHES), help=f"the seeds batch read (default: {BATCH})")
-    args = parser.parse_args(argv)
-    scale = resolve_scale(args.scale)
-    runs = load_runs(scale, args.batch)
+    argv, debug = command_line(argv)
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    with cli_errors(debug, "dptlib.experiments.seed_claims"):  # a bad scale or a damaged outcome file: one line
+        scale = resolve_scale(args.scale)
+        check_names("scale", [scale], ("smoke", "toy"))
+        runs = load_runs(scale, args.batch)
+        ablation_runs = {name: ablation_claims.load(ablation, scale) for name, ablation in ablation_claims.TABLES.items()
+                         if args.command == "check" and (figures_dir(scale) / f"{ablation.name}.csv").exists()}
     table = claims_table(runs)
     with pd.option_context("display.width", 250, "display.max_colwidth", 80, "display.max_rows", 200):
         print(table.drop(columns=["difference", "low", "high"]).to_string(index=False) if len(table) else "no claims measured")
@@ -277,11 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show":
         return 0
     ok = _matches_committed(table, figures_dir(scale) / f"{TABLE}.csv", "the core claims")
-    for ablation in ablation_claims.TABLES.values():  # the ablations' claims over seeds (04, 06, 07), from their committed runs
-        path = figures_dir(scale) / f"{ablation.name}.csv"
-        if path.exists():
-            found = ablation_claims.measure(ablation, *ablation_claims.load(ablation, scale)).assign(family=ablation.name)
-            ok &= _matches_committed(found, path, f"{ablation.name} ({ablation.notebook})")
+    for name, loaded in ablation_runs.items():  # the ablations' claims over seeds (04, 06, 07), from their committed runs
+        ablation = ablation_claims.TABLES[name]
+        found = ablation_claims.measure(ablation, *loaded).assign(family=ablation.name)
+        ok &= _matches_committed(found, figures_dir(scale) / f"{ablation.name}.csv", f"{ablation.name} ({ablation.notebook})")
     return 0 if ok else 1
 
 

@@ -20,6 +20,7 @@ size (768 for SD-1.4, 1024 for SD-2.1).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from dptlib.config import resolve_model
 from dptlib.files import check_safetensors
 
+LOGGER = logging.getLogger(__name__)
 LORA_FILE = "pytorch_lora_weights.safetensors"  # the file diffusers' save_lora_weights writes
 
 PAPER_BLOCK_NAMES = {
@@ -197,9 +199,30 @@ def extract_features(
 # --------------------------------------------------------------------------------------------
 # Text, images, noise
 # --------------------------------------------------------------------------------------------
+_WARNED_LONG: set[str] = set()  # the prompts already warned about in this process
+
+
+def warn_long_prompts(tokenizer, texts: list[str]) -> list[str]:
+    """Warn once (logger ``dptlib``) about the prompts of ``texts`` longer than the text encoder's
+    window, which the tokenizer cuts to ``tokenizer.model_max_length`` tokens: how many, and the
+    first. A prompt warned about once is not again. Returns the new long prompts."""
+    limit = tokenizer.model_max_length
+    unseen = [t for t in dict.fromkeys(texts) if t not in _WARNED_LONG]
+    lengths = [len(ids) for ids in tokenizer(unseen, truncation=False).input_ids] if unseen else []
+    long = [t for t, n in zip(unseen, lengths) if n > limit]
+    if long:
+        _WARNED_LONG.update(long)
+        first = long[0] if len(long[0]) <= 80 else long[0][:77] + "..."
+        LOGGER.warning(f"{len(long)} prompt(s) longer than the text encoder's {limit} tokens are cut to them "
+                       f"(the first, {lengths[unseen.index(long[0])]} tokens: {first!r})")
+    return long
+
+
 def tokenize(backbone: Backbone, texts: list[str]) -> torch.Tensor:
-    """(B, L) token ids, padded to the tokenizer's max length, as the pipeline pads them."""
+    """(B, L) token ids, padded to the tokenizer's max length, as the pipeline pads them (a prompt
+    longer than that is cut, with a warning: :func:`warn_long_prompts`)."""
     tokenizer = backbone.tokenizer
+    warn_long_prompts(tokenizer, texts)
     return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                      return_tensors="pt").input_ids.to(backbone.device)
 

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dptlib.config import SCHEDULERS, progress_bars
-from dptlib.method.backbone import Backbone, encode_text, extract_features, image_generators, image_noise
+from dptlib.method.backbone import Backbone, encode_text, extract_features, image_generators, image_noise, warn_long_prompts
 from dptlib.method.losses import matching_similarity
 
 
@@ -53,6 +53,7 @@ def generate(
     indices = list(range(len(prompts))) if indices is None else [int(i) for i in indices]
     if len(indices) != len(prompts):
         raise ValueError(f"{len(indices)} image indices for {len(prompts)} prompts")
+    warn_long_prompts(pipe.tokenizer, list(prompts))  # the pipeline cuts them silently (its logger is quieted)
     device = pipe.device
     out = []
     starts = range(0, len(prompts), batch_size)

@@ -33,6 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dptlib.checks import UserInputError
+from dptlib.files import check_safetensors
 from dptlib.official.adapter import OfficialAdapter, OfficialAdapterConfig
 
 LORA_KEY = re.compile(r"^unet\.(?P<path>.+)\.processor\.(?P<proj>to_q|to_k|to_v|to_out)_lora\.(?P<part>down|up)\.weight$")
@@ -56,6 +57,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file {path}")
     if path.suffix == ".safetensors":
+        check_safetensors(path, "the release's weights as safetensors")
         state = load_file(path)
     else:
         state = _load_pickle(path)

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dptlib.checks import UserInputError, check_names, cli_errors, command_line
 from dptlib.config import device
 from dptlib.data.discrimination import sample_septuple
 from dptlib.method.adapter import AdapterConfig, DiscriminativeAdapter
@@ -311,7 +312,13 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=8, help="jobs: processes at once")
     parser.add_argument("--queries", type=int, default=None, help="float-step: adapter queries (default the preset's)")
     parser.add_argument("--device", default="cpu", help="float-step: where the steps run")
-    args = parser.parse_args(argv)
+    argv, debug = command_line(argv)
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    with cli_errors(debug, "dptlib.perf.timing"):
+        check_names("scale", [args.scale], ("smoke", "toy"))
+        check_names("device", [args.device], ("cpu", "cuda"))
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise UserInputError("--device cuda: no CUDA device on this machine (--device cpu)")
     torch.set_num_threads(int(os.environ.get("DPT_THREADS", "2")))
     if args.what == "probe":
         bench_probe(sd21=not args.no_sd21, septuples=args.septuples)
