@@ -42,7 +42,7 @@ from dptlib.config import (
 )
 from dptlib.data.manifest import read_manifest
 from dptlib.data.prompt_sets import READERS, T2I_COMPBENCH_CATEGORIES
-from dptlib.files import check_safetensors, key_path, read_text_lines
+from dptlib.files import check_json_object, check_safetensors, key_path, read_text_lines
 
 LOGGER = logging.getLogger(__name__)
 
@@ -258,6 +258,8 @@ def check_prerequisites(notebook: str, scale: str, planned: list[str] = ()) -> N
     for name in files:  # present, but whole: a truncated file is named here, not in the kernel
         if name.endswith(".safetensors"):
             check_safetensors(runs_dir(scale) / name, f"what {needed} wrote")
+        elif name.endswith(".json"):
+            check_json_object(runs_dir(scale) / name, f"{name} {needed} wrote")
 
 
 def _run_notebook(notebook: str, scale: str) -> None:

@@ -152,13 +152,15 @@ def test_jobs_run_the_unfinished_variants_apart_at_most_n_at_once_in_the_batch_o
     assert dict(launched) == {"lora_rank=1": False, "lora_rank=4": False, "lora_rank=8": False, "lora_rank=16": True}
 
 
-def test_exclusive_makes_a_second_process_wait_until_the_first_has_built(tmp_path, capsys):
+def test_exclusive_makes_a_second_process_wait_until_the_first_has_built(tmp_path, caplog):
     """What variants run at once share (the exported data, a stage-1 adapter) is built once: a
     second process entering the lock waits for the first to leave it, then finds it built."""
     import subprocess
     import sys
 
     from dptlib.method.checkpoint import exclusive
+
+    caplog.set_level("INFO", logger="dptlib")
 
     lock, holding, built = tmp_path / "stage1.lock", tmp_path / "holding", tmp_path / "built"
     first = subprocess.Popen([sys.executable, "-c", (
@@ -172,10 +174,11 @@ def test_exclusive_makes_a_second_process_wait_until_the_first_has_built(tmp_pat
     with exclusive(lock):
         assert built.exists()  # entered only after the first left
     assert first.wait(timeout=60) == 0
-    assert "waiting for stage1.lock" in capsys.readouterr().out
+    assert any("waiting for stage1.lock" in r.getMessage() for r in caplog.records)
+    caplog.clear()
     with exclusive(lock):  # free again: no wait
         pass
-    assert "waiting" not in capsys.readouterr().out
+    assert not any("waiting" in r.getMessage() for r in caplog.records)
 
 
 def test_a_rerun_runs_a_finished_variant_again_from_scratch_and_replaces_its_export(tmp_path, runs, monkeypatch):

@@ -196,7 +196,7 @@ def test_a_notebook_runs_its_missing_prerequisites_first_at_the_smoke_scale_only
             if name.endswith(".safetensors"):
                 save_file({"w": np.zeros(4, np.float32)}, runs_dir(scale) / name)
             else:
-                (runs_dir(scale) / name).write_text("")
+                (runs_dir(scale) / name).write_text("{}")
 
     with pytest.raises(checks.UserInputError, match="--only 02_tuning"):  # toy: say what to run, run nothing
         checks.ensure_prerequisites("03_self_correction", "toy", run)

@@ -208,7 +208,7 @@ def warn_long_prompts(tokenizer, texts: list[str]) -> list[str]:
     first. A prompt warned about once is not again. Returns the new long prompts."""
     limit = tokenizer.model_max_length
     unseen = [t for t in dict.fromkeys(texts) if t not in _WARNED_LONG]
-    lengths = [len(ids) for ids in tokenizer(unseen, truncation=False).input_ids] if unseen else []
+    lengths = [len(ids) for ids in tokenizer(unseen, truncation=False, verbose=False).input_ids] if unseen else []
     long = [t for t, n in zip(unseen, lengths) if n > limit]
     if long:
         _WARNED_LONG.update(long)

@@ -53,7 +53,8 @@ def generate(
     indices = list(range(len(prompts))) if indices is None else [int(i) for i in indices]
     if len(indices) != len(prompts):
         raise ValueError(f"{len(indices)} image indices for {len(prompts)} prompts")
-    warn_long_prompts(pipe.tokenizer, list(prompts))  # the pipeline cuts them silently (its logger is quieted)
+    if getattr(pipe, "tokenizer", None) is not None:  # the pipeline cuts them silently (its logger is quieted)
+        warn_long_prompts(pipe.tokenizer, list(prompts))
     device = pipe.device
     out = []
     starts = range(0, len(prompts), batch_size)
