@@ -208,6 +208,17 @@ def test_one_variant_alone_and_unknown_ones(tmp_path, runs):
         ablations.run_batch(batch, "smoke", only=["lora_rank=3"], run=lambda *a: None, progress=False)
 
 
+def test_a_finished_run_records_the_analysis_plan_it_was_made_under(tmp_path, runs):
+    """done.json holds the sha256 of docs/analysis-plan.md as it was when the run finished."""
+    import hashlib
+
+    batch = ablations.load_batch(_write(tmp_path / "rank.yaml", "notebook: 02_tuning\nsweep: lora_rank\nvalues: [1]\n"))
+    ablations.run_batch(batch, "smoke", run=lambda *a: None, progress=False)
+    done = json.loads((runs / "smoke" / "ablations" / "rank" / "lora_rank=1" / "done.json").read_text())
+    plan = ablations.repo_root() / ablations.ANALYSIS_PLAN
+    assert done["analysis_plan"] == hashlib.sha256(plan.read_bytes()).hexdigest()
+
+
 def test_a_variant_runs_its_notebook_by_papermill_into_its_own_folder(tmp_path, runs, capsys):
     """The real run: 00_toy_world at the smoke scale, its runs folder inside the variant's."""
     pytest.importorskip("papermill")

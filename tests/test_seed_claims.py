@@ -193,3 +193,18 @@ def test_every_batch_that_trains_names_the_toy_presets_stage1_settings():
                 assert named == {"probe_queries": 40, "probe_schedule": "constant", "probe_warmup": 0}, (path.stem, name)
             else:
                 assert named == expected, (path.stem, name)
+
+
+def test_the_confirmatory_batch_is_the_seeds_recipe_on_fresh_training_seeds():
+    """seeds_confirm (docs/analysis-plan.md) runs dpt and lora as seeds does, on training seeds 5-9
+    that the exploratory runs never used; its base is the seeds batch's base run (same parameters)."""
+    from dptlib.experiments import ablations
+
+    folder = ablations.repo_root() / "papermill_params" / "ablations"
+    seeds, confirm = (ablations.load_batch(folder / f"{name}.yaml").for_scale("toy") for name in ("seeds", "seeds_confirm"))
+    assert confirm.variants["base"] == seeds.variants["base"]
+    assert list(confirm.variants) == ["base"] + [f"{arm}-s{k}" for k in range(5, 10) for arm in ("dpt", "lora")]
+    for k in range(5, 10):
+        for arm in ("dpt", "lora"):
+            assert confirm.variants[f"{arm}-s{k}"] == {**seeds.variants[f"{arm}-s0"], "training_seed": k}
+    assert "seeds_confirm" in ablations.SEEDS_BATCHES and "seeds_confirm" in ablations.ON_REQUEST

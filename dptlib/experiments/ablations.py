@@ -84,7 +84,7 @@ from dptlib.method.checkpoint import atomic_write_text
 LOGGER = logging.getLogger(__name__)
 
 OUTCOME_TABLES = ("generation_scores.csv", "discrimination_outcomes.csv")  # what results/ keeps of a run, beside its metrics
-SEEDS_BATCHES = ("seeds", "seeds_q40")  # every core arm once per training seed (what dptlib.experiments.seed_claims reads)
+SEEDS_BATCHES = ("seeds", "seeds_q40", "seeds_confirm")  # every core arm once per training seed (what dptlib.experiments.seed_claims reads)
 # batches run only when named (hours; a diagnosis; an ablation's extra training seeds): not part of "every batch"
 ON_REQUEST = (*SEEDS_BATCHES, "blocks_diagnosis", "blocks_norm", "blocks_whiten", "timesteps_seeds", "timesteps_more_seeds",
               "adapter_layers_seeds", "adapter_layers_more_seeds", "blocks_seeds")
@@ -172,6 +172,16 @@ def seed_arm(variant: str, names) -> dict[int, str]:
         if arm == variant and k is not None:
             arms[k] = name
     return dict(sorted(arms.items()))
+
+
+ANALYSIS_PLAN = "docs/analysis-plan.md"  # the frozen plan the confirmatory runs are made under
+
+
+def analysis_plan_hash() -> str | None:
+    """sha256 of the analysis plan as it is now (recorded in each finished run's ``done.json``, so
+    that a run says which plan it was made under); None where the repository has none."""
+    path = repo_root() / ANALYSIS_PLAN
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def run_hash(notebook: str, parameters: dict, scale: str) -> str:
@@ -342,7 +352,8 @@ def run_batch(batch: Batch, scale: str, only: list[str] | None = None, run=execu
             outcome[name] = f"failed: {failure_reason(error)}; full log: {folder / 'error.txt'}"
             continue
         atomic_write_text(json.dumps({"hash": digest, "notebook": batch.notebook, "parameters": parameters,
-                                      "seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d")},
+                                      "seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d"),
+                                      "analysis_plan": analysis_plan_hash()},
                                      indent=1), folder / "done.json")
         (folder / "error.txt").unlink(missing_ok=True)  # an earlier failed try's log
         if folder != target:  # a finished re-run takes the place of the run it replaces
