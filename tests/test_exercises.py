@@ -272,7 +272,7 @@ def test_lora_delta_check_uses_peft_forward_and_rejects_a_delta_without_its_scal
 
     assert teaching.check_lora_delta(delta) == teaching.CORRECT
     assert teaching.check_lora_delta(lambda layer: None) == teaching.NOT_ATTEMPTED
-    with pytest.raises(teaching.ExerciseError, match="does not give what peft's forward adds"):
+    with pytest.raises(teaching.ExerciseError, match="does not give what peft's forward adds.*without LoRA's scaling alpha / r = 2"):
         teaching.check_lora_delta(lambda layer: layer.lora_B[layer.active_adapters[0]].weight @ layer.lora_A[layer.active_adapters[0]].weight)
 
 
@@ -286,3 +286,44 @@ def test_unit_rms_check_matches_the_null_directions_and_rejects_a_unit_norm():
     assert teaching.check_unit_rms(lambda x: None) == teaching.NOT_ATTEMPTED
     with pytest.raises(teaching.ExerciseError, match="RMS should be 1"):
         teaching.check_unit_rms(lambda x: x / x.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1)))  # unit norm, not unit RMS
+
+
+def test_a_correct_answer_passes_in_any_reasonable_type():
+    """L_match as a Python float, a numpy number or a 0-d tensor; a paired difference as a tuple,
+    a list or an array: each is the same correct answer."""
+    import numpy as np
+
+    def loss(i2t, t2i, scale):
+        return (-torch.log_softmax(scale.exp() * i2t, 1)[:, 0] - torch.log_softmax(scale.exp() * t2i, 1)[:, 0]).mean()
+
+    for kind in (float, lambda t: np.float32(t.item()), lambda t: t.reshape(1)):
+        assert teaching.check_matching_loss(lambda *a, kind=kind: kind(loss(*a))) == teaching.CORRECT
+
+    def paired(base, dpt):
+        base, dpt = np.asarray(base, float), np.asarray(dpt, float)
+        from dptlib.evaluation.stats import mcnemar_p
+        return 100 * float(np.mean(dpt - base)), mcnemar_p(base.astype(bool), dpt.astype(bool))
+
+    for kind in (tuple, list, np.array):
+        assert teaching.check_paired_difference(lambda b, d, kind=kind: kind(paired(b, d))) == teaching.CORRECT
+
+
+def test_a_missing_return_a_wrong_shape_and_a_wrong_value_each_say_so():
+    def forgot_return(match_embeddings, text_embeddings):
+        scores = (match_embeddings * text_embeddings[:, None]).sum(-1).max(1).values  # noqa: F841 (the exercise's mistake)
+
+    with pytest.raises(teaching.ExerciseError, match="forgot_return returned None: is its `return` missing"):
+        teaching.check_matching_score(forgot_return)
+    with pytest.raises(teaching.ExerciseError, match=r"expected shape \(2,\), got shape \(2, 1\)"):
+        teaching.check_matching_score(lambda z, y: torch.ones(len(z), 1))
+    with pytest.raises(teaching.ExerciseError, match="expected numbers of shape"):
+        teaching.check_matching_score(lambda z, y: "a string")
+    with pytest.raises(teaching.ExerciseError, match=r"for embeddings of shape \(2, 1, 8\): expected"):
+        teaching.check_matching_score(lambda z, y: torch.zeros(len(z)))
+
+
+def test_an_answer_that_calls_the_library_it_should_write_is_refused():
+    with pytest.raises(teaching.ExerciseError, match="calls dptlib's matching_similarity"):
+        teaching.check_matching_score(lambda z, y: losses.matching_similarity(z, y))
+    with pytest.raises(teaching.ExerciseError, match="calls dptlib's matching_loss"):
+        teaching.check_matching_loss(lambda a, b, s: losses.matching_loss(a, b, s))

@@ -12,6 +12,7 @@ which
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import re
 from collections.abc import Callable, Iterable
@@ -43,6 +44,65 @@ def _attempted(answer) -> bool:
     return answer is not None and answer is not Ellipsis
 
 
+def _unanswered(function: Callable, answer) -> str | None:
+    """None when ``answer`` is an answer; :data:`NOT_ATTEMPTED` when ``function`` is still the
+    exercise's stub (its body says "Write your code here."); else raises :class:`ExerciseError`
+    for a function that ran but returned nothing (a missing ``return``)."""
+    if _attempted(answer):
+        return None
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):  # no source to read (a builtin, a lambda made elsewhere): the stub's reading
+        return NOT_ATTEMPTED
+    if "Write your code here" in source or answer is Ellipsis or getattr(function, "__name__", "") == "<lambda>":
+        return NOT_ATTEMPTED
+    raise ExerciseError(f"{getattr(function, '__name__', 'your function')} returned None: is its `return` missing?")
+
+
+def _as_tensor(answer) -> torch.Tensor | None:
+    """``answer`` (a tensor, an array, a list, a Python or numpy number) as a float64 tensor, or
+    None when it is not numbers."""
+    try:
+        if torch.is_tensor(answer):
+            return answer.detach().cpu().double()
+        return torch.as_tensor(np.asarray(answer, dtype=np.float64))
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def _compare(name: str, answer, expected: torch.Tensor, case: str, atol: float, rtol: float = 0.0) -> None:
+    """Raise :class:`ExerciseError` unless ``answer``, of any reasonable type, equals ``expected``
+    within the tolerances; a wrong type, a wrong shape and a wrong value each say so."""
+    found = _as_tensor(answer)
+    expected = expected.detach().cpu().double()
+    if found is None:
+        raise ExerciseError(f"{name}: {case}: expected numbers of shape {tuple(expected.shape)}, got a {type(answer).__name__}")
+    if found.numel() == expected.numel() == 1:
+        found, expected = found.reshape(()), expected.reshape(())
+    if found.shape != expected.shape:
+        raise ExerciseError(f"{name}: {case}: expected shape {tuple(expected.shape)}, got shape {tuple(found.shape)}")
+    if not torch.allclose(found, expected, atol=atol, rtol=rtol):
+        shown = (lambda t: f"{t.item():.5f}" if t.numel() == 1 else str([round(v, 5) for v in t.flatten()[:6].tolist()]))
+        raise ExerciseError(f"{name}: {case}: expected {shown(expected)}, got {shown(found)}")
+
+
+def _uses(function: Callable, names: Iterable[str]) -> list[str]:
+    """Which of ``names`` (library functions the exercise asks to write) ``function`` calls by name."""
+    code, found = getattr(function, "__code__", None), set()
+    stack = [code] if code is not None else []
+    while stack:
+        current = stack.pop()
+        found |= set(current.co_names)
+        stack += [c for c in current.co_consts if hasattr(c, "co_names")]
+    return [n for n in names if n in found]
+
+
+def _refuse_library(name: str, function: Callable, names: Iterable[str]) -> None:
+    used = _uses(function, names)
+    if used:
+        raise ExerciseError(f"{name}: your function calls dptlib's {', '.join(used)}: write it from the equation instead")
+
+
 def check_swap_colours(swap_colours: Callable, world, scenes: Iterable) -> str:
     """Exercise (00): ``swap_colours(spec) -> spec`` swaps the colours of a two-object prompt.
 
@@ -61,7 +121,7 @@ def check_swap_colours(swap_colours: Callable, world, scenes: Iterable) -> str:
             if spec.objects[0].colour == spec.objects[1].colour or not score(spec, image, world.config)["correct"]:
                 continue
             swapped = swap_colours(spec)
-            if not _attempted(swapped):
+            if _unanswered(swap_colours, swapped):
                 return _report(name, NOT_ATTEMPTED)
             expected = colour_swap(spec)
             if swapped != expected:
@@ -93,7 +153,7 @@ def check_verdict(verdict: Callable) -> str:
     name = "the verdict rule"
     for case in verdict_cases():
         answer = verdict(**case)
-        if not _attempted(answer):
+        if _unanswered(verdict, answer):
             return _report(name, NOT_ATTEMPTED)
         found = dict(low=case["low"], high=case["high"], p_value=case["p_holm"], n_runs=case["n_runs"],
                      runs_positive=case["runs_positive"], runs_negative=case["n_runs"] - case["runs_positive"])
@@ -118,14 +178,14 @@ def check_matching_score(matching_score: Callable, cases: list[tuple] = ()) -> s
     is s(z, y) of Eq. 3-4, as :func:`dptlib.method.losses.matching_similarity` computes it; tried on
     random batches of several shapes and on ``cases``."""
     name = "the matching score s(z, y)"
+    _refuse_library(name, matching_score, ("matching_similarity",))
     tried = _random_cases([lambda k: (k + 2, k + 1, 8), lambda k: (k + 2, 8)]) + [tuple(c) for c in cases]
     for match_embeddings, text_embeddings in tried:
         answer = matching_score(match_embeddings, text_embeddings)
-        if not _attempted(answer):
+        if _unanswered(matching_score, answer):
             return _report(name, NOT_ATTEMPTED)
         expected = losses.matching_similarity(match_embeddings, text_embeddings)
-        if not torch.is_tensor(answer) or answer.shape != expected.shape or not torch.allclose(answer.float(), expected, atol=1e-5):
-            raise ExerciseError(f"{name}: for embeddings of shape {tuple(match_embeddings.shape)} expected {expected}, got {answer}")
+        _compare(name, answer, expected, f"for embeddings of shape {tuple(match_embeddings.shape)}", atol=1e-5)
     return _report(f"{name} ({len(tried)} batches)", CORRECT)
 
 
@@ -134,18 +194,18 @@ def check_matching_loss(match_loss: Callable, cases: list[tuple] = ()) -> str:
     L^match of Eq. 3-4 (the mean over the batch), as :func:`dptlib.method.losses.matching_loss`; tried on
     random scores with several temperatures and on ``cases``."""
     name = "L_match (Eq. 3-4)"
+    _refuse_library(name, match_loss, ("matching_loss",))
     generator = torch.Generator().manual_seed(0)
     tried = [(torch.rand(b, 1 + k, generator=generator) * 2 - 1, torch.rand(b, 1 + k2, generator=generator) * 2 - 1,
               torch.tensor(scale)) for b, k, k2, scale in ((1, 2, 2, 0.0), (4, 2, 3, 2.66), (3, 5, 1, 4.0))]
     tried += [tuple(c) for c in cases]
     for image_to_text, text_to_image, logit_scale in tried:
         answer = match_loss(image_to_text, text_to_image, logit_scale)
-        if not _attempted(answer):
+        if _unanswered(match_loss, answer):
             return _report(name, NOT_ATTEMPTED)
         expected = losses.matching_loss(image_to_text, text_to_image, logit_scale)
-        if not _same_scalar(answer, expected, atol=1e-5):
-            raise ExerciseError(f"{name}: for scores of shapes {tuple(image_to_text.shape)}, {tuple(text_to_image.shape)} and "
-                                f"log(1/tau) = {float(logit_scale):.2f} expected {expected.item():.5f}, got {answer}")
+        _compare(name, answer, expected, f"for scores of shapes {tuple(image_to_text.shape)}, {tuple(text_to_image.shape)} and "
+                                         f"log(1/tau) = {float(logit_scale):.2f}", atol=1e-5)
     return _report(f"{name} ({len(tried)} batches)", CORRECT)
 
 
@@ -162,10 +222,13 @@ def check_paired_difference(paired_difference: Callable, cases: list[tuple] = ()
     tried += [(same, same.copy())] + [tuple(np.asarray(x) for x in c) for c in cases]
     for base, dpt in tried:
         answer = paired_difference(base, dpt)
-        if not _attempted(answer) or answer == (None, None):
+        if _unanswered(paired_difference, None if isinstance(answer, tuple) and answer == (None, None) else answer):
             return _report(name, NOT_ATTEMPTED)
         expected = (100 * float(np.mean(np.asarray(dpt, float) - np.asarray(base, float))), stats.mcnemar_p(base, dpt))
-        if not np.allclose(np.asarray(answer, float), expected, atol=1e-9):
+        found = _as_tensor(answer)
+        if found is None or found.numel() != 2:
+            raise ExerciseError(f"{name}: expected two numbers (difference in points, p), got {answer!r}")
+        if not np.allclose(found.flatten().numpy(), expected, atol=1e-9):
             raise ExerciseError(f"{name}: for {len(base)} twins with b = {int((np.asarray(dpt, bool) & ~np.asarray(base, bool)).sum())}, "
                                 f"c = {int((np.asarray(base, bool) & ~np.asarray(dpt, bool)).sum())} expected "
                                 f"({expected[0]:.3f}, {expected[1]:.4f}), got {answer}")
@@ -186,7 +249,7 @@ def check_choose_eta(choose_eta: Callable, sweep, chosen: float | None = None) -
     moved = sweep.assign(correct=sweep["correct"].where(sweep["method"] != worst, 1))
     for table, best in ((sweep, expected), (moved, float(worst.split("eta ")[1]))):
         answer = choose_eta(table)
-        if not _attempted(answer):
+        if _unanswered(choose_eta, answer):
             return _report(name, NOT_ATTEMPTED)
         if float(answer) != best:
             raise ExerciseError(f"{name}: expected eta = {best:g}, got {answer!r}")
@@ -228,7 +291,7 @@ def check_blocks_run(blocks_run: Callable, probes: Iterable[str] = ("down0", "mi
     for probe in probes:
         blocks = resolve_blocks(probe, unet)
         answer = blocks_run(blocks)
-        if not _attempted(answer):
+        if _unanswered(blocks_run, answer):
             return _report(name, NOT_ATTEMPTED)
         expected = blocks_run_by_early_exit(unet, blocks)
         if list(answer) != expected:
@@ -254,7 +317,7 @@ def check_lora_parameters(lora_parameters: Callable, cases: Iterable[tuple] = ((
     name = "LoRA's parameter count"
     for d_in, d_out, rank in cases:
         answer = lora_parameters(d_in, d_out, rank)
-        if not _attempted(answer):
+        if _unanswered(lora_parameters, answer):
             return _report(name, NOT_ATTEMPTED)
         expected = lora_parameters_by_peft(d_in, d_out, rank)
         if answer != expected:
@@ -273,12 +336,10 @@ def check_holm(holm_adjust: Callable, cases: Iterable = ()) -> str:
     tried += [np.asarray(c, float) for c in cases]
     for p_values in tried:
         answer = holm_adjust(p_values.copy())
-        if not _attempted(answer):
+        if _unanswered(holm_adjust, answer):
             return _report(name, NOT_ATTEMPTED)
         expected = stats.holm(p_values)
-        if np.shape(answer) != expected.shape or not np.allclose(np.asarray(answer, float), expected, atol=1e-12):
-            raise ExerciseError(f"{name}: for p = {np.round(p_values, 4).tolist()} expected {np.round(expected, 4).tolist()}, "
-                                f"got {answer!r}")
+        _compare(name, answer, torch.as_tensor(expected), f"for p = {np.round(p_values, 4).tolist()}", atol=1e-12)
     return _report(f"{name} ({len(tried)} families)", CORRECT)
 
 
@@ -311,11 +372,10 @@ def check_snr(snr: Callable, timesteps: Iterable[int] = (0, 250, 500, 750, 999))
     steps = torch.tensor(list(timesteps))
     for scheduler in (build_scheduler(), DDPMScheduler(beta_schedule="linear")):
         answer = snr(scheduler.alphas_cumprod, steps)
-        if not _attempted(answer):
+        if _unanswered(snr, answer):
             return _report(name, NOT_ATTEMPTED)
         expected = snr_from_add_noise(scheduler, steps)
-        if not torch.is_tensor(answer) or answer.shape != expected.shape or not torch.allclose(answer.double(), expected.double(), rtol=1e-4):
-            raise ExerciseError(f"{name}: at t = {steps.tolist()} expected {expected.tolist()}, got {answer!r}")
+        _compare(name, answer, expected, f"at t = {steps.tolist()}", atol=0.0, rtol=1e-4)
     return _report(name, CORRECT)
 
 
@@ -333,12 +393,15 @@ def check_denoising_loss(denoising: Callable, cases: list[tuple] = ()) -> str:
     tried += [tuple(c) for c in cases]
     for prediction, noise, positives in tried:
         answer = denoising(prediction, noise, positives)
-        if not _attempted(answer):
+        if _unanswered(denoising, answer):
             return _report(name, NOT_ATTEMPTED)
         expected = losses.denoising_loss(prediction, noise, positives)
-        if not _same_scalar(answer, expected, atol=1e-6):
+        found = _as_tensor(answer)
+        if found is None or found.numel() != 1:
+            _compare(name, answer, expected, f"for {len(positives)} true pairs in {prediction.shape[0]} rows", atol=1e-6)
+        if not _same_scalar(found.float(), expected, atol=1e-6):
             everything = torch.nn.functional.mse_loss(prediction, noise.repeat_interleave(prediction.shape[0] // noise.shape[0], 0))
-            hint = " (that is the MSE over every row: only the true pairs' rows count)" if _same_scalar(answer, everything, 1e-6) else ""
+            hint = " (that is the MSE over every row: only the true pairs' rows count)" if _same_scalar(found.float(), everything, 1e-6) else ""
             raise ExerciseError(f"{name}: for {len(positives)} true pairs in {prediction.shape[0]} rows expected {expected.item():.5f}, "
                                 f"got {answer}{hint}")
     return _report(f"{name} ({len(tried)} batches)", CORRECT)
@@ -357,7 +420,7 @@ def check_iou(iou: Callable, cases: Iterable[tuple] = ()) -> str:
     name = "intersection over union"
     for a, b in tried:
         answer = iou(a, b)
-        if not _attempted(answer):
+        if _unanswered(iou, answer):
             return _report(name, NOT_ATTEMPTED)
         expected = float(losses.box_iou(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))[0])
         if abs(float(answer) - expected) > 1e-6:
@@ -387,7 +450,7 @@ def check_lora_delta(lora_delta: Callable, module: torch.nn.Module | None = None
     name = "the LoRA update ΔW"
     for layer_name, layer in layers:
         answer = lora_delta(layer)
-        if not _attempted(answer):
+        if _unanswered(lora_delta, answer):
             return _report(name, NOT_ATTEMPTED)
         weight = layer.base_layer.weight
         x = torch.randn(3, weight.shape[1], dtype=weight.dtype, generator=torch.Generator().manual_seed(1))
@@ -395,8 +458,12 @@ def check_lora_delta(lora_delta: Callable, module: torch.nn.Module | None = None
             expected = layer(x) - layer.base_layer(x)
         if not torch.is_tensor(answer) or answer.shape != weight.shape or not torch.allclose(x @ answer.detach().T, expected, atol=1e-5,
                                                                                             rtol=1e-4):
+            adapter = layer.active_adapters[0]
+            unscaled = (layer.lora_B[adapter].weight @ layer.lora_A[adapter].weight).detach()
+            hint = (f" (that is B A without LoRA's scaling alpha / r = {layer.scaling[adapter]:g})"
+                    if torch.is_tensor(answer) and answer.shape == unscaled.shape and torch.allclose(answer.detach(), unscaled, atol=1e-6) else "")
             raise ExerciseError(f"{name}: for layer {layer_name!r} ({weight.shape[1]} -> {weight.shape[0]}) x ΔWᵀ does not give what "
-                                f"peft's forward adds (got {type(answer).__name__} of shape {getattr(answer, 'shape', None)})")
+                                f"peft's forward adds (got {type(answer).__name__} of shape {getattr(answer, 'shape', None)}){hint}")
     return _report(f"{name} ({len(layers)} layers)", CORRECT)
 
 
@@ -412,9 +479,13 @@ def check_unit_rms(unit_rms: Callable, cases: Iterable[tuple] = ()) -> str:
     tried += [tuple(c) for c in cases]
     for raw, expected in tried:
         answer = unit_rms(raw.clone())
-        if not _attempted(answer):
+        if _unanswered(unit_rms, answer):
             return _report(name, NOT_ATTEMPTED)
-        if not torch.is_tensor(answer) or answer.shape != expected.shape or not torch.allclose(answer, expected, atol=1e-5, rtol=1e-4):
+        found = _as_tensor(answer)
+        if found is None or found.shape != expected.shape:
+            _compare(name, answer, expected, f"for a batch of shape {tuple(raw.shape)}", atol=1e-5, rtol=1e-4)
+        if not torch.allclose(found.float(), expected, atol=1e-5, rtol=1e-4):
+            answer = found.float()
             raise ExerciseError(f"{name}: for a batch of shape {tuple(raw.shape)} the rows' RMS should be 1 each; got "
                                 f"{answer.pow(2).mean(dim=tuple(range(1, answer.dim()))).sqrt().tolist() if torch.is_tensor(answer) else answer!r}")
     return _report(f"{name} ({len(tried)} batches)", CORRECT)
