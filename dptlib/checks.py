@@ -21,7 +21,6 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import math
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,7 +41,7 @@ from dptlib.config import (
 )
 from dptlib.data.manifest import read_manifest
 from dptlib.data.prompt_sets import READERS, T2I_COMPBENCH_CATEGORIES
-from dptlib.files import check_json_object, check_safetensors, key_path, read_text_lines
+from dptlib.files import check_json_object, check_safetensors, key_path, non_finite, read_text_lines
 
 LOGGER = logging.getLogger(__name__)
 
@@ -65,18 +64,6 @@ NUMBERS = ("lr", "probe_lr", "tune_lr", "eta", "mse_coef")
 POSITIVE = ("batch_size", "num_inference_steps", "adapter_layers", "denoising_timesteps", "refresh_every")
 BLOCK_PARAMETERS = ("blocks", "candidate_blocks")
 PAPER_BLOCKS = ("bottom1", "bottom2", "bottom3", "middle")  # names of the paper's Tab. 6 that resolve_blocks also reads
-
-
-def _non_finite_in(value, where: tuple = ()) -> tuple | None:
-    """The key path inside ``value`` of its first NaN or infinite number (``()`` for itself), or None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return where
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        found = _non_finite_in(item, (*where, key))
-        if found is not None:
-            return found
-    return None
 
 
 class UserInputError(ValueError):
@@ -133,7 +120,7 @@ def check_values(notebook: str, values: dict) -> None:
         if name in values and values[name] is not None and values[name] not in allowed:
             raise UserInputError(f"{name}={values[name]!r} for notebook {notebook!r}; allowed: {list(allowed)}")
     for name, value in values.items():
-        where = _non_finite_in(value)
+        where = non_finite(value)
         if where is not None:
             raise UserInputError(f"{key_path((name, *where))}={value!r} for notebook {notebook!r}: NaN and infinity are not values")
     for name in NUMBERS:

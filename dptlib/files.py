@@ -62,17 +62,23 @@ SCHEMA_HINTS = {  # what a failure of each schema says is allowed
 }
 
 
-def read_yaml(path: str | Path, what: str = "file") -> object:
-    """The data of a YAML file; one ``ValueError`` line naming ``path`` when it cannot be read."""
+def read_utf8(path: str | Path, what: str = "file", form: str = "UTF-8 text") -> str:
+    """The text of ``path``; one line naming it when it is missing, unreadable or not UTF-8."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such {what}")
     try:
-        text = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: byte {error.start} is not UTF-8 ({what}s are UTF-8 text)") from None
+        raise ValueError(f"{path}: byte {error.start} is not UTF-8 ({what}s are {form})") from None
     except OSError as error:
         raise ValueError(f"{path}: cannot read this {what}: {error.strerror}") from None
+
+
+def read_yaml(path: str | Path, what: str = "file") -> object:
+    """The data of a YAML file; one ``ValueError`` line naming ``path`` when it cannot be read."""
+    path = Path(path)
+    text = read_utf8(path, what)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -82,13 +88,13 @@ def read_yaml(path: str | Path, what: str = "file") -> object:
         raise ValueError(f"{path}:{where}: not valid YAML: {problem}") from None
 
 
-def _non_finite(value, where: tuple = ()) -> tuple | None:
+def non_finite(value, where: tuple = ()) -> tuple | None:
     """The key path of the first NaN or infinite number in ``value``, or None."""
     if isinstance(value, float) and not math.isfinite(value):
         return where
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        found = _non_finite(item, (*where, key))
+        found = non_finite(item, (*where, key))
         if found is not None:
             return found
     return None
@@ -110,7 +116,7 @@ def check_schema(data, schema: dict, path: str | Path) -> None:
         else:
             message = error.message if len(error.message) < 160 else error.message[:157] + "..."
         raise ValueError(f"{path}: {key_path(error.absolute_path)}: {message}" + (f" ({hint})" if hint else ""))
-    bad = _non_finite(data)
+    bad = non_finite(data)
     if bad is not None:
         raise ValueError(f"{path}: {key_path(bad)}: {_at(data, bad)!r} is not a finite number")
 
@@ -133,12 +139,7 @@ def read_text_lines(path: str | Path, what: str = "prompt file") -> list[str]:
     """The non-empty lines of a UTF-8 text file, stripped; one line naming the file when it is
     missing, not UTF-8, or has no non-empty line."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such {what}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: byte {error.start} is not UTF-8 ({what}s are UTF-8 text, one prompt a line)") from None
+    text = read_utf8(path, what, "UTF-8 text, one prompt a line")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"{path}: an empty {what} (one prompt a line)")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import save_file
+from test_checks import nothing_runs  # noqa: F401 (autouse: papermill and training stubbed to fail if reached)
 
 from dptlib import cli
 from dptlib.config import repo_root
@@ -27,20 +28,9 @@ from dptlib.perf import timing
 REPO = repo_root()
 
 
-class Started(Exception):
-    """Raised where work would start: a refused input never gets here."""
-
-
 @pytest.fixture(autouse=True)
-def nothing_runs(monkeypatch, tmp_path):
-    import papermill
-
-    def started(*args, **kwargs):
-        raise Started
-
-    monkeypatch.setattr(papermill, "execute_notebook", started)
-    monkeypatch.setattr(train, "probe", started)
-    monkeypatch.setattr(train, "manifest_splits", started)
+def clean_environment(monkeypatch, tmp_path):
+    """Runs and results under tmp; no DPT_* variable but the ones a case sets."""
     monkeypatch.setenv("DPT_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("DPT_RESULTS_DIR", str(tmp_path / "results"))
     for name in ("DPT_DEVICE", "DPT_THREADS", "DPT_SCALE", "DPT_FIGURES_DIR", "DPT_BENCHMARKS_DIR", "DPT_ROOT"):
