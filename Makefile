@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lint setup setup-paper paper-dry-run paper-dry-run-cpu reproduce ablations seeds check-claims profile verify retrain smoke exercises test test-unit test-notebooks bench bench-float gpu-check toy-model lab sync clean
+.PHONY: lint setup setup-paper paper-dry-run paper-dry-run-cpu reproduce ablations seeds check-claims profile verify retrain smoke exercises test test-unit test-notebooks bench bench-float gpu-check toy-model lab sync book setup-browser clean
 
 ## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
 setup: $(STAMP)
@@ -130,6 +130,23 @@ lab: setup
 ## exercises: notebooks/exercises/ from the solution notebooks (cells tagged solution dropped, code after '# solution' cut)
 exercises: setup
 	$(BIN)/dpt exercises
+
+## book: the course as a static website in build/book/ (open build/book/index.html): Sphinx + myst-nb on the committed,
+##       executed notebooks 00-09 (never run here; solutions folded), docs/*.md and the claims table (docs/book/; ~15 s)
+book: setup
+	$(BIN)/python docs/book/build.py --out build/book
+
+## setup-browser: Debian's chromium and chromium-driver (apt-get, as root or with sudo -n) for tests/test_book.py, which opens
+##                every page of the site in headless Chromium (and skips without it); says so and goes on where apt cannot
+setup-browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "setup-browser: chromium and chromedriver present"; \
+	else \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo -n"; fi; \
+	  install="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver"; \
+	  { $$install || { $$sudo apt-get update -qq && $$install; }; } >/dev/null 2>&1 \
+	    && echo "setup-browser: installed $$(/usr/bin/chromium --version 2>/dev/null)" \
+	    || echo "setup-browser: could not install chromium with apt-get here; tests/test_book.py's browser checks will skip"; \
+	fi
 
 ## sync: re-pair notebooks/*.py and notebooks/*.ipynb after editing either
 sync: setup

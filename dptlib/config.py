@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy
@@ -133,6 +134,8 @@ def quiet_libraries() -> None:
     for library in (diffusers_logging, transformers_logging):
         library.set_verbosity_error()
         library.disable_progress_bar()
+    # torch's notice that meshgrid will need `indexing=` (called inside diffusers' attention processors, not here)
+    warnings.filterwarnings("ignore", message="torch.meshgrid: in an upcoming release", category=UserWarning)
 
 
 class _Console(logging.Handler):
@@ -214,6 +217,15 @@ def float_environment() -> dict[str, str]:
             "mkl": mkl.group(1) if mkl else "none", "onednn": (onednn.group(1) if onednn else "none") + (
                 "" if torch.backends.mkldnn.enabled else " (off)"),
             "torch": torch.__version__, "diffusers": diffusers.__version__, "numpy": numpy.__version__}
+
+
+def run_summary(params) -> str:
+    """One line for the top of a notebook: the run's settings (``params``, a namespace or mapping;
+    unset ones left out) and its float environment (``float_environment``)."""
+    settings = params if isinstance(params, dict) else vars(params)
+    shown = ", ".join(f"{key}={value}" for key, value in settings.items() if value is not None)
+    rounding = ", ".join(f"{key} {value}" for key, value in float_environment().items())
+    return f"settings: {shown} | float environment: {rounding}"
 
 
 def set_threads(default: int | None = None) -> int:

@@ -40,7 +40,8 @@
 # - turn one scene into its captions, referring expressions and image, and write them in the real
 #   formats (COCO captions, MDETR refexp) that the rest of the repository reads;
 # - read images back with the **oracle** and check that it is exact on renders;
-# - find out, in the exercise, why every hard negative must be checked before it is called false.
+# - find out, in the exercise, why every hard negative must be checked before it is called false;
+# - judge whether the oracle is exact enough to grade a generated image.
 #
 # *Prerequisites:* Python and numpy; no earlier notebook. *Time on 2 CPU cores:* toy scale
 # 1.5 min, smoke scale 16 s. *GPU:* not needed.
@@ -56,7 +57,17 @@ blur_levels = [0.0, 0.5, 1.0]
 n_benchmark_prompts = None
 export_scenes = None
 
+# %% tags=["nbval-ignore-output"]
+# The run's settings, checked before any work, in one line
+from dptlib import checks, config
+from dptlib.experiments import report
+
+params = checks.notebook_parameters("00_toy_world", globals())
+report.set_theme()
+print(config.run_summary(params))
+
 # %%
+# The libraries this lesson uses: the toy world, its prompts, and the real formats' readers
 import dataclasses
 import json
 
@@ -64,20 +75,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from dptlib import checks, config
 from dptlib.data.coco import read_coco_captions, read_refexp
-from dptlib.experiments import report
 from dptlib.teaching import checks as teaching
+from dptlib.teaching import quiz
+from dptlib.toy.model import colour_swap
 from dptlib.toy.prompts import TOY_BENCHMARKS, toy_benchmark
 from dptlib.toy.world import ToyWorld, ToyWorldConfig, corrupt, export_world, oracle_accuracy, parse_image, score
-
-params = checks.notebook_parameters("00_toy_world", globals())
-report.set_theme()
-params
-
-# %% tags=["nbval-ignore-output"]
-# What decides the rounding of this run's numbers: trained numbers come out again byte for byte only where it matches
-config.float_environment()
 
 # %% [markdown]
 # ## Scenes and captions
@@ -94,6 +97,7 @@ for spec in world.captions(scenes[0]):
     print(f"{spec.category:12s} {spec.text}")
 
 # %%
+# The scenes drawn, each with its first captions
 captions = [world.captions(s) for s in scenes]
 figure = report.image_grid(
     [world.render(s) for s in scenes],
@@ -151,6 +155,7 @@ read_back = pd.DataFrame(
 read_back
 
 # %%
+# One image record of the exported refexp file, as MDETR writes it
 print(json.dumps(json.loads(paths["train"]["refexp"].read_text())["images"][0], indent=1))
 
 # %% [markdown]
@@ -166,6 +171,7 @@ print(json.dumps(json.loads(paths["train"]["refexp"].read_text())["images"][0], 
 # Generated images are not clean renders, so the oracle is tested on blurred and noisy renders too.
 
 # %%
+# One scene read back from its clean render and from a blurred, noisy one; then a caption scored on the noisy one
 scene = scenes[1]
 clean, noisy = world.render(scene), corrupt(world.render(scene), noise_std=0.1, blur_sigma=1.0, seed=1)
 for name, image in (("clean", clean), ("blur 1 px + noise 0.1", noisy)):
@@ -175,6 +181,7 @@ spec = world.captions(scene)[-1]
 print(spec.text, score(spec, noisy, world.config))
 
 # %%
+# The oracle on the test scenes at each blur and noise level: scenes read exactly, and captions scored correct
 test_scenes = world.scenes("test", params.n_oracle_scenes)
 rows = []
 for blur in params.blur_levels:
@@ -191,6 +198,7 @@ oracle_table
 # the table shows how it degrades as images get blurrier and noisier.
 
 # %%
+# Exact on clean renders
 assert oracle_table.loc[(0.0, 0.0), "scenes read exactly"] == 1.0
 
 # %% [markdown]
@@ -213,6 +221,7 @@ def swap_colours(spec):
 
 
 # %%
+# The check, and how many swapped captions the oracle still finds true
 teaching.check_swap_colours(swap_colours, world, world.scenes("test", 50))
 
 # %% [markdown] tags=["solution"]
@@ -242,6 +251,7 @@ def iou(a, b):
 
 
 # %%
+# The check, then one object's box slid sideways
 if teaching.check_iou(iou) == teaching.CORRECT:
     box = scenes[0].objects[0].box
     side = box[2] - box[0]
@@ -262,32 +272,92 @@ if teaching.check_iou(iou) == teaching.CORRECT:
 # must score every such "real image" correct, a check that the prompts are well-formed.
 
 # %%
+# Every toy benchmark's prompts, each realized as a scene and scored by the oracle (which must find every one correct)
 benchmarks = {name: toy_benchmark(name, world.config, n=params.n_benchmark_prompts, seed=params.seed) for name in TOY_BENCHMARKS}
 realized = {
     name: np.mean([score(p.spec, world.render(world.realize(p.spec, i)), world.config)["correct"] for i, p in enumerate(prompts)])
     for name, prompts in benchmarks.items()
 }
+print("oracle on realized prompts:", realized)
+
+# %%
+# The benchmarks' prompts per distribution and category
 benchmark_table = (
     pd.DataFrame([{"benchmark": n, "category": p.category, "distribution": p.distribution} for n, ps in benchmarks.items() for p in ps])
     .groupby(["benchmark", "distribution", "category"]).size().rename("prompts").to_frame()
 )
 report.save_table(benchmark_table, "toy_benchmarks", params.scale)
-print("oracle on realized prompts:", realized)
 benchmark_table
 
 # %%
+# Three prompts of each benchmark
 for name, prompts in benchmarks.items():
     print(f"{name:14s}", " | ".join(p.prompt for p in prompts[:: max(1, len(prompts) // 3)][:3]))
 
+# %% [markdown]
+# ### Exercise (judgement): can the oracle grade a generated image?
+#
+# Generated images are not clean renders: edges blur and colours speckle. Look only at the two
+# extremes of the oracle table above (clean, and the blurriest, noisiest corner) and predict: in
+# the corner, does the oracle still read *most* scenes exactly (*yes* or *no*)? Then run the next
+# cell and explain which of the oracle's readings (colour, shape, size) you think fails first.
+
+# %%
+# Your prediction, before the result
+prediction = None  # "yes" or "no"
+reason = ""
+# solution
+prediction, reason = "yes", "colour is read as a direction from the background, which noise barely moves; shape fits a blurred template"
+
+# %%
+# The corner of the table, beside the clean renders
+teaching.check_prediction(prediction, ["yes", "no"])
+corner = (max(params.blur_levels), max(params.noise_levels))
+oracle_table.loc[[(0.0, 0.0), corner]]
+
+# %% tags=["solution"]
+# What the solution concludes, from the table
+read = oracle_table.loc[corner, "scenes read exactly"]
+report.prose(f"At blur {corner[0]:g} px and noise {corner[1]:g} the oracle reads {100 * read:.1f} % of scenes exactly and scores "
+             f"{100 * oracle_table.loc[corner, 'captions scored correct']:.1f} % of captions correct"
+             + (": most scenes survive, so its grades of generated images are facts about them, up to this error." if read > 0.5 else
+                ": most scenes do not survive, so its grades of generated images must be read with this error in mind."))
+
+# %% [markdown]
+# ## Quiz
+#
+# Three questions; answer each with its letter.
+
+# %%
+# The questions
+print(quiz.show("00_toy_world"))
+
+# %%
+# Your answers
+answers = {1: None, 2: None, 3: None}  # your letters, e.g. {1: "a", ...}
+# solution
+answers = {1: "b", 2: "a", 3: "b"}
+
+# %%
+# The check: one line per question
+quiz.check("00_toy_world", answers)
+
 # %% [markdown] tags=["solution"]
 # ## What we learned
-#
-# - A toy scene is a list of objects; its captions, referring expressions (each with its box),
-#   image and the benchmarks' prompts all come from that list, and the exporters write them in
-#   the formats COCO and MDETR use, so the rest of the repository reads them as real data.
-# - The oracle reads every clean render exactly (1,000 of 1,000 scenes above) and almost every
-#   blurred or noisy one (the table above): where a later notebook reports "exactly right", the
-#   grade is a fact about the image, not a model's opinion.
-# - A caption with its colours swapped is not always false: 21 of 84 such captions of 50 test
-#   scenes stay true (two objects of one shape). So every hard negative in `01_probing` is checked
-#   by the oracle before it is used as false.
+
+# %% tags=["solution"]
+# The findings, computed from this run's tables (a solution cell: it gives the exercise's answer away)
+pairs = [(spec, image) for scene in world.scenes("test", 50) for image in [world.render(scene)] for spec in world.captions(scene)
+         if len(spec.objects) == 2 and None not in (spec.objects[0].colour, spec.objects[1].colour)
+         and spec.objects[0].colour != spec.objects[1].colour and score(spec, image, world.config)["correct"]]
+still_true = sum(score(colour_swap(spec), image, world.config)["correct"] for spec, image in pairs)
+clean_read = oracle_table.loc[(0.0, 0.0), "scenes read exactly"]
+report.prose(f"""
+- A toy scene is a list of objects; its captions, referring expressions (each with its box), image and the benchmarks' prompts all
+  come from that list, and the exporters write them in the formats COCO and MDETR use, so the rest of the repository reads them as
+  real data.
+- The oracle reads {100 * clean_read:.0f} % of {len(test_scenes)} clean renders exactly, and {100 * read:.1f} % at the blurriest,
+  noisiest corner of the table: where a later notebook reports "exactly right", the grade is a fact about the image.
+- A caption with its colours swapped is not always false: {still_true} of {len(pairs)} such captions of 50 test scenes stay true
+  (two objects of one shape). So every hard negative in `01_probing` is checked by the oracle before it is used as false.
+""")

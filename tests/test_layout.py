@@ -15,7 +15,7 @@ METHOD_MUST_NOT_IMPORT = ("dptlib.evaluation", "dptlib.experiments", "dptlib.toy
                           "dptlib.perf")
 # what an import inside a function may defer: a dependency slow to import or optional (each such
 # line says so with a "# deferred" comment); a dptlib module is never one of them
-DEFERRABLE = {"accelerate", "diffusers", "huggingface_hub", "jupyter_client", "jupytext", "matplotlib", "nbformat", "open_clip",
+DEFERRABLE = {"IPython", "accelerate", "diffusers", "huggingface_hub", "jupyter_client", "jupytext", "matplotlib", "nbformat", "open_clip",
               "papermill", "peft", "scipy", "seaborn", "spacy", "tokenizers", "torch", "torch_fidelity", "torchmetrics",
               "transformers"}
 

@@ -58,14 +58,70 @@ def test_a_control_reads_no_effect_or_effect():
     assert table.loc["SC changes nothing", "verdict"] in ("effect", "inconclusive")  # +10 points on 600 pairs
 
 
-def test_holm_is_applied_within_a_family_only():
+def to_float(text: str) -> float:
+    return 0.0 if text.startswith("<") else float(text)
+
+
+def test_holm_is_one_family_over_the_paper_claims_with_the_per_table_p_beside_it():
     runs = generation_runs({k: 0.05 for k in range(5)})
     one = Claim("A", "alone", "+1", 1.0, "base", "dpt", CELL)
     family = [Claim("B", f"copy {i}", "+1", 1.0, "base", "dpt", CELL) for i in range(4)]
-    table = seed_claims.claims_table(runs, [one, *family]).set_index("claim")
-    p_alone, p_copy = table.loc["alone", "p (Holm)"], table.loc["copy 0", "p (Holm)"]
-    to_float = lambda text: 0.0 if text.startswith("<") else float(text)  # noqa: E731
-    assert to_float(p_copy) == pytest.approx(min(1.0, 4 * to_float(p_alone)), abs=4.5e-3)  # p shown to 3 decimals
+    control = Claim("controls", "a control", "(none)", float("nan"), "base", "dpt", CELL, control=True)
+    table = seed_claims.claims_table(runs, [one, *family, control]).set_index("claim")
+    raw = to_float(table.loc["alone", "p (Holm, per table)"])  # alone in its table: its raw p
+    for claim in ["alone", "copy 0"]:  # five paper claims with one p: Holm multiplies it by 5 for every one
+        assert to_float(table.loc[claim, "p (Holm)"]) == pytest.approx(min(1.0, 5 * raw), abs=6e-3)
+    assert to_float(table.loc["copy 0", "p (Holm, per table)"]) == pytest.approx(min(1.0, 4 * raw), abs=5e-3)
+    assert to_float(table.loc["a control", "p (Holm)"]) == pytest.approx(raw, abs=1e-3)  # a control is not adjusted
+    assert table.loc["alone", "note"].startswith("against the one untrained base run")
+
+
+def test_a_control_reads_effect_only_when_the_bootstrap_agrees(monkeypatch):
+    runs = generation_runs({k: 0.1 for k in range(5)}, prompts=60)
+    control = Claim("controls", "tuning changes nothing", "(none)", float("nan"), "base", "dpt", CELL, control=True)
+    row = seed_claims.claims_table(runs, [control]).iloc[0]
+    assert row["verdict"] == "effect" and row["bootstrap interval"].startswith("[+")
+    real = seed_claims.measure
+
+    def wide_bootstrap(claim, runs, interval="t"):  # the same data, a bootstrap interval that reaches 0
+        found = real(claim, runs, interval)
+        return {**found, "low": -1.0} if interval == "bootstrap" else found
+
+    monkeypatch.setattr(seed_claims, "measure", wide_bootstrap)
+    assert seed_claims.claims_table(runs, [control])["verdict"].item() == "inconclusive"
+
+
+def test_queries_cluster_by_their_test_image():
+    """Two queries per image that share the image's difficulty: clustering by image widens the interval."""
+    rng = np.random.default_rng(0)
+    images = np.repeat(np.arange(100), 2)
+    hard = rng.random(100)[images] < 0.5
+    rows = []
+    for run in range(5):
+        base = (~hard) & (rng.random(200) < 0.9)
+        own = np.where(hard, rng.random(200) < 0.25, base | (rng.random(200) < 0.2))
+        rows += [pd.DataFrame({"arm": arm, "run": float(run), "task": "ITM overall", "item": np.arange(200), "correct": hits.astype(float)})
+                 for arm, hits in (("base", base), ("dpt", own))]
+    discrimination = pd.concat(rows, ignore_index=True)
+    claim = [Claim("Tab. 3", "DPT matches", "+6.3", 6.3, "base", "dpt", "ITM overall", "ITM overall")]
+    alone = seed_claims.claims_table(Runs(pd.DataFrame(), discrimination, []), claim).iloc[0]
+    mapping = pd.DataFrame({"task": "ITM overall", "item": np.arange(200), "image": images})
+    clustered = seed_claims.claims_table(Runs(pd.DataFrame(), seed_claims.attach_images(discrimination, mapping), []), claim).iloc[0]
+    assert clustered["difference"] == pytest.approx(alone["difference"])
+    assert clustered["high"] - clustered["low"] > alone["high"] - alone["low"]
+    with pytest.raises(ValueError, match="no test image"):
+        seed_claims.attach_images(discrimination, mapping.iloc[:10])
+
+
+def test_query_images_follow_the_order_of_the_outcomes():
+    from dptlib.evaluation.metrics import ITMTest, query_images
+
+    class Data:
+        expression_image = __import__("torch").tensor([3, 3, 5, 7])
+
+    itm = ITMTest(image_to_text=[(0, [10, 11]), (2, [12, 13])], text_to_image=[(10, [0, 4]), (12, [2, 6])])
+    found = query_images(Data(), itm, [1, 3])
+    assert found["ITM overall"].tolist() == [0, 2, 0, 2] and found["REC P@1"].tolist() == [3, 7]
 
 
 def test_check_reports_moved_verdicts_and_estimates():
@@ -208,3 +264,23 @@ def test_the_confirmatory_batch_is_the_seeds_recipe_on_fresh_training_seeds():
         for arm in ("dpt", "lora"):
             assert confirm.variants[f"{arm}-s{k}"] == {**seeds.variants[f"{arm}-s0"], "training_seed": k}
     assert "seeds_confirm" in ablations.SEEDS_BATCHES and "seeds_confirm" in ablations.ON_REQUEST
+
+
+def test_exploratory_and_confirmatory_verdicts_stand_side_by_side():
+    first = generation_runs({k: 0.3 for k in range(5)})
+    second = generation_runs({k: -0.3 for k in range(5, 10)}, seed=1)
+    claim = [Claim("Tab. 1", "DPT improves", "+5.3", 5.3, "base", "dpt", CELL)]
+    together = seed_claims.combine_runs(first, second)
+    assert set(together.generation.loc[together.generation["arm"] == "dpt", "run"]) == set(map(float, range(10)))
+    assert (together.generation["arm"] == "base").sum() == (first.generation["arm"] == "base").sum()  # base once, from the first
+    row = seed_claims.side_by_side(seed_claims.claims_table(first, claim), seed_claims.claims_table(second, claim),
+                                   seed_claims.claims_table(together, claim)).iloc[0]
+    assert (row["verdict (0-4)"], row["verdict (5-9)"], row["same verdict"]) == ("holds", "contradicted", "no")
+    one = seed_claims.claims_table(generation_runs({5: 0.3}), claim)
+    assert seed_claims.side_by_side(seed_claims.claims_table(first, claim), one, one).iloc[0]["same verdict"] == ""
+
+
+def test_each_run_names_the_plan_it_was_made_under():
+    plans = seed_claims.plan_of_runs("toy").set_index(["batch", "variant"])["analysis plan"]
+    assert plans[("seeds", "dpt-s0")].startswith("none")
+    assert plans[("seeds_confirm", "dpt-s5")].startswith("plan 1 (") and "not the plan" not in plans[("seeds_confirm", "dpt-s5")]

@@ -126,6 +126,20 @@ def rec_precision(predict_boxes, data, expressions: list[int] | None = None, iou
     return 100 * float(hits.mean()) if len(hits) else 0.0
 
 
+def query_images(data, itm_test: ITMTest | None = None, rec_expressions=None) -> dict[str, np.ndarray]:
+    """The test image each query is about, in the order of its outcomes: ``"ITM overall"`` (the
+    I->T queries' images, then the T->I queries' positive images, as :func:`itm_outcomes` and the
+    notebooks concatenate them) and ``"REC P@1"`` (each expression's image). Queries on one image
+    share it, so intervals cluster by it (:func:`dptlib.evaluation.stats.seed_paired_difference`)."""
+    found = {}
+    if itm_test is not None:
+        found["ITM overall"] = np.array([image for image, _ in itm_test.image_to_text]
+                                        + [candidates[0] for _, candidates in itm_test.text_to_image], dtype=int)
+    if rec_expressions is not None:
+        found["REC P@1"] = data.expression_image[np.asarray(rec_expressions, dtype=int)].numpy().astype(int)
+    return found
+
+
 def outcome_frame(method: str, outcomes: dict[str, np.ndarray]) -> pd.DataFrame:
     """Per-query outcomes of one method as a long table (method, task, item, correct): the form
     :func:`dptlib.evaluation.stats.compare_to_baseline` compares methods in (``item`` = query number)."""

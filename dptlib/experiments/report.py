@@ -18,9 +18,23 @@ from dptlib.evaluation.stats import format_difference, format_interval, sizes_di
 
 
 def set_theme() -> None:
-    """The one plotting style of every figure in ``figures/``."""
+    """The one plotting style of every figure in ``figures/``, and tables shown whole (no cell cut at
+    50 characters, no column or row elided)."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_columns", None)
+    pd.set_option("display.max_rows", 500)
+    pd.set_option("display.width", 250)
+
+
+def prose(text: str):
+    """Markdown computed by a notebook: its numbers come from variables, so the prose cannot go stale.
+
+    ``report.prose(f"ITM reaches {itm:.1f} %")`` shows as a paragraph (``IPython.display.Markdown``)."""
+    from IPython.display import Markdown  # deferred: IPython is there only in a notebook kernel
+
+    return Markdown(text)
 
 
 def _flat(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:

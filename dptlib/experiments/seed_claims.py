@@ -10,6 +10,14 @@ so this table is rebuilt in seconds on any machine:
     python -m dptlib.experiments.seed_claims check [--scale toy]    # make check-claims: compare with figures/seed_claims.csv
                                                         # and the ablations' tables (dptlib.experiments.ablation_claims)
     python -m dptlib.experiments.seed_claims --batch seeds_q40      # the same claims from the 40-query runs it replaced
+    python -m dptlib.experiments.seed_claims images [--scale toy]   # write results/<scale>/query_images.csv.gz (see below)
+
+The verdicts follow the frozen analysis plan (``docs/analysis-plan.md``): Holm's adjustment over
+all the paper's claims as **one family** (the adjustment within each paper table stays as a
+column, for reading); a control (no effect expected) is not adjusted, reads *no effect* when its t
+interval contains 0 and *effect* only when the t interval and the crossed bootstrap's both exclude
+0, its raw p is below 0.05 and the seeds agree. ITM and REC queries cluster by their test image
+(``query_images.csv.gz``: the image of each query, recovered from the deterministic test split).
 
 ``check`` passes when every claim's verdict is the committed one and every point estimate lies
 inside the committed interval; it prints the rows that moved and exits 1 otherwise.
@@ -18,19 +26,26 @@ inside the committed interval; it prints the rows that moved and exits 1 otherwi
 from __future__ import annotations
 
 import argparse
+import gzip
 import math
+import os
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from dptlib.checks import check_names, cli_errors, command_line
-from dptlib.config import figures_dir, repo_root, resolve_scale
+from dptlib.checks import check_names, check_parameters, cli_errors, command_line
+from dptlib.config import figures_dir, repo_root, resolve_scale, runs_dir
 from dptlib.evaluation import stats
+from dptlib.evaluation.metrics import itm_test_set, query_images
 from dptlib.experiments import ablation_claims, ablations
+from dptlib.toy.data import toy_discrimination_data
 
 BATCH = "seeds"
 TABLE = "seed_claims"  # figures/<TABLE>.csv and .md
+IMAGES = "query_images.csv.gz"  # results/<scale>/IMAGES: the test image of each ITM / REC query (task, item, image)
+AGAINST_BASE = "against the one untrained base run: the seeds share its images, so their agreement mostly repeats the mean's sign"
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,36 @@ class Runs:
     missing: list[str]
 
 
+def query_image_table(scale: str, batch: str = BATCH) -> pd.DataFrame:
+    """The test image of each discrimination query of a seeds batch, one row per (task, item):
+    the test split, ITM set and REC expressions rebuilt exactly as ``ablation_variant`` builds
+    them (the toy world's ``seed`` fixes them), then :func:`dptlib.evaluation.metrics.query_images`."""
+    at_scale = ablations.load_batch(repo_root() / "papermill_params" / "ablations" / f"{batch}.yaml").at_scale.get(scale, {})
+    params = check_parameters("ablation_variant", {"scale": scale, **{k: v for k, v in at_scale.items() if k == "n_rec_expressions"}})
+    splits, _ = toy_discrimination_data(runs_dir(scale) / "ablations" / "shared" / "toyworld",
+                                        {"train": params.n_train_images, "test": params.n_test_images}, seed=params.seed)
+    test = splits["test"]
+    rec = np.linspace(0, len(test.expressions) - 1, min(len(test.expressions), params.n_rec_expressions)).round().astype(int)
+    found = query_images(test, itm_test_set(test, n_negatives=3, seed=params.seed), rec)
+    return pd.concat([pd.DataFrame({"task": task, "item": np.arange(len(images)), "image": images}) for task, images in found.items()],
+                     ignore_index=True)
+
+
+def images_path(scale: str) -> object:
+    return ablations.results_dir(scale) / IMAGES
+
+
+def attach_images(discrimination: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
+    """``discrimination`` with each query's test ``image``: a task "ITM overall (stage 1) (t = 0)"
+    or "REC P@1 (local denoising)" asks the queries of "ITM overall" / "REC P@1" in the same order."""
+    task = discrimination["task"].str.extract(r"^(ITM overall|REC P@1)")[0]
+    found = discrimination.assign(_task=task).merge(images.rename(columns={"task": "_task"}), on=["_task", "item"], how="left")
+    if found["image"].isna().any():
+        raise ValueError(f"{found['image'].isna().sum()} queries have no test image in {IMAGES}: rebuild it "
+                         "(python -m dptlib.experiments.seed_claims images)")
+    return found.drop(columns="_task").astype({"image": int})
+
+
 def load_runs(scale: str | None = None, batch: str = BATCH) -> Runs:
     """Read a seeds batch's finished variants (``runs/`` or the committed ``results/``): ``batch``
     names its file in ``papermill_params/ablations`` (one of :data:`dptlib.experiments.ablations.SEEDS_BATCHES`)."""
@@ -131,6 +176,8 @@ def load_runs(scale: str | None = None, batch: str = BATCH) -> Runs:
         generation["method"] = generation["arm"] + generation["method"].map(ablations.METHOD_SUFFIX)
     if not discrimination.empty:
         discrimination = label(discrimination)
+        if images_path(scale).exists():  # cluster ITM / REC queries by their test image
+            discrimination = attach_images(discrimination, ablations.read_outcome_csv(images_path(scale)))
     return Runs(generation, discrimination, results.missing)
 
 
@@ -140,15 +187,17 @@ def _rows(runs: Runs, arm_method: str, cell: str, discrimination: bool) -> pd.Da
         frame = runs.discrimination
         if frame.empty:
             return frame
-        return frame[(frame["arm"] == arm_method) & (frame["task"] == cell)][["run", "item", "correct"]]
+        columns = ["run", "item", "correct"] + (["image"] if "image" in frame else [])
+        return frame[(frame["arm"] == arm_method) & (frame["task"] == cell)][columns]
     frame = runs.generation
     if frame.empty:
         return frame
     return frame[(frame["method"] == arm_method) & (frame["cell"] == cell)][["run", "prompt", "seed", "correct"]]
 
 
-def measure(claim: Claim, runs: Runs) -> dict | None:
-    """:func:`dptlib.evaluation.stats.seed_paired_difference` of one claim, in points (None: not measured)."""
+def measure(claim: Claim, runs: Runs, interval: str = "t") -> dict | None:
+    """:func:`dptlib.evaluation.stats.seed_paired_difference` of one claim, in points (None: not
+    measured); ITM / REC queries cluster by test image where the runs carry it."""
     discrimination = claim.baseline_cell is not None
     base = _rows(runs, claim.baseline, claim.baseline_cell or claim.cell, discrimination)
     own = _rows(runs, claim.method, claim.cell, discrimination)
@@ -161,47 +210,70 @@ def measure(claim: Claim, runs: Runs) -> dict | None:
         base, own = base[base["run"].isin(common)], own[own["run"].isin(common)]
         if own.empty:
             return None
-    options = dict(item_cols=("item",), cluster_col=None) if discrimination else dict(item_cols=("prompt", "seed"), cluster_col="prompt")
-    found = stats.seed_paired_difference(base, own.astype({"correct": float}), "correct", **options)
+    if discrimination:
+        options = dict(item_cols=("item",), cluster_col="image" if "image" in base else None)
+        own = own.drop(columns="image", errors="ignore")
+    else:
+        options = dict(item_cols=("prompt", "seed"), cluster_col="prompt")
+    found = stats.seed_paired_difference(base, own.astype({"correct": float}), "correct", interval=interval, **options)
     for key in ("difference", "low", "high", "se"):
         found[key] *= 100
     found["per_run"] = [100 * v for v in found["per_run"]]
     return found
 
 
-def control_verdict(found: dict, p_adjusted: float) -> str:
-    """A control must show nothing: "no effect" (the interval contains 0), "effect" (it does not,
-    the adjusted p is below 0.05 and the seeds agree in sign), else "inconclusive"; fewer than
-    :data:`dptlib.evaluation.stats.MIN_RUNS` runs say so."""
+def control_verdict(found: dict, bootstrap: dict) -> str:
+    """A control must show nothing (analysis plan 1): "no effect" when its t interval contains 0;
+    "effect" only when the t interval and the crossed bootstrap's (``bootstrap``, shared draws)
+    both exclude 0 on one side, the raw p is below 0.05 and the seeds agree in sign; else
+    "inconclusive". Fewer than :data:`dptlib.evaluation.stats.MIN_RUNS` runs say so."""
     if found["n_runs"] < stats.MIN_RUNS:
         return "one run" if found["n_runs"] == 1 else f"{found['n_runs']} runs"
     if found["low"] <= 0 <= found["high"]:
         return "no effect"
     sign = +1 if found["difference"] > 0 else -1
-    return "effect" if stats.seed_verdict(found, sign, p_adjusted) == "holds" else "inconclusive"
+    both = bootstrap["low"] > 0 if sign > 0 else bootstrap["high"] < 0
+    return "effect" if both and stats.seed_verdict(found, sign) == "holds" else "inconclusive"
 
 
-COLUMNS = ["family", "claim", "paper", "toy (difference, 95 % interval)", "per seed", "seeds agreeing", "p (Holm)", "size vs paper",
-           "n", "verdict", "difference", "low", "high"]
+COLUMNS = ["family", "claim", "paper", "toy (difference, 95 % interval)", "bootstrap interval", "per seed", "seeds agreeing", "p (Holm)",
+           "p (Holm, per table)", "size vs paper", "n", "verdict", "note", "difference", "low", "high"]
+
+
+def _p_text(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else "< 0.001"
+
+
+def holm_adjusted(measured: list[tuple[Claim, dict]]) -> tuple[dict[int, float], dict[int, float]]:
+    """Holm-adjusted p of each non-control claim: over all of them as one family (the verdict's),
+    and within its paper table (a column); a control keeps its raw p in both."""
+    one, per_table = {}, {}
+    for i, (claim, found) in enumerate(measured):
+        if claim.control:
+            one[i] = per_table[i] = found["p_value"]
+    paper = [i for i, (c, _) in enumerate(measured) if not c.control]
+    one.update(zip(paper, stats.holm([measured[i][1]["p_value"] for i in paper])))
+    for family in dict.fromkeys(measured[i][0].family for i in paper):
+        members = [i for i in paper if measured[i][0].family == family]
+        per_table.update(zip(members, stats.holm([measured[i][1]["p_value"] for i in members])))
+    return one, per_table
 
 
 def claims_table(runs: Runs, claims: list[Claim] | None = None) -> pd.DataFrame:
     """One row per measured claim (:data:`COLUMNS`): the paired difference over seeds and items
-    with its 95 % interval, each seed's own difference, how many seeds agree with the verdict's
-    sign, the Holm-adjusted p within the claim's family, whether the toy's effect differs from
-    the paper's by more than 3x, pairs, verdict; ``difference``, ``low``, ``high`` as numbers
-    (what ``check`` compares)."""
+    with its 95 % t interval (and, for a control, the crossed bootstrap's), each seed's own
+    difference, how many seeds agree with the verdict's sign, Holm's p over all paper claims as one
+    family (the verdict's) and within the paper table, whether the toy's effect differs from the
+    paper's by more than 3x, pairs, verdict, a note on claims against the one untrained base run;
+    ``difference``, ``low``, ``high`` as numbers (what ``check`` compares)."""
     claims = core_claims() if claims is None else claims
     measured = [(claim, found) for claim in claims if (found := measure(claim, runs)) is not None]
-    adjusted = {i: f["p_value"] for i, (c, f) in enumerate(measured) if c.control}  # a control is not adjusted: a failing one must show
-    for family in dict.fromkeys(c.family for c, _ in measured if not c.control):
-        members = [(i, f) for i, (c, f) in enumerate(measured) if c.family == family and not c.control]
-        for (i, _), p in zip(members, stats.holm([f["p_value"] for _, f in members])):
-            adjusted[i] = p
+    adjusted, per_table = holm_adjusted(measured)
     rows = []
     for i, (claim, found) in enumerate(measured):
+        bootstrap = measure(claim, runs, interval="bootstrap") if claim.control else None
         if claim.control:
-            verdict = control_verdict(found, adjusted[i])
+            verdict = control_verdict(found, bootstrap)
         else:
             verdict = stats.seed_verdict(found, claim.expected_sign, adjusted[i], selected=claim.selected)
         sign = claim.expected_sign if verdict != "contradicted" else -claim.expected_sign
@@ -212,11 +284,12 @@ def claims_table(runs: Runs, claims: list[Claim] | None = None) -> pd.DataFrame:
         rows.append({
             "family": claim.family, "claim": claim.claim, "paper": claim.paper,
             "toy (difference, 95 % interval)": stats.format_difference(found["difference"], found["low"], found["high"], found["p_value"]),
+            "bootstrap interval": f"[{bootstrap['low']:+.1f}, {bootstrap['high']:+.1f}]" if bootstrap else "",
             "per seed": ", ".join(f"{v:+.1f}" for v in found["per_run"]),
             "seeds agreeing": f"{agree} of {found['n_runs']}",
-            "p (Holm)": f"{adjusted[i]:.3f}" if adjusted[i] >= 0.001 else "< 0.001",
+            "p (Holm)": _p_text(adjusted[i]), "p (Holm, per table)": _p_text(per_table[i]),
             "size vs paper": "differs > 3x" if differs else ("" if math.isnan(claim.paper_effect) else "within 3x"),
-            "n": found["n"], "verdict": verdict,
+            "n": found["n"], "verdict": verdict, "note": AGAINST_BASE if claim.baseline == "base" else "",
             "difference": round(found["difference"], 3), "low": round(found["low"], 3), "high": round(found["high"], 3),
         })
     table = pd.DataFrame(rows, columns=COLUMNS)
@@ -243,6 +316,64 @@ def arm_table(runs: Runs) -> pd.DataFrame:
     return pd.concat(parts).groupby(level=0, sort=False).first().fillna("")
 
 
+EXPLORATORY, CONFIRMATORY = "seeds", "seeds_confirm"  # analysis plan 1: training seeds 0-4, then 5-9
+
+
+def combine_runs(first: Runs, second: Runs) -> Runs:
+    """The runs of two seeds batches as one (all ten training seeds): the untrained ``base`` is
+    kept from ``first`` only (the confirmatory batch re-runs it as a check; its outcomes are the same)."""
+    def join(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+        if a.empty or b.empty:
+            return a if b.empty else b
+        return pd.concat([a, b[b["arm"] != "base"]], ignore_index=True)
+
+    return Runs(join(first.generation, second.generation), join(first.discrimination, second.discrimination),
+                first.missing + second.missing)
+
+
+def side_by_side(exploratory: pd.DataFrame, confirmatory: pd.DataFrame, together: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim: the exploratory verdict (training seeds 0-4), the confirmatory verdict
+    (5-9, under the frozen plan) and the estimate over all ten seeds (descriptive, no verdict)."""
+    def short(table: pd.DataFrame, columns: dict) -> pd.DataFrame:
+        if table.empty:
+            return pd.DataFrame(columns=["family", "claim", *columns.values()])
+        return table[["family", "claim", *columns]].rename(columns=columns)
+
+    found = short(exploratory, {"toy (difference, 95 % interval)": "seeds 0-4 (exploratory)", "seeds agreeing": "agreeing (0-4)",
+                                "verdict": "verdict (0-4)"})
+    for table, columns in ((confirmatory, {"toy (difference, 95 % interval)": "seeds 5-9 (confirmatory)",
+                                           "seeds agreeing": "agreeing (5-9)", "verdict": "verdict (5-9)"}),
+                           (together, {"toy (difference, 95 % interval)": "all ten seeds (descriptive)"})):
+        found = found.merge(short(table, columns), on=["family", "claim"], how="outer", sort=False)
+    undecided = lambda v: pd.isna(v) or str(v).endswith(("run", "runs"))  # noqa: E731 (fewer than MIN_RUNS: no verdict yet)
+    found["same verdict"] = ["" if undecided(a) or undecided(b) else ("yes" if a == b else "no")
+                             for a, b in zip(found["verdict (0-4)"], found["verdict (5-9)"])]
+    order = {claim: i for i, claim in enumerate([*exploratory.get("claim", []), *confirmatory.get("claim", [])][::-1])}
+    order = {claim: len(order) - i for claim, i in order.items()}  # the first table's order, then the second's
+    return found.sort_values("claim", key=lambda c: c.map(order), kind="stable").reset_index(drop=True).fillna("")
+
+
+def plan_of_runs(scale: str) -> pd.DataFrame:
+    """Each finished run of the two batches with the analysis plan it was made under (the sha256 its
+    ``done.json`` records; runs made before the plan existed record none)."""
+    current = ablations.analysis_plan_hash()
+    rows = []
+    for name in (EXPLORATORY, CONFIRMATORY):
+        batch = ablations.load_batch(repo_root() / "papermill_params" / "ablations" / f"{name}.yaml").for_scale(scale)
+        for variant, parameters in batch.variants.items():
+            where = ablations.outcomes_dir(batch, variant, scale,
+                                           ablations.run_hash(batch.notebook, {**parameters, "scale": scale}, scale))
+            if where is None:
+                rows.append({"batch": name, "variant": variant, "finished": "not yet", "analysis plan": ""})
+                continue
+            done = ablations.read_outcome_json(where / "done.json")
+            plan = done.get("analysis_plan")
+            rows.append({"batch": name, "variant": variant, "finished": done.get("finished", "yes"),
+                         "analysis plan": "none (made before the plan)" if not plan else
+                         f"plan 1 ({plan[:12]})" + ("" if plan == current else ", not the plan as it is now")})
+    return pd.DataFrame(rows)
+
+
 def moved_rows(committed: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
     """The claims whose verdict changed, or whose point estimate left the committed interval, or
     that one table has and the other lacks: columns claim, committed, now, why."""
@@ -265,7 +396,7 @@ def moved_rows(committed: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="show", choices=["show", "check"])
+    parser.add_argument("command", nargs="?", default="show", choices=["show", "check", "images"])
     parser.add_argument("--scale", default=None, help="toy (default: $DPT_SCALE or toy) or smoke")
     parser.add_argument("--batch", default=BATCH, choices=list(ablations.SEEDS_BATCHES), help=f"the seeds batch read (default: {BATCH})")
     argv, debug = command_line(argv)
@@ -273,6 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     with cli_errors(debug, "dptlib.experiments.seed_claims"):  # a bad scale or a damaged outcome file: one line
         scale = resolve_scale(args.scale)
         check_names("scale", [scale], ("smoke", "toy"))
+        if args.command == "images":
+            images_path(scale).parent.mkdir(parents=True, exist_ok=True)
+            table = query_image_table(scale, args.batch)
+            partial = images_path(scale).with_suffix(".partial")
+            partial.write_bytes(gzip.compress(table.to_csv(index=False).encode(), mtime=0))
+            os.replace(partial, images_path(scale))  # atomic: a killed run leaves the old file or the new one
+            print(f"{images_path(scale)}: {len(table)} queries on {table['image'].nunique()} test images")
+            return 0
         runs = load_runs(scale, args.batch)
         ablation_runs = {name: ablation_claims.load(ablation, scale) for name, ablation in ablation_claims.TABLES.items()
                          if args.command == "check" and (figures_dir(scale) / f"{ablation.name}.csv").exists()}
@@ -295,7 +434,7 @@ def _matches_committed(table: pd.DataFrame, path, what: str) -> bool:
     if not path.exists():
         print(f"no committed table {path}: run 09_results first")
         return False
-    committed = pd.read_csv(path, keep_default_na=False, dtype={"p (Holm)": str})
+    committed = pd.read_csv(path, keep_default_na=False, dtype={"p (Holm)": str, "p (Holm, per table)": str})
     if "family" not in committed:
         committed = committed.assign(family=path.stem)
     if not {"difference", "low", "high"} <= set(committed.columns):

@@ -24,6 +24,8 @@ from dptlib.evaluation import stats
 from dptlib.method import losses
 from dptlib.method.backbone import block_modules, extract_features, image_noise, resolve_blocks
 from dptlib.method.sampling import NULL_SEED_OFFSET, random_directions
+from dptlib.teaching.quiz import committed_table as committed_table  # re-exported: teaching.committed_table in the notebooks
+from dptlib.toy.evaluation import best_eta
 from dptlib.toy.model import ToyModelConfig, build_scheduler, build_unet, colour_swap
 from dptlib.toy.world import score
 
@@ -33,6 +35,17 @@ CORRECT = "correct"
 
 class ExerciseError(AssertionError):
     """An attempted answer that disagrees with the library on a case (the message names it)."""
+
+
+def check_prediction(prediction, options: Iterable[str]) -> str:
+    """A judgement exercise's first step: a prediction written down before the result is shown.
+    Returns :data:`NOT_ATTEMPTED` (printed) while it is ``None``; refuses a value not among ``options``."""
+    options = list(options)
+    if prediction is None:
+        return _report("your prediction", NOT_ATTEMPTED + ": write it down first, then compare with the result below")
+    if prediction not in options:
+        raise ExerciseError(f"prediction {prediction!r} is not one of {options}")
+    return _report(f"your prediction ({prediction})", "noted: compare it with the result below")
 
 
 def _report(name: str, outcome: str) -> str:
@@ -198,7 +211,7 @@ def check_matching_loss(match_loss: Callable, cases: list[tuple] = ()) -> str:
     generator = torch.Generator().manual_seed(0)
     tried = [(torch.rand(b, 1 + k, generator=generator) * 2 - 1, torch.rand(b, 1 + k2, generator=generator) * 2 - 1,
               torch.tensor(scale)) for b, k, k2, scale in ((1, 2, 2, 0.0), (4, 2, 3, 2.66), (3, 5, 1, 4.0))]
-    tried += [tuple(c) for c in cases]
+    tried += [tuple(torch.as_tensor(x).detach() for x in c) for c in cases]
     for image_to_text, text_to_image, logit_scale in tried:
         answer = match_loss(image_to_text, text_to_image, logit_scale)
         if _unanswered(match_loss, answer):
@@ -242,7 +255,7 @@ def check_choose_eta(choose_eta: Callable, sweep, chosen: float | None = None) -
     name = "choosing eta on validation prompts"
     paper = sweep[sweep["method"].str.startswith("paper, eta ")]
     by_eta = paper.groupby("method")["correct"].mean()
-    expected = float(by_eta.idxmax().split("eta ")[1])
+    expected = best_eta(sweep)
     if chosen is not None and expected != chosen:
         raise ValueError(f"the sweep's best eta {expected:g} is not the notebook's {chosen:g}")
     worst = by_eta.idxmin()  # the same sweep with the worst eta made the best: the answer must follow the data

@@ -137,3 +137,13 @@ def mean_and_spread(scores: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         per_seed["clip_score"] = scores.groupby(by + ["seed"])["clip_score"].mean()
     grouped = per_seed.groupby(level=list(range(len(by))))
     return pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=0)}, axis=1)
+
+
+def best_eta(sweep: pd.DataFrame) -> float:
+    """The eta > 0 of Eq. 9 as written with the highest share of exactly right images in a sweep
+    (rows: ``method`` "paper, eta E" among others, and the oracle's 0/1 ``correct``): the choice
+    ``03_self_correction`` makes on validation prompts."""
+    paper = sweep[sweep["method"].str.startswith("paper, eta ")]
+    if paper.empty:
+        raise ValueError("the sweep has no 'paper, eta E' rows")
+    return float(paper.groupby("method")["correct"].mean().idxmax().split("eta ")[1])

@@ -45,7 +45,8 @@
 # - turn one scene into its captions, referring expressions and image, and write them in the real
 #   formats (COCO captions, MDETR refexp) that the rest of the repository reads;
 # - read images back with the **oracle** and check that it is exact on renders;
-# - find out, in the exercise, why every hard negative must be checked before it is called false.
+# - find out, in the exercise, why every hard negative must be checked before it is called false;
+# - judge whether the oracle is exact enough to grade a generated image.
 #
 # *Prerequisites:* Python and numpy; no earlier notebook. *Time on 2 CPU cores:* toy scale
 # 1.5 min, smoke scale 16 s. *GPU:* not needed.
@@ -61,7 +62,17 @@ blur_levels = [0.0, 0.5, 1.0]
 n_benchmark_prompts = None
 export_scenes = None
 
+# %% tags=["nbval-ignore-output"]
+# The run's settings, checked before any work, in one line
+from dptlib import checks, config
+from dptlib.experiments import report
+
+params = checks.notebook_parameters("00_toy_world", globals())
+report.set_theme()
+print(config.run_summary(params))
+
 # %%
+# The libraries this lesson uses: the toy world, its prompts, and the real formats' readers
 import dataclasses
 import json
 
@@ -69,20 +80,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from dptlib import checks, config
 from dptlib.data.coco import read_coco_captions, read_refexp
-from dptlib.experiments import report
 from dptlib.teaching import checks as teaching
+from dptlib.teaching import quiz
+from dptlib.toy.model import colour_swap
 from dptlib.toy.prompts import TOY_BENCHMARKS, toy_benchmark
 from dptlib.toy.world import ToyWorld, ToyWorldConfig, corrupt, export_world, oracle_accuracy, parse_image, score
-
-params = checks.notebook_parameters("00_toy_world", globals())
-report.set_theme()
-params
-
-# %% tags=["nbval-ignore-output"]
-# What decides the rounding of this run's numbers: trained numbers come out again byte for byte only where it matches
-config.float_environment()
 
 # %% [markdown]
 # ## Scenes and captions
@@ -99,6 +102,7 @@ for spec in world.captions(scenes[0]):
     print(f"{spec.category:12s} {spec.text}")
 
 # %%
+# The scenes drawn, each with its first captions
 captions = [world.captions(s) for s in scenes]
 figure = report.image_grid(
     [world.render(s) for s in scenes],
@@ -156,6 +160,7 @@ read_back = pd.DataFrame(
 read_back
 
 # %%
+# One image record of the exported refexp file, as MDETR writes it
 print(json.dumps(json.loads(paths["train"]["refexp"].read_text())["images"][0], indent=1))
 
 # %% [markdown]
@@ -171,6 +176,7 @@ print(json.dumps(json.loads(paths["train"]["refexp"].read_text())["images"][0], 
 # Generated images are not clean renders, so the oracle is tested on blurred and noisy renders too.
 
 # %%
+# One scene read back from its clean render and from a blurred, noisy one; then a caption scored on the noisy one
 scene = scenes[1]
 clean, noisy = world.render(scene), corrupt(world.render(scene), noise_std=0.1, blur_sigma=1.0, seed=1)
 for name, image in (("clean", clean), ("blur 1 px + noise 0.1", noisy)):
@@ -180,6 +186,7 @@ spec = world.captions(scene)[-1]
 print(spec.text, score(spec, noisy, world.config))
 
 # %%
+# The oracle on the test scenes at each blur and noise level: scenes read exactly, and captions scored correct
 test_scenes = world.scenes("test", params.n_oracle_scenes)
 rows = []
 for blur in params.blur_levels:
@@ -196,6 +203,7 @@ oracle_table
 # the table shows how it degrades as images get blurrier and noisier.
 
 # %%
+# Exact on clean renders
 assert oracle_table.loc[(0.0, 0.0), "scenes read exactly"] == 1.0
 
 # %% [markdown]
@@ -216,6 +224,7 @@ def swap_colours(spec):
 
 
 # %%
+# The check, and how many swapped captions the oracle still finds true
 teaching.check_swap_colours(swap_colours, world, world.scenes("test", 50))
 
 # %% [markdown]
@@ -235,6 +244,7 @@ def iou(a, b):
 
 
 # %%
+# The check, then one object's box slid sideways
 if teaching.check_iou(iou) == teaching.CORRECT:
     box = scenes[0].objects[0].box
     side = box[2] - box[0]
@@ -250,19 +260,62 @@ if teaching.check_iou(iou) == teaching.CORRECT:
 # must score every such "real image" correct, a check that the prompts are well-formed.
 
 # %%
+# Every toy benchmark's prompts, each realized as a scene and scored by the oracle (which must find every one correct)
 benchmarks = {name: toy_benchmark(name, world.config, n=params.n_benchmark_prompts, seed=params.seed) for name in TOY_BENCHMARKS}
 realized = {
     name: np.mean([score(p.spec, world.render(world.realize(p.spec, i)), world.config)["correct"] for i, p in enumerate(prompts)])
     for name, prompts in benchmarks.items()
 }
+print("oracle on realized prompts:", realized)
+
+# %%
+# The benchmarks' prompts per distribution and category
 benchmark_table = (
     pd.DataFrame([{"benchmark": n, "category": p.category, "distribution": p.distribution} for n, ps in benchmarks.items() for p in ps])
     .groupby(["benchmark", "distribution", "category"]).size().rename("prompts").to_frame()
 )
 report.save_table(benchmark_table, "toy_benchmarks", params.scale)
-print("oracle on realized prompts:", realized)
 benchmark_table
 
 # %%
+# Three prompts of each benchmark
 for name, prompts in benchmarks.items():
     print(f"{name:14s}", " | ".join(p.prompt for p in prompts[:: max(1, len(prompts) // 3)][:3]))
+
+# %% [markdown]
+# ### Exercise (judgement): can the oracle grade a generated image?
+#
+# Generated images are not clean renders: edges blur and colours speckle. Look only at the two
+# extremes of the oracle table above (clean, and the blurriest, noisiest corner) and predict: in
+# the corner, does the oracle still read *most* scenes exactly (*yes* or *no*)? Then run the next
+# cell and explain which of the oracle's readings (colour, shape, size) you think fails first.
+
+# %%
+# Your prediction, before the result
+prediction = None  # "yes" or "no"
+reason = ""
+# Write your code here.
+
+# %%
+# The corner of the table, beside the clean renders
+teaching.check_prediction(prediction, ["yes", "no"])
+corner = (max(params.blur_levels), max(params.noise_levels))
+oracle_table.loc[[(0.0, 0.0), corner]]
+
+# %% [markdown]
+# ## Quiz
+#
+# Three questions; answer each with its letter.
+
+# %%
+# The questions
+print(quiz.show("00_toy_world"))
+
+# %%
+# Your answers
+answers = {1: None, 2: None, 3: None}  # your letters, e.g. {1: "a", ...}
+# Write your code here.
+
+# %%
+# The check: one line per question
+quiz.check("00_toy_world", answers)

@@ -40,7 +40,8 @@
 # - train the adapter with the U-Net frozen (stage 1, Eq. 3-8) and read its validation curve;
 # - compare it with the baselines of Tab. 3 and with a negative control, as paired differences
 #   with 95 % intervals;
-# - ask the same adapter at other noise levels (Tab. 10).
+# - ask the same adapter at other noise levels (Tab. 10);
+# - judge: which block to probe, and whether one run's interval is evidence (an exercise and a quiz).
 #
 # *Prerequisites:* `00_toy_world` (read it); the toy SD ships with the repo (`00b_base_model`
 # trains it). *Time on 2 CPU cores:* toy scale 42 min, smoke scale 29 s. *GPU:* not
@@ -55,7 +56,7 @@
 # | $\mathbf{z}_t$ | noised to step $t \in [0, 1000)$: $\sqrt{\bar\alpha_t}\,\mathbf{z}_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ | same | same |
 # | $c_y$ | the text encoder's token states for the text $y$ | (16, 96) | (77, 1024) |
 # | $F_b(\mathbf{z}_t, t, c_y)$ | the U-Net's output at block $b$ (early exit, Eq. 1) | `up1`: (64, 16, 16) → 8 × 8 | `mid`: (1280, 8, 8) |
-# | $\mathbf{h}_1 \dots \mathbf{h}_N$ | the adapter's query outputs (Eq. 2), $M$ of them match | $N, M, d$ = 40, 8, 128 | 110, 10, 256 |
+# | $\mathbf{h}_1 \dots \mathbf{h}_N$ | the adapter's query outputs (Eq. 2), $M$ of them match | $N, M, d$ = 16, 8, 128 | 110, 10, 256 |
 # | $s(\mathbf{z}_t, y)$ | the matching score $\max_{i \le M} \cos(\mathrm{CLIP}(y), \mathbf{h}_i)$ (Eq. 3-4) | scalar | scalar |
 # | $\hat b_i, p_i$ | query $i$'s box and its grounding probability (Eq. 5-7) | 4, 1 | 4, 1 |
 
@@ -82,18 +83,34 @@ diagnostic_timesteps = [250, 750]
 denoising_timesteps = None
 seed = 0
 
+# %% tags=["nbval-ignore-output"]
+# The run's settings, checked before any work, and what decides the rounding of its floats (one line)
+from dptlib import checks, config
+from dptlib.experiments import report
+
+params = checks.notebook_parameters("01_probing", globals())
+config.set_threads()
+config.quiet_libraries()
+report.set_theme()
+run_dir = config.runs_dir(params.scale)
+print(config.run_summary(params))
+
 # %%
+# The Python libraries this lesson uses
 import json
 import shutil
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+import torch.nn.functional as F
 from IPython.display import display
 
-from dptlib import checks, config
+# %%
+# The data and the baselines
 from dptlib.data.discrimination import mine_hard_negatives, sample_septuple, shuffled_pairs
 from dptlib.data.embedders import clip_embedder, load_evaluator, open_clip_embedder
 from dptlib.data.images import to_uint8_images
@@ -101,36 +118,37 @@ from dptlib.data.manifest import manifest_splits
 from dptlib.evaluation import stats
 from dptlib.evaluation.baselines import CLIPScorer, DenoisingScorer, evenly_spaced_timesteps, local_denoising_boxes, rec_chance
 from dptlib.evaluation.metrics import itm_outcomes, itm_test_set, outcome_frame, rec_hits, rec_outcomes, rec_predictions
-from dptlib.experiments import report
+
+# %%
+# The method: the adapter (dptlib/method/adapter.py) and its losses (dptlib/method/losses.py) are the two files to read
+from dptlib.method import losses
+from dptlib.method.adapter import timestep_embedding
 from dptlib.method.backbone import PAPER_BLOCK_NAMES, block_modules, extract_features, load_backbone
 from dptlib.method.checkpoint import load_adapter
 from dptlib.method.inference import DPTScorer
-from dptlib.method.losses import (
-    cxcywh_to_xyxy,
-    generalized_box_iou,
-    grounding_loss,
-    match_queries,
-    matching_loss,
-    matching_similarity,
-    predicted_boxes,
-)
 from dptlib.method.train import ProbeConfig, cache_latents, probe, septuple_batch
 from dptlib.teaching import checks as teaching
+from dptlib.teaching import quiz
+from dptlib.teaching.figures import architecture_figure
 from dptlib.toy.data import toy_discrimination_data
 from dptlib.toy.diagnostics import block_probe_table
 from dptlib.toy.world import ToyWorld, ToyWorldConfig
 
-params = checks.notebook_parameters("01_probing", globals())
-config.set_threads()
-config.quiet_libraries()
-report.set_theme()
-run_dir = config.runs_dir(params.scale)
 preset = params.scale if params.scale in ProbeConfig.PRESETS else "toy"
-params
 
-# %% tags=["nbval-ignore-output"]
-# What decides the rounding of this run's numbers: trained numbers come out again byte for byte only where it matches
-config.float_environment()
+# %% [markdown]
+# ## The whole method in one picture
+#
+# A noisy latent and a text go into the U-Net, which stops after the probed block (Eq. 1). The
+# adapter turns that block's map into $N$ query vectors (Eq. 2); the first $M$ answer *does this
+# text match?* (ITM, Eq. 3-4), the rest *which object is meant, and where?* (REC, Eq. 5-7). Stage 1
+# trains only the adapter; stage 2 adds LoRA inside the U-Net; self-correction pushes the latent
+# up the matching score's gradient (Eq. 9, `03_self_correction`).
+
+# %%
+# Drawn by code (dptlib/teaching/figures.py); 03_self_correction shows it again
+figure = architecture_figure()
+report.save_figure(figure, "dpt_architecture", params.scale)
 
 # %% [markdown]
 # ## Data: ITM septuples and referring expressions (App. B.1), with negatives that are false
@@ -142,6 +160,7 @@ config.float_environment()
 # share them. What that rule gives here, on the test split, judged by the oracle:
 
 # %%
+# The three splits: the toy world's (with its oracle), or a manifest's local COCO + RefCOCO folders
 toy_data = params.data == "toy"
 split_sizes = {"train": params.n_train_images, "val": params.n_val_images, "test": params.n_test_images}
 if toy_data:
@@ -154,28 +173,29 @@ train, val, test = splits["train"], splits["val"], splits["test"]
 {name: f"{len(d)} images, {len(d.captions)} captions, {len(d.expressions)} expressions" for name, d in splits.items()}
 
 # %%
-if toy_data:  # the oracle judges App. B.1's negatives; real data have none (the paper takes them as false)
-    own = slice(0, test.n_own_captions)
-    image_emb, caption_emb = embed(test.images[: test.n_captioned], test.captions[own])
-    naive_captions, naive_images = mine_hard_negatives(image_emb, caption_emb, test.caption_image[own], k_captions=20, k_images=4)
-    true_captions = sum(not test.is_negative(i, int(c)) for i in range(test.n_captioned) for c in naive_captions[i])
-    true_images = sum(not test.is_negative(int(x), c) for c in range(test.n_own_captions) for x in naive_images[c])
-    naive_check = pd.DataFrame({"negatives": [naive_captions.numel(), naive_images.numel()],
-                                "true of their image": [true_captions, true_images]},
-                               index=["captions of other images (I->T)", "other images (T->I)"]).assign(
-        share=lambda d: (100 * d["true of their image"] / d["negatives"]).round(1))
-else:
-    naive_check = "real data: no oracle to judge the mined negatives; they are taken as false, as in App. B.1"
-naive_check
+# App. B.1's mined negatives on the test split, and how many of them the oracle finds true of their image
+def judge_mined_negatives(split):
+    own = slice(0, split.n_own_captions)
+    image_emb, caption_emb = embed(split.images[: split.n_captioned], split.captions[own])
+    captions, images = mine_hard_negatives(image_emb, caption_emb, split.caption_image[own], k_captions=20, k_images=4)
+    true_captions = sum(not split.is_negative(i, int(c)) for i in range(split.n_captioned) for c in captions[i])
+    true_images = sum(not split.is_negative(int(x), c) for c in range(split.n_own_captions) for x in images[c])
+    table = pd.DataFrame({"negatives": [captions.numel(), images.numel()], "true of their image": [true_captions, true_images]},
+                         index=["captions of other images (I->T)", "other images (T->I)"])
+    return table.assign(share=lambda d: (100 * d["true of their image"] / d["negatives"]).round(1))
+
+
+judge_mined_negatives(test) if toy_data else "real data: no oracle to judge the mined negatives; they are taken as false (App. B.1)"
 
 # %% [markdown]
 # So every negative here is checked against its scene by the oracle's rule, and the hard ones are
 # *minimal edits*: a caption of the image with one thing changed (I→T), or the image with one
 # thing changed, rendered (T→I); half of each list, the other half CLIP-mined candidates that the
-# oracle finds false (`dptlib.toy.data`). Where each hard negative comes from:
+# oracle finds false (`dptlib.toy.data`). The splits' sizes, and where each hard negative comes from:
 
 # %%
-if toy_data:  # where each hard negative comes from (edits exist in the toy world only)
+# Sizes per split, and the share of each kind of hard negative in the training split (%)
+if toy_data:  # edits exist in the toy world only
     kinds = pd.DataFrame({
         "hard captions (I->T)": pd.Series([k for ks in train.hard_caption_kind for k in ks]).value_counts(normalize=True),
         "hard images (T->I)": pd.Series([k for ks in train.hard_image_kind for k in ks]).value_counts(normalize=True),
@@ -187,6 +207,7 @@ if toy_data:  # where each hard negative comes from (edits exist in the toy worl
     display(kinds)
 
 # %%
+# One test image: its captions, its hard negative captions, and its hard negative images
 if toy_data:
     image = 5
     print("captions:      ", [test.captions[c] for c in np.flatnonzero(test.caption_image.numpy() == image)])
@@ -210,6 +231,7 @@ if toy_data:
 # down1 4×4, down2 4×4, mid 4×4, up0 8×8, up1 16×16, up2 16×16 (at the block's output).
 
 # %%
+# Linear probes of every block's map, at two noise levels (held-out accuracy, %)
 start = time.time()
 backbone = load_backbone(params.model)
 block_names = list(block_modules(backbone.unet))
@@ -220,40 +242,56 @@ if toy_data:  # the probes' labels (colour, shape, size, count, referent) come f
     held = features.pivot_table(index=["timestep", "task"], columns="block", values="accuracy")[block_names]
     held.insert(0, "chance", features.groupby(["timestep", "task"])["chance"].first())
     report.save_table(held, "probe_features", params.scale, floatfmt=".1f")
-    grid = sns.catplot(data=features, x="block", y="accuracy", hue="task", col="timestep", kind="point", order=block_names,
-                       height=2.8, aspect=1.3)
-    grid.set(ylabel="held-out accuracy (%)")
-    report.save_figure(grid.figure, "probe_features", params.scale)
     display(held.round(1))
+
+# %%
+# The same table drawn: one panel per noise level, the blocks in the U-Net's order
+if toy_data:
+    grid = sns.catplot(data=features, x="block", y="accuracy", hue="task", col="timestep", kind="point", order=block_names,
+                       height=3.0, aspect=1.5)
+    grid.set(ylabel="held-out accuracy (%)", xlabel="block (diffusers' order)")
+    grid.set_titles("t = {col_name}")
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", labelrotation=45)
+    report.save_figure(grid.figure, "probe_features", params.scale)
+
+# %% [markdown]
+# ### Exercise (judgement): which block would you probe?
+#
+# The paper probes the middle block (App. B.3); the authors' release samples with `up1`. Read the
+# table above: which of `mid` and `up1` would you give the adapter, and why? **Predict first**,
+# then run the next cell: it shows how adapters trained on each block did on the *test* split in
+# the blocks batch (`04_ablation_blocks`, committed results). Then explain in one sentence what
+# the linear probes got right or missed.
+
+# %%
+# Your prediction, before the result
+prediction = None  # "mid" or "up1"
+reason = ""  # one sentence
+# Write your code here.
+
+# %%
+# The blocks batch's test results for the two candidates (ITM overall and REC P@1, %, with 95 % intervals)
+teaching.check_prediction(prediction, ["mid", "up1"])
+blocks_result = teaching.committed_table("tab6_blocks").set_index("probed block").loc[["mid", "up1"], ["ITM overall", "REC P@1"]]
+blocks_result
 
 # %% [markdown]
 # ## Choosing the probed block
 #
-# The paper probes the middle block (App. B.3); the authors' release samples with `up1`
-# (`official-code-notes`: diffusers' `up_blocks[1]`, the first up block with cross-attention,
-# which the paper's Tab. 6 calls up2; it is our `up1` too). The linear probes above say where the
-# object attributes and the expression's referent are. Which block the *adapter* learns from is
-# Tab. 6's question, answered on test data by the blocks batch (`04_ablation_blocks`). The toy
-# preset gives `blocks="up1"`, the block this notebook chose on *validation* data when it ran the
-# comparison itself (600 steps each: `mid` 33.0 % ITM / 5.1 % REC, `up1` 59.3 % / 6.3 %; one
-# run, 2026-11-27), and the one the release samples with. With `blocks=None` this notebook runs a
-# short stage-1 run per candidate block,
-# scores each on the *validation* split and probes the one that ranks first on the mean of ITM
-# and REC. Maps larger than 8×8 are resized to 8×8 before the adapter (the side the toy's `up1`
-# attention runs at; 64 tokens).
+# The toy preset gives `blocks="up1"`, the block the linear probes favour and the one the release
+# samples with (`official-code-notes`: diffusers' `up_blocks[1]`, the paper's Tab. 6 calls it up2).
+# With `blocks=None` this notebook instead runs a short stage-1 run per candidate block, scores
+# each on the *validation* split and probes the one that ranks first on the mean of ITM and REC.
+# Tab. 6's question (which block, on test data) is `04_ablation_blocks`'. Maps larger than 8×8
+# are resized to 8×8 before the adapter (the side the toy's `up1` attention runs at; 64 tokens).
 
-# %% tags=["nbval-ignore-output"]
-def septuple_config(block, steps):
-    return ProbeConfig.preset(preset, model=params.model, blocks=block, steps=steps, batch_size=params.batch_size, seed=params.seed)
-
-
+# %%
+# The validation split's latents, ITM set and REC expressions, and a function that scores an adapter on them
 val_latents = cache_latents(backbone, val.images)
 val_itm = itm_test_set(val, n_negatives=3, seed=params.seed)
 val_rec = np.linspace(0, len(val.expressions) - 1, min(len(val.expressions), params.n_rec_expressions)).round().astype(int).tolist()
-# Stage 1 leaves the U-Net as it is, so the U-Net part of every validation batch (the features of
-# Eq. 1 and the text embedding) is the same at each validation: it is computed once and kept
-# (`DPTScorer(cache=...)`; the scores come out to the bit as without it).
-val_unet = {}
+val_unet = {}  # stage 1 leaves the U-Net as it is: its part of each validation batch is computed once (DPTScorer(cache=...))
 
 
 def validation_scores(adapter, probed):
@@ -264,18 +302,27 @@ def validation_scores(adapter, probed):
             "REC P@1": 100 * rec_outcomes(scorer.predict_boxes, val, val_rec).mean()}
 
 
+# %% tags=["nbval-ignore-output"]
+# With blocks=None: a short stage-1 run per candidate block, scored on validation data (skipped when blocks is given)
+def septuple_config(block, steps):
+    return ProbeConfig.preset(preset, model=params.model, blocks=block, steps=steps, batch_size=params.batch_size, seed=params.seed)
+
+
 comparison = {}
 for block in [] if params.blocks else params.candidate_blocks:
     shutil.rmtree(run_dir / f"probe-{block}", ignore_errors=True)  # the comparison times the training: always afresh
     start = time.time()
     probe(septuple_config(block, params.comparison_steps), train, run_dir / f"probe-{block}", backbone=backbone, progress=False)
     comparison[block] = {**validation_scores(*load_adapter(run_dir / f"probe-{block}")[:2]), "seconds": time.time() - start}
-if comparison:
-    comparison = pd.DataFrame(comparison).T.rename_axis("block")
-    comparison["mean"] = comparison[["ITM overall", "REC P@1"]].mean(axis=1)
-    report.save_table(comparison, "probe_block_comparison", params.scale, floatfmt=".1f")
-    display(comparison.round(1))
+comparison = pd.DataFrame(comparison, index=["ITM overall", "REC P@1", "seconds"]).T.rename_axis("block")
+comparison["mean"] = comparison[["ITM overall", "REC P@1"]].mean(axis=1)
+comparison.round(1)
+
+# %%
+# The probed block: given, or the candidate that ranked first on validation data
 chosen = params.blocks or str(comparison["mean"].idxmax())
+if not comparison.empty:
+    report.save_table(comparison, "probe_block_comparison", params.scale, floatfmt=".1f")
 print(f"probed block: {chosen} ({'given: 04_ablation_blocks compares the blocks' if params.blocks else 'chosen on validation data'}; "
       f"paper name {dict((v, k) for k, v in PAPER_BLOCK_NAMES.items()).get(chosen, chosen)})")
 
@@ -296,14 +343,14 @@ print(f"probed block: {chosen} ({'given: 04_ablation_blocks compares the blocks'
 # at fixed $t$).
 #
 # At the toy scale the adapter keeps the paper's structure (1 encoder + 1 decoder layer, learned
-# 2-D position and timestep embeddings, M matching queries) but is narrower: d = 128, FFN 512,
-# N = 16 queries of which M = 8 match (toy scenes hold at most 3 objects); the learning rate is
-# 1e-3 for the short toy schedule, warmed up over 100 steps and decayed to 0 along a cosine. The
-# paper gives no schedule and N = 110; with 40 queries and a constant rate the toy's stage 1
-# stopped while its REC was still rising (`docs/evidence.md`, "Fewer object queries"). The
+# 2-D position and timestep embeddings, M matching queries) but is narrower (its sizes are printed
+# below, where one batch goes through it); the learning rate is warmed up and decayed to 0 along a
+# cosine. The paper gives no schedule and N = 110; with 40 queries and a constant rate the toy's
+# stage 1 stopped while its REC was still rising (`docs/evidence.md`, "Fewer object queries"). The
 # paper-scale presets keep App. B.3's values.
 
 # %%
+# Stage 1: train the adapter on the chosen block, the U-Net frozen, validating after every fifth of the steps
 start = time.time()
 probe_dir = run_dir / "probe"
 stage1 = septuple_config(chosen, params.steps)
@@ -319,24 +366,25 @@ curve.round(1)
 # fifth of the steps: where they still rise, more steps would still help.
 
 # %%
+# Left: the two training losses; right: validation ITM and REC (%), each on its own axis
 log = pd.DataFrame(json.loads((probe_dir / "log.json").read_text())).set_index("step")[["matching", "grounding"]]
-losses = log.rolling(10, min_periods=1).mean().reset_index().melt(id_vars="step", var_name="curve")
-scores = curve.reset_index().melt(id_vars="step", var_name="curve")
-panels = pd.concat([losses.assign(panel="training loss"), scores.assign(panel="validation (%)")])
-grid = sns.relplot(data=panels, x="step", y="value", hue="curve", col="panel", kind="line", marker="o", height=2.6,
-                   facet_kws={"sharey": False})
-report.save_figure(grid.figure, "probe_loss", params.scale)
+figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+log.rolling(10, min_periods=1).mean().plot(ax=left, xlabel="step", ylabel="training loss (rolling mean of 10)")
+curve.plot(ax=right, marker="o", xlabel="step", ylabel="validation accuracy (%)", ylim=(0, 100))
+right.legend(loc="lower right")
+report.save_figure(figure, "probe_loss", params.scale)
 
 # %% [markdown]
-# ## Inside one training step, by hand
+# ## One batch through the trained adapter, by hand (Eq. 1-2)
 #
-# `probe()` above ran 3,000 steps of Eq. 8. Here is one septuple through the trained adapter,
-# every quantity of Eq. 1-7 written out and checked against the library. App. B.1's septuple is
-# an image $x$ with a referring expression $y'$ of one of its objects, one of its captions $y$, a
-# hard negative caption $y^{neg}$ (mined for $x$), a hard negative image $x^{neg}$ (mined for $y$),
-# and a random caption $y^{rand}$ and image $x^{rand}$:
+# `probe()` above ran the whole of Eq. 8. Here is one septuple through the trained adapter, every
+# quantity of Eq. 1-7 written out and checked against the library. App. B.1's septuple is an
+# image $x$ with a referring expression $y'$ of one of its objects, one of its captions $y$, a hard
+# negative caption $y^{neg}$ (mined for $x$), a hard negative image $x^{neg}$ (mined for $y$), and a
+# random caption $y^{rand}$ and image $x^{rand}$:
 
 # %%
+# One septuple from the training split: its three images and four texts
 septuple = sample_septuple(train, np.random.default_rng(params.seed))
 shown = {"x": septuple.image, "x_neg": septuple.hard_image, "x_rand": septuple.random_image}
 texts = {"y": train.captions[septuple.caption], "y_neg": train.captions[septuple.hard_caption],
@@ -345,24 +393,63 @@ figure = report.image_grid(list(to_uint8_images(train.images[list(shown.values()
 texts
 
 # %% [markdown]
-# The six image-text pairs one step compares, $(x, y), (x, y^{neg}), (x, y^{rand}), (x^{neg}, y),
-# (x^{rand}, y), (x, y')$, all noised to one timestep $t$ with one noise draw per image, go
-# through **one** U-Net call that stops after the probed block (Eq. 1): `septuple_batch` builds
-# them, `extract_features` runs the call.
+# **Eq. 1**, $\mathbf{F}_t = \mathrm{UNet}_l(\mathbf{z}_t, \mathrm{CLIP}(y), t)$: the six image-text
+# pairs one step compares, $(x, y), (x, y^{neg}), (x, y^{rand}), (x^{neg}, y), (x^{rand}, y), (x, y')$,
+# all noised to one timestep $t$ with one noise draw per image, go through **one** U-Net call that
+# stops after the probed block: `septuple_batch` builds them, `extract_features` runs the call.
 
 # %%
+# Eq. 1 on the six pairs at t = 250: the VAE latents z_0 of the three images, noised, then the U-Net up to the probed block
 adapter, probed, _ = load_adapter(probe_dir)
 rows = sorted(set(shown.values()))
-encoded = cache_latents(backbone, train.images[rows])  # the VAE latents z_0 of the septuple's three images
-latents = torch.zeros(len(train), *encoded.shape[1:])  # septuple_batch indexes the split's latents: only these rows are read
-latents[rows] = encoded
+latents = torch.zeros(len(train), *val_latents.shape[1:])  # septuple_batch indexes the split's latents: only these rows are read
+latents[rows] = cache_latents(backbone, train.images[rows])
 batch = septuple_batch(backbone, train, latents, [septuple], seeds=[[params.seed, 0]], timesteps=(250, 251))
 with torch.no_grad():
     features = extract_features(backbone.unet, batch.latents, batch.timesteps, batch.text_hidden, probed)
-    out = adapter(features, batch.timesteps)
 {"z_t (6 pairs)": tuple(batch.latents.shape), "text states c_y": tuple(batch.text_hidden.shape),
- f"features F at {probed[0]}": tuple(features[0].shape), "matching queries h_1..h_M": tuple(out.match_embeddings.shape),
- "grounding logits": tuple(out.grounding_logits.shape), "boxes": tuple(out.boxes.shape)}
+ f"F_t at {probed[0]}": tuple(features[0].shape)}
+
+# %% [markdown]
+# **Eq. 2**, $\mathbf{Q}^* = \mathrm{Dec}(\mathrm{Enc}(\tilde{\mathbf{F}}), \mathbf{Q})$: the map is
+# resized, projected pixel by pixel to the adapter's width $d$ and flattened into tokens; a learned
+# position embedding and an embedding of $t$ are added ($\tilde{\mathbf{F}}$); the encoder mixes
+# the tokens and the decoder lets $N$ learned queries $\mathbf{Q}$ read them. This is the adapter's
+# `forward` (`dptlib/method/adapter.py`), line by line:
+
+# %%
+# F~: resize, project to d channels, flatten, add the position and timestep embeddings
+assert adapter.input_norms is None and not adapter.config.fusion_size  # the toy preset's adapter: a raw map, one block
+f = features[0]  # (6, C, h, w)
+side = min(f.shape[-1], adapter.config.max_side or f.shape[-1])
+resized = F.interpolate(f, size=(side, side), mode="bilinear", align_corners=False) if f.shape[-1] != side else f
+tokens = adapter.input_projections[0](resized).flatten(2).transpose(1, 2)  # (6, side * side, d)
+d = tokens.shape[-1]
+with torch.no_grad():
+    tokens = tokens + adapter.position_embedding(side, side, tokens.device)[None]
+    tokens = tokens + adapter.time_mlp(timestep_embedding(batch.timesteps, d))[:, None, :]
+    memory = adapter.encoder(tokens)  # Enc(F~): (6, side * side, d)
+    q_star = adapter.decoder(adapter.queries.weight[None].expand(len(tokens), -1, -1), memory)  # Dec(Enc(F~), Q): (6, N, d)
+{"F~ (tokens)": tuple(tokens.shape), "Q* (queries)": tuple(q_star.shape), "d": d, "N": adapter.config.num_queries}
+
+# %% [markdown]
+# The heads $g(\cdot)$ project the queries: the first $M$ into CLIP's text space,
+# $\mathbf{h}_i = g(\mathbf{q}^*_i; W_m)$ (ITM); each of the other $N - M$ into a grounding logit
+# $p_j$ ($W_p$), a box $\hat b_j$ ($W_b$, as centre and size in $[0, 1]$) and a semantic vector
+# $\mathbf{o}_j$ ($W_s$) (REC). The by-hand outputs must equal the adapter's own forward:
+
+# %%
+# The four heads, then the check against adapter(features, t)
+M = adapter.config.num_matching_queries
+with torch.no_grad():
+    h = adapter.match_head(q_star[:, :M])  # (6, M, D)
+    p_logits = adapter.grounding_head(q_star[:, M:]).squeeze(-1)  # (6, N - M)
+    b_hat = adapter.box_head(q_star[:, M:]).sigmoid()  # (6, N - M, 4)
+    o = adapter.semantic_head(q_star[:, M:])  # (6, N - M, D)
+    out = adapter(features, batch.timesteps)
+for mine, library in [(h, out.match_embeddings), (p_logits, out.grounding_logits), (b_hat, out.boxes), (o, out.semantic_embeddings)]:
+    torch.testing.assert_close(mine, library)
+{"h_1..h_M": tuple(h.shape), "grounding logits p_j": tuple(p_logits.shape), "boxes": tuple(b_hat.shape), "o_j": tuple(o.shape)}
 
 # %% [markdown]
 # ### Exercise 1: the matching score
@@ -370,7 +457,8 @@ with torch.no_grad():
 # Write $s(\mathbf{z}_t, y) = \max_{i \le M} \cos(\mathrm{CLIP}(y), \mathbf{h}_i)$ for a batch of
 # pairs: `match_embeddings` (P, M, D) holds each pair's $M$ matching queries $\mathbf{h}_i$,
 # `text_embeddings` (P, D) each pair's $\mathrm{CLIP}(y)$; return (P,). The check tries it on
-# random tensors and on this septuple's six pairs, against `dptlib.method.losses.matching_similarity`.
+# random tensors and on this septuple's six pairs, against the library's `matching_similarity`
+# (which your answer may not call).
 
 # %%
 def matching_score(match_embeddings, text_embeddings):
@@ -379,20 +467,22 @@ def matching_score(match_embeddings, text_embeddings):
 
 
 # %%
+# The check: random batches of several shapes, then this septuple's six pairs
 teaching.check_matching_score(matching_score, cases=[(out.match_embeddings, batch.text_pooled)])
 
 # %% [markdown]
 # The six scores of this septuple. A trained adapter should score the true pair $(x, y)$ above the
-# four pairs with a negative; on this septuple it does against three of them, while the hard
-# negative $y^{neg}$, the same caption with one red square instead of two, scores above it
-# (0.514 against 0.460): counting is the hard part. One septuple shows the mechanics, not the
-# accuracy: that is the test split's 84.6 % below. (The last pair, with the expression $y'$, is
-# what grounding uses.)
+# four pairs with a negative. One septuple shows the mechanics, not the accuracy (that is the
+# test split's, in Tab. 3 below); the last pair, with the expression $y'$, is what grounding uses.
 
 # %%
-s = matching_similarity(out.match_embeddings, batch.text_pooled)  # (6,)
+# s(z_t, y) for the six pairs, and how many of the four negatives the true pair beats
+s = losses.matching_similarity(out.match_embeddings, batch.text_pooled)  # (6,)
 pairs = ["(x, y)", "(x, y_neg)", "(x, y_rand)", "(x_neg, y)", "(x_rand, y)", "(x, y')"]
-pd.Series(s.numpy(), index=pairs, name="s(z_t, y)").round(3)
+beaten = [pair for pair, value in zip(pairs[1:5], s[1:5]) if value < s[0]]
+display(pd.Series(s.numpy(), index=pairs, name="s(z_t, y)").round(3))
+report.prose(f"On this septuple the true pair ({s[0]:.3f}) scores above {len(beaten)} of the 4 negatives "
+             f"({', '.join(beaten) or 'none'}).")
 
 # %% [markdown]
 # ### Exercise 2: Eq. 3-4 as two cross-entropies
@@ -406,8 +496,8 @@ pd.Series(s.numpy(), index=pairs, name="s(z_t, y)").round(3)
 #
 # Write it for a batch: `image_to_text` (B, 1 + K) and `text_to_image` (B, 1 + K') hold the scores
 # with the positive in column 0; `logit_scale` is $\log(1/\tau)$ (the adapter learns it). Return
-# the mean over the batch of the sum of the two. The check compares it with
-# `dptlib.method.losses.matching_loss`.
+# the mean over the batch of the sum of the two. The check compares it with the library's
+# `matching_loss` (which your answer may not call).
 
 # %%
 def match_loss(image_to_text, text_to_image, logit_scale):
@@ -416,36 +506,59 @@ def match_loss(image_to_text, text_to_image, logit_scale):
 
 
 # %%
+# The check, then the loss of this septuple
 teaching.check_matching_loss(match_loss, cases=[(s[None, [0, 1, 2]], s[None, [0, 3, 4]], adapter.logit_scale)])
 print(f"this septuple: 1 / tau = {adapter.logit_scale.exp().item():.1f}, "
-      f"L_match = {matching_loss(s[None, [0, 1, 2]], s[None, [0, 3, 4]], adapter.logit_scale).item():.4f}")
+      f"L_match = {losses.matching_loss(s[None, [0, 1, 2]], s[None, [0, 3, 4]], adapter.logit_scale).item():.4f}")
 
 # %% [markdown]
-# **Eq. 5-7** ground $y'$: each of the $N$ object queries predicts a box $\hat b_j$ and a logit.
-# The matcher picks the query $\psi$ that best fits the referred box $b$ at the cost
+# **Eq. 5** grounds $y'$: of the $N - M$ object queries, the matcher picks the query $\psi$ that
+# best fits the referred box $b$, at the cost
 # $-\lambda_0 p_j + \lambda_1 \lVert \hat b_j - b \rVert_1 + \lambda_2 (1 - \mathrm{GIoU}(\hat b_j, b))$
-# with $(\lambda_0, \lambda_1, \lambda_2) = (1, 5, 2)$ (Eq. 5); the loss then trains that query's
-# probability, box and text-to-object similarity (Eq. 6-7). At test time REC takes the query that
-# the grounding probability and the expression rank first.
+# with $(\lambda_0, \lambda_1, \lambda_2) = (1, 5, 2)$ (App. B.3):
 
 # %%
+# Eq. 5 for the (x, y') pair: the cost of each object query, and the one the matcher picks
 ref = 5  # the (x, y') pair
-p = out.grounding_logits[ref].softmax(-1)  # (N,)
-l1 = (out.boxes[ref] - batch.boxes[0]).abs().sum(-1)  # (N,)
-giou = generalized_box_iou(cxcywh_to_xyxy(out.boxes[ref]), cxcywh_to_xyxy(batch.boxes[0])[None])  # (N,)
+p = p_logits[ref].softmax(-1)  # (N - M,) grounding probabilities
+l1 = (b_hat[ref] - batch.boxes[0]).abs().sum(-1)  # (N - M,)
+giou = losses.generalized_box_iou(losses.cxcywh_to_xyxy(b_hat[ref]), losses.cxcywh_to_xyxy(batch.boxes[0])[None])  # (N - M,)
 cost = -1 * p + 5 * l1 + 2 * (1 - giou)
 psi = int(cost.argmin())
-assert psi == int(match_queries(out.grounding_logits[ref][None], out.boxes[ref][None], batch.boxes[:1])[0])
-ground = grounding_loss(out.grounding_logits[[ref]], out.boxes[[ref]], out.semantic_embeddings[[ref]], batch.boxes[:1],
-                        batch.text_pooled[[ref]], adapter.logit_scale)
-chosen_box = predicted_boxes(out.grounding_logits[[ref]], out.boxes[[ref]], out.semantic_embeddings[[ref]],
-                             batch.text_pooled[[ref]], adapter.logit_scale)[0]
+assert psi == int(losses.match_queries(p_logits[ref][None], b_hat[ref][None], batch.boxes[:1])[0])
+print(f"matched query psi = {psi} (p = {p[psi].item():.2f}, L1 = {l1[psi].item():.3f}, GIoU = {giou[psi].item():.3f})")
+
+# %% [markdown]
+# **Eq. 6** contrasts the matched query's semantic vector with the expression's CLIP embedding,
+# against the other object queries,
+# $\mathcal{L}^{T\to O} = -\log \frac{\exp(\cos(\mathbf{o}_\psi, \mathrm{CLIP}(y'))/\tau)}{\sum_j \exp(\cos(\mathbf{o}_j, \mathrm{CLIP}(y'))/\tau)}$,
+# and **Eq. 7** sums the grounding terms,
+# $\mathcal{L}^{ground} = -\lambda_0 \log p_\psi + \lambda_1 \mathrm{L1} + \lambda_2 (1 - \mathrm{GIoU}) + \lambda_3 \mathcal{L}^{T\to O}$
+# with $\lambda_3 = 1$. The paper writes $-\lambda_0 p_\psi$; the library takes the log of a softmax
+# over the queries, which also pushes the other queries down (`losses.grounding_loss`' docstring).
+
+# %%
+# Eq. 6 and Eq. 7 by hand, checked against the library's grounding_loss
+with torch.no_grad():
+    cosines = F.cosine_similarity(o[ref], batch.text_pooled[ref][None], dim=-1)  # (N - M,)
+    text_to_object = -torch.log_softmax(adapter.logit_scale.exp() * cosines, dim=0)[psi]  # Eq. 6
+    eq7 = -torch.log(p[psi]) + 5 * l1[psi] + 2 * (1 - giou[psi]) + 1 * text_to_object  # Eq. 7
+    ground = losses.grounding_loss(p_logits[[ref]], b_hat[[ref]], o[[ref]], batch.boxes[:1], batch.text_pooled[[ref]],
+                                   adapter.logit_scale)
+torch.testing.assert_close(eq7, ground.total)
+print(f"Eq. 7 terms: -log p {ground.probability.item():.3f}, L1 {ground.l1.item():.3f}, 1 - GIoU {ground.giou.item():.3f}, "
+      f"text-to-object {ground.text_to_object.item():.3f}; L_ground = {eq7.item():.3f}")
+
+# %% [markdown]
+# At test time REC takes the query that the grounding probability and the expression rank first:
+
+# %%
+# The referred box and the box REC predicts for this septuple's expression
+chosen_box = losses.predicted_boxes(p_logits[[ref]], b_hat[[ref]], o[[ref]], batch.text_pooled[[ref]], adapter.logit_scale)[0]
 side = train.images.shape[-1]
-as_pixels = [tuple((cxcywh_to_xyxy(b) * side).tolist()) for b in (batch.boxes[0], chosen_box)]
-figure = report.image_grid([to_uint8_images(train.images[[septuple.image]])[0]] * 2, ["referred box b", f"predicted (query {psi} matched)"],
+as_pixels = [tuple((losses.cxcywh_to_xyxy(b) * side).tolist()) for b in (batch.boxes[0], chosen_box)]
+figure = report.image_grid([to_uint8_images(train.images[[septuple.image]])[0]] * 2, ["referred box b", "predicted box"],
                            boxes=[[as_pixels[0]], [as_pixels[1]]], ncols=2, cell_inches=1.8)
-print(f"matched query psi = {psi} (p = {p[psi].item():.2f}); Eq. 7 terms: -log p {ground.probability.item():.3f}, "
-      f"L1 {ground.l1.item():.3f}, 1 - GIoU {ground.giou.item():.3f}, text-to-object {ground.text_to_object.item():.3f}")
 
 # %% [markdown]
 # ## The negative control
@@ -457,6 +570,7 @@ print(f"matched query psi = {psi} (p = {p[psi].item():.2f}); Eq. 7 terms: -log p
 # `control_steps` only: with nothing to learn, its losses flatten early.
 
 # %%
+# Stage 1 on shuffled pairs
 start = time.time()
 probe(septuple_config(chosen, params.control_steps), shuffled_pairs(train, params.seed), run_dir / "probe-shuffled",
       backbone=backbone, progress=False)
@@ -484,21 +598,26 @@ print(f"negative control: {params.control_steps} steps in {time.time() - start:.
 # method's paired difference to DPT stage 1 on the same queries (McNemar's exact test).
 
 # %%
+# The test split's latents, ITM set and REC expressions, and the two stage-1 adapters
 start = time.time()
 test_latents = cache_latents(backbone, test.images)
 itm_test = itm_test_set(test, n_negatives=3, seed=params.seed)
 rec_test = np.linspace(0, len(test.expressions) - 1, min(len(test.expressions), params.n_rec_expressions)).round().astype(int).tolist()
 adapter, probed, _ = load_adapter(probe_dir)
 control, _, _ = load_adapter(run_dir / "probe-shuffled")
-test_unet = {}  # the U-Net part of each batch, shared by every stage-1 adapter asked here (the U-Net is the same)
+
+# %%
+# The scorers: DPT and its control share the U-Net part of each batch; the baselines share their U-Net passes
+test_unet = {}
 dpt = DPTScorer(backbone, adapter, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed, cache=test_unet)
 shuffled = DPTScorer(backbone, control, probed, test, test_latents, timestep=params.eval_timestep, seed=params.seed, cache=test_unet)
 classifier = DenoisingScorer(backbone, test, test_latents, evenly_spaced_timesteps(params.denoising_timesteps), seed=params.seed)
 clip = CLIPScorer(embed, test)
 
 
+# %%
+# Per-query outcomes of one method: ITM (both directions) and REC (referred / any object)
 def discrimination(name, itm=None, rec=None):
-    """Per-query outcomes of one method: ITM (both directions) and REC (referred / any object)."""
     outcomes = {}
     if itm is not None:
         outcomes.update(itm_outcomes(itm, itm_test))
@@ -510,6 +629,8 @@ def discrimination(name, itm=None, rec=None):
     return outcome_frame(name, outcomes)
 
 
+# %%
+# Every method on the same queries
 DPT_NAME = f"DPT stage 1 ({chosen}, t = {params.eval_timestep})"
 frames = [
     discrimination(DPT_NAME, dpt.score_pairs, dpt.predict_boxes),
@@ -523,6 +644,9 @@ frames = [
 outcomes = pd.concat(frames, ignore_index=True)
 outcomes.to_csv(run_dir / "discrimination_outcomes.csv", index=False)
 print(f"Tab. 3 in {time.time() - start:.0f} s")
+
+# %%
+# Accuracy with 95 % intervals, beside chance
 comparison = stats.compare_to_baseline(outcomes, "correct", DPT_NAME, cell_cols=("task",), item_cols=("item",), cluster_col=None,
                                        methods=[f["method"].iloc[0] for f in frames])
 tab3 = report.interval_table(comparison, "task")[["I->T", "T->I", "ITM overall", "REC P@1", "REC any object"]]
@@ -532,19 +656,16 @@ report.save_table(tab3.rename_axis("method"), "tab3_discrimination", params.scal
 tab3
 
 # %%
+# Each method's paired difference to DPT stage 1 (points, 95 % interval, McNemar's exact p)
 tab3_differences = report.difference_table(comparison, "task")[["ITM overall", "REC P@1", "REC any object"]]
 report.save_table(tab3_differences.rename_axis("method"), "tab3_discrimination_differences", params.scale)
 tab3_differences
 
 # %% [markdown]
 # **These tables are one training run.** The code is deterministic on one CPU, but another CPU
-# rounds floats differently. With the 40-query, constant-rate stage 1 this notebook had until
-# 2026-12-04, that mattered: REC was still climbing steeply at 3,000 steps, and on a Xeon with
-# AVX-512 and AMX its REC P@1 came out 58.9 % against 72.2 %, turning DPT's REC lead over local
-# denoising (+8.0) into a deficit (−5.3 [−9.2, −1.3]). The stage 1 above ends on a plateau: run on
-# this CPU (its kind is in the first output) it gives 84.6 % ITM and 93.4 % REC; the same
-# configuration in the seeds batch's `dpt-s0` run, made on an AVX2-only CPU, gave 86.1 % and
-# 95.1 %. `09_results` repeats every comparison over five training seeds.
+# rounds floats differently (its kind is in the first output), and a different training seed
+# gives a different adapter. `09_results` repeats every comparison over five training seeds; the
+# findings below quote both.
 
 # %% [markdown]
 # ## Tab. 10 analogue: the timestep at which the model is asked
@@ -554,9 +675,10 @@ tab3_differences
 # cheaper variant; `07_ablation_timesteps` runs the paper's protocol).
 
 # %%
+# The one adapter asked at each fixed timestep (Tab. 3's t reuses its U-Net part)
 frames = []
 for t in params.timesteps:
-    kept = test_unet if t == params.eval_timestep else None  # Tab. 3 computed this t's U-Net part; other t's are needed once
+    kept = test_unet if t == params.eval_timestep else None
     scorer = DPTScorer(backbone, adapter, probed, test, test_latents, timestep=t, seed=params.seed, cache=kept)
     frames.append(discrimination(str(t), scorer.score_pairs, scorer.predict_boxes))
 by_timestep_outcomes = pd.concat(frames, ignore_index=True)
@@ -568,22 +690,52 @@ report.save_table(tab10.rename_axis("timestep"), "tab10_timesteps_one_adapter", 
 tab10
 
 # %% [markdown]
-# ## What we learned
+# ## Quiz
 #
-# - The frozen toy U-Net already holds what matching and grounding need: an adapter on `up1`
-#   reaches 84.6 % [82.3, 86.8] ITM and 93.4 % [91.8, 94.9] REC P@1 on the test split (this run),
-#   where the same adapter trained on shuffled pairs scores 19.2 % and 7.6 %.
-# - Stage 1 converges in its 3,000 steps: validation ITM went 19.3 → 82.4 % and REC 0.0 → 93.7 %,
-#   moving +0.7 and −0.3 points over the last fifth (the curve above). REC rises fastest between
-#   steps 600 and 1,200 and levels off by 1,800; with 40 queries and a constant rate it was still
-#   rising steeply at the end.
-# - Against the baselines of Tab. 3 this run beats DiffusionITM on ITM (+8.9 [+5.8, +12.1]) and
-#   local denoising on REC (+29.2 [+26.0, +32.5]); over five training seeds (`09_results`) both
-#   hold: +7.7 [+4.2, +11.3] and +29.6 [+26.5, +32.8], five of five seeds in favour. DPT's box
-#   lands on *some* object for 99.9 % of expressions; choosing the query by the grounding
-#   probability alone picks the referred one 60.7 % of the time, so the text-to-object similarity
-#   does most of the selecting.
-# - Heavy noise destroys what the adapter reads (t = 999: ITM 23.6 %, chance 25 %; −58.5 points
-#   over five seeds, all agreeing). t = 250 beats t = 0 by a little (this run: ITM 84.6 against
-#   81.5 %, REC 93.4 against 91.9 %; over five seeds +1.7 and +1.0 points, every seed agreeing), as
-#   the paper's Tab. 10 has it (+0.5 ITM).
+# Four questions on this lesson; answer each with its letter. Questions 3 and 4 are about the
+# tables above and the seeds' claims table, and their right answers are read from those tables.
+
+# %%
+# The questions
+print(quiz.show("01_probing"))
+
+# %%
+# Your answers
+answers = {1: None, 2: None, 3: None, 4: None}  # your letters, e.g. {1: "a", ...}
+# Write your code here.
+
+# %%
+# The check: one line per question
+quiz.check("01_probing", answers)
+
+# %% [markdown]
+# ## What we learned
+
+# %%
+# The findings of this run, computed from its tables
+dpt_row, control_row = tab3.loc[DPT_NAME], tab3.loc["negative control (shuffled pairs)"]
+first, last, before = curve.iloc[0], curve.iloc[-1], curve.iloc[-2]
+report.prose(f"""
+- An adapter on the frozen U-Net's `{chosen}` reaches {dpt_row['ITM overall']} ITM and {dpt_row['REC P@1']} REC P@1 on the test
+  split (this run); the same adapter trained on shuffled pairs scores {control_row['ITM overall']} and {control_row['REC P@1']}.
+  What separates the two is what the frozen features hold about images and texts together.
+- Validation ITM went {first['ITM overall']:.1f} → {last['ITM overall']:.1f} % and REC {first['REC P@1']:.1f} → {last['REC P@1']:.1f} %
+  over the {params.steps} steps; the last fifth moved them {last['ITM overall'] - before['ITM overall']:+.1f} and
+  {last['REC P@1'] - before['REC P@1']:+.1f} points (the curve above: where it is flat, stage 1 has converged).
+- DPT's box lands on *some* object for {dpt_row['REC any object']} of expressions; the grounding probability alone picks the referred
+  one for {tab3.loc['DPT stage 1, grounding probability only', 'REC P@1']}: the text-to-object similarity of Eq. 6 does most of the selecting.
+""")
+
+# %%
+# Over training seeds: the seeds' claims table (09_results, training seeds 0-4, toy scale)
+seeds = teaching.committed_table("seed_claims").set_index("claim")
+itm_claim, rec_claim = (seeds.loc[seeds.index.str.startswith(f"stage-1 DPT {verb}")].iloc[0] for verb in ("matches", "grounds"))
+t999 = seeds.loc["heavy noise (t = 999) hurts ITM (one adapter)"]
+noisiest = str(max(params.timesteps))
+report.prose(f"""
+- Over five training seeds, stage-1 DPT against DiffusionITM on ITM: {itm_claim['toy (difference, 95 % interval)']},
+  {itm_claim['seeds agreeing']} seeds in favour, *{itm_claim['verdict']}*; against local denoising on REC:
+  {rec_claim['toy (difference, 95 % interval)']}, {rec_claim['seeds agreeing']}, *{rec_claim['verdict']}*.
+- Heavy noise destroys what the adapter reads: at t = {noisiest} ITM is {tab10.loc[noisiest, 'ITM overall']} in this run (chance
+  25 %); over five seeds {t999['toy (difference, 95 % interval)']}, *{t999['verdict']}*.
+""")
