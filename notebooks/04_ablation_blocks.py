@@ -24,7 +24,19 @@
 # **The paper's finding.** Generation improves as the probed block moves from the bottom of the
 # U-Net to the top ("the T2I performance gets continuously improved with the probed block shifting
 # from bottom to up", §4.4); up3 is best in Tab. 6; fusing blocks does not beat the best single
-# block. Some of the paper's numbers (SD-2.1, App. Tab. 6):
+# block.
+
+# %% [markdown]
+# **In this lesson you will**
+# - read Fig. 3 and Tab. 6's toy analogue: one adapter per U-Net block and per fused map, as
+#   paired differences with 95 % intervals;
+# - diagnose why two blocks' adapters stayed at chance, from what each block's map holds;
+# - judge Fig. 3's claim over five training seeds by the core claims' rules;
+# - write which blocks an early exit runs, and so what probing a block costs.
+#
+# *Prerequisites:* `01_probing` (the adapter and its block), `03_self_correction` (how an adapter
+# acts on generation), `09_results`' verdict rules. *Time on 2 CPU cores:* about 20 s (it reads
+# the committed runs); running the two batch files takes about 46 and 35 min.
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")
@@ -39,7 +51,9 @@ map_scenes = 64  # validation scenes whose maps the diagnosis measures (the stat
 run = True  # run the variants whose results are missing; False: show the results there are
 
 # %%
+# The libraries, the parameters and the plotting style (which also shows tables whole)
 import pandas as pd
+from IPython.display import display
 
 from dptlib import checks, config
 from dptlib.experiments import ablation_claims, ablations, report
@@ -50,14 +64,19 @@ from dptlib.toy.world import ToyWorld, ToyWorldConfig
 
 params = checks.notebook_parameters("04_ablation_blocks", globals())
 report.set_theme()
+
+# %% tags=["nbval-ignore-output"]
+# The run's settings and what decides the rounding of its numbers (trained numbers come out again byte for byte only where it matches)
+print(config.run_summary(params))
+
+# %% [markdown]
+# Some of the paper's numbers (SD-2.1, App. Tab. 6):
+
+# %%
 pd.DataFrame({"COCO-NSS1K CLIP": [34.96, 34.76, 35.03, 35.69, 35.90, 35.83, 35.85, 35.91, 35.65, 35.91, 35.77, 35.84],
               "CC-500 BLIP-M": [85.45, 84.68, 87.08, 90.33, 90.66, 90.72, 92.72, 94.52, 90.42, 91.98, 93.72, 91.22]},
              index=["SD-2.1", "bottom1", "bottom2", "bottom3", "middle", "up1", "up2", "up3", "middle + bottom3 + up1",
                     "bottom2 + up2", "bottom1 + up3", "all (8x8)"]).rename_axis("paper, Tab. 6")
-
-# %% tags=["nbval-ignore-output"]
-# What decides the rounding of this run's numbers: trained numbers come out again byte for byte only where it matches
-config.float_environment()
 
 # %% [markdown]
 # ## The batch
@@ -69,12 +88,15 @@ config.float_environment()
 # (the preset's 3,000 converge for `up1`; a third of them is what fits), 150 prompts, and no
 # stage 2 — the paper tunes on each block, but the toy's stage 2 leaves plain generation
 # unchanged (`02_tuning`), so each block is judged on generation through self-correction with its
-# adapter, against the base model's plain images. Block names are diffusers' order; the paper's
-# are bottom1-3 = `down0-2`, middle = `mid`, up1-3 = `up0-2`. The toy U-Net's maps are 8×8
-# (down0, up0), 4×4 (down1, down2, mid) and 16×16 (up1, up2); maps above 8×8 are resized to 8×8
-# before the adapter. Finished variants are read back, not run again.
+# adapter, against the base model's plain images.
+#
+# Block names are diffusers' order; the paper's are bottom1-3 = `down0-2`, middle = `mid`, up1-3
+# = `up0-2`. The toy U-Net's maps are 8×8 (down0, up0), 4×4 (down1, down2, mid) and 16×16 (up1,
+# up2); maps above 8×8 are resized to 8×8 before the adapter. Finished variants are read back,
+# not run again.
 
 # %% tags=["nbval-ignore-output"]
+# Run the missing variants of both files (none, once committed), then read every block into one table
 spec, singles = ablations.run_and_collect(params.batch, params.scale, params.max_variants, run=params.run)
 _, fused = ablations.run_and_collect(params.fused_batch, params.scale, params.max_variants, run=params.run)
 results = ablations.combine(singles, fused)  # one table: the base model once, then every block
@@ -94,82 +116,83 @@ tab6, tab6_differences = report.save_variant_tables(generation, discrimination, 
 tab6
 
 # %%
+# Each variant's paired difference to its reference
 tab6_differences
 
 # %% tags=["nbval-ignore-output"]
+# Fig. 3's analogue: every block's means, generation beside discrimination
 ablations.save_batch_figure(generation, discrimination, list(tab6.index), "fig3_blocks", params.scale)
 
 # %% [markdown]
-# **What the toy run found (one run per block, 1,000 stage-1 steps, no stage 2): the adapter on
-# `up1` (the preset's block; the paper's up2) matches images to captions far better than any
-# other single block; grounding is learned about as well from the blocks below it; `up0` and
-# `up2` did not learn (two seeds, and `up2` not in twice the steps either): `up0`'s map is small
-# and offset, `up2`'s mostly the U-Net's noise estimate, and standardising (`up0`) or whitening
-# (`up2`) the map lifts each to the bottom blocks' level (three seeds each, the diagnosis below);
-# and no block's self-correction
-# moves generation measurably at 60 images.** So the paper's "up is better" is seen for matching
-# up to `up1` only, and its up3 (our `up2`) cannot be ranked from this run.
+# ## What the toy run found
 #
-# *Discrimination* (1,000 ITM queries, 500 REC expressions; paired differences to `up1`, McNemar).
-# ITM overall: `up1` 67.5 %; the bottom and middle blocks 34.3-39.3 % (`down0` 34.3, `down1` 37.0,
-# `down2` 35.9, `mid` 39.3: 28-33 points below `up1`, every interval below 0); `up0` 25.8 % and
-# `up2` 21.8 % (chance 25 %). REC P@1: `up1` 66.2 %, and `down1`, `down2` and `mid` level with it
-# (−3.6 to +0.2, every interval reaching 0), `down0` 57.0 % (−9.2 [−14.0, −4.4]), `up0` 11.4 % and
-# `up2` 4.4 % (still on the grounding plateau). The fused maps (Tab. 6): `all` 63.4 / 64.8 % (ITM
-# −4.1 [−7.2, −1.0] against `up1`, REC −1.4 [−6.2, +3.4]), `down1+up1` 51.1 / 69.2 %,
-# `mid+down2+up0` 46.1 / 72.0 % (the best REC, +5.8 [+1.2, +10.6] over `up1`), `down0+up2` 34.1 /
-# 51.0 % (no better than `down0` alone: REC −6.0 [−11.0, −1.0]). Adding blocks to `up1` cost
-# matching here (`down1+up1` −16.4, `all` −4.1): at an equal step budget, a fused adapter has more
-# input to learn from, not a head start. One training run per block: the intervals hold the test
-# queries' variation, not the training seed's.
-#
-# *Why `up0` and `up2` did not learn* (the diagnosis below has the numbers). Their maps hold the attributes:
-# `01_probing`'s linear probes read colour, shape and size from `up2` at 96-98 % and from `up0` at
-# 80-98 % (t = 250, `figures/probe_features.md`). Their
-# stage-1 losses fell slowly: the matching loss over the five fifths of training 2.25, 2.13, 2.07,
-# 1.99, 2.01 (`up0`) and 2.24, 2.20, 2.16, 2.09, 2.08 (`up2`), against 2.16 → 1.13 for `up1` and
-# 2.14 → 1.59 for `down0` (`runs/toy/ablations/shared/stage1/*/log.json`). Fused with other
-# blocks, `up2` does not stop an adapter from learning (`all` 63.4 %). The diagnosis below rules
-# out one run's luck: at training seed 1 both stay near chance again (`up2` 23.4 / 6.4 %, `up0`
-# 25.6 / 20.2 %; matching loss 2.32 → 2.13 and 2.26 → 2.05 over the fifths), while `up1` learns
-# again (64.3 / 80.8 %; 2.22 → 1.17). Nor is it the budget: `up2` with twice the steps (2,000, the
-# cosine rate stretched over them) ends at 24.5 / 5.4 %, its matching loss 2.22, 2.14, 2.08, 2.05,
-# 2.07 over the fifths, flat in the last two. What differs is what the adapter is handed (the
-# diagnosis below): `up0`'s map is small and offset, and standardising it lifts its adapter off
-# chance at all three seeds, to the bottom blocks' level; `up2`'s map is mostly the U-Net's noise
-# estimate, standardising changes nothing there, and whitening lifts it likewise.
-# The claims rows that compare `up2` carry a flag and say nothing about what the block holds.
-#
-# *Generation* (60 paired images on toy-CC (ID) and toy-NSS, 30 on toy-CC (OOD);
-# each adapter self-corrects the base model, against the base model's plain images). `up1`:
-# +13.3 [−1.7, +28.3] on toy-CC (ID) (50.0 vs 36.7 %), −8.3 [−18.3, +1.7] on toy-NSS. Of the 33
-# self-corrected cells, two intervals exclude 0, in opposite directions: `all` +16.7 [+1.7, +31.7]
-# and `down1+up1` −15.0 [−28.3, −1.7], both on toy-CC (ID) (McNemar p = 0.05 and 0.06): about what
-# chance gives in 33 cells. Self-correction with 34-67 % matchers moves no cell measurably at 60
-# images; the headline self-correction gain (`03_self_correction`, 600 images) needs the converged
-# 3,000-step adapter.
-#
-# Times (2026-12-05, 2 AVX-512 cores): `blocks` 46.2 min (base 1.1, `down0` 5.6, `down1` 4.9,
-# `down2` 4.7, `mid` 4.9, `up0` 6.3, `up1` 7.9, `up2` 10.9 min), `blocks_fused` 35.1 min (base 1.0,
-# `mid+down2+up0` 5.3, `down1+up1` 6.4, `down0+up2` 10.9, `all` 11.5 min). The earlier runs
-# (300 steps of the 40-query, constant-rate stage 1, one file, 2026-11-27 / 12-02) left nine of
-# eleven adapters at chance on ITM and every one on the REC plateau: that table could not rank the
-# blocks. A converged adapter per block (3,000 steps, about 5 h for both files here) is a GPU run
-# (`probe_steps` raised in both batch files).
+# One run per block, 1,000 stage-1 steps, no stage 2; the paragraphs below are written from the
+# tables above. First, a helper that writes a paired difference with its interval.
+
+# %%
+def ci(frame, *key):
+    """'+13.3 [-1.7, +28.3]': the paired difference in row ``key`` of a comparison frame, with its 95 % interval."""
+    row = frame.loc[key]
+    return f"{row['diff']:+.1f} [{row['diff_low']:+.1f}, {row['diff_high']:+.1f}]"
+
+
+m = results.metrics
+itm, rec = m["ITM overall"], m["REC P@1"]
+bottom = ["down0", "down1", "down2", "mid"]
+
+# %%
+# Discrimination: paired differences to up1, on the same test queries
+with report.toy_rows(params.scale):  # at the smoke scale a batch runs its first variants only
+    n_itm, n_rec = (int(discrimination.loc[(task, "up1"), "n"]) for task in ("ITM overall", "REC P@1"))
+    level = [b for b in bottom[1:] if discrimination.loc[("REC P@1", b), "diff_low"] <= 0 <= discrimination.loc[("REC P@1", b), "diff_high"]]
+    display(report.prose(
+        f"*Discrimination* ({n_itm:,} ITM queries, {n_rec} REC expressions). ITM overall: `up1` {itm['up1']:.1f} %; the bottom and "
+        f"middle blocks {itm[bottom].min():.1f}-{itm[bottom].max():.1f} % (" + ", ".join(f"`{b}` {itm[b]:.1f}" for b in bottom)
+        + f"; {'every' if all(discrimination.loc[('ITM overall', b), 'diff_high'] < 0 for b in bottom) else 'not every'} "
+        f"interval of the difference to `up1` below 0); `up0` {itm['up0']:.1f} % and `up2` {itm['up2']:.1f} % "
+        f"(chance 25 %). REC P@1: `up1` {rec['up1']:.1f} %; " + ", ".join(f"`{b}`" for b in level)
+        + f" level with it (every interval reaching 0), `down0` {rec['down0']:.1f} % ({ci(discrimination, 'REC P@1', 'down0')}), "
+        f"`up0` {rec['up0']:.1f} % and `up2` {rec['up2']:.1f} % (still on the grounding plateau). One training run per block: "
+        "the intervals hold the test queries' variation, not the training seed's."))
+
+# %%
+# The fused maps (Tab. 6), against up1
+with report.toy_rows(params.scale):  # at the smoke scale a batch runs its first variants only
+    fusions = [v for v in ("all", "down1+up1", "mid+down2+up0", "down0+up2") if v in m.index]
+    display(report.prose(
+        "*Fused maps* (ITM / REC, difference to `up1`): " + "; ".join(
+            f"`{v}` {itm[v]:.1f} / {rec[v]:.1f} % (ITM {ci(discrimination, 'ITM overall', v)}, REC {ci(discrimination, 'REC P@1', v)})"
+            for v in fusions)
+        + f". `down0+up2` is no better than `down0` alone ({itm['down0']:.1f} / {rec['down0']:.1f} %). Adding blocks to `up1` "
+        "cost matching here: at an equal step budget, a fused adapter has more input to learn from, not a head start."))
+
+# %%
+# Generation: each adapter self-corrects the base model, against the base model's plain images
+sc = generation[generation.index.get_level_values("method").str.endswith(" + SC")]
+clear = sc[(sc["diff_low"] > 0) | (sc["diff_high"] < 0)]
+report.prose(
+    f"*Generation* ({int(sc['n'].max())} paired images per cell, {int(sc['n'].min())} on toy-CC (OOD)). `up1`: "
+    f"{ci(generation, 'toy-cc (ID)', 'up1 + SC')} on toy-CC (ID), {ci(generation, 'toy-nss (ID)', 'up1 + SC')} on toy-NSS. "
+    f"Of the {len(sc)} self-corrected cells, {len(clear)} have an interval that excludes 0: "
+    + ", ".join(f"`{meth.removesuffix(' + SC')}` {ci(generation, cell, meth)} on {cell} (McNemar p = {row.p:.2f})"
+                for (cell, meth), row in clear.iterrows())
+    + f", about what chance gives in {len(sc)} cells. Self-correction with adapters at {itm.min():.1f}-{itm.max():.1f} % ITM moves "
+    "no cell measurably at these sizes; the headline self-correction gain (`03_self_correction`, 600 images) needs the "
+    "converged 3,000-step adapter.")
 
 # %% [markdown]
 # ## A diagnosis: why two blocks' adapters did not learn
 #
-# Two batch files, stage 1 only, on the same test queries as the blocks batch, run on request
-# (not part of `make ablations`). `blocks_diagnosis.yaml` asks whether it was that run's luck
-# (another training seed, for `up0`, `up1` and `up2`) or the budget (`up2` with 2,000 steps):
-# `python -m dptlib.experiments.ablations blocks_diagnosis --scale toy`, 43.4 min here. Finished (2026-12-05):
-# `up2-s1` (10.8 min) and `up0-s1` (5.8 min), both near chance again; `up1-s1` (the positive
-# control, 7.5 min) learns again (64.3 / 80.8 %); `up2-2000` (19.4 min) stays at chance (24.5 /
-# 5.4 %). Neither luck nor budget, then.
+# `01_probing`'s linear probes read colour, shape and size from the `up0` and `up2` maps, yet
+# their adapters stayed at chance. Three batch files, stage 1 only, on the same test queries, run
+# on request (not part of `make ablations`), ask why. `blocks_diagnosis.yaml`: was it that run's
+# luck (another training seed for `up0`, `up1` and `up2`) or the budget (`up2` with 2,000 steps)?
+# The whole story, with the stage-1 loss curves, is in
+# [docs/ablations.md](../docs/ablations.md#04-why-two-blocks-adapters-did-not-learn).
 
 # %% tags=["nbval-ignore-output"]
-_, diagnosis = ablations.run_and_collect(params.diagnosis_batch, params.scale, run=False)  # run on request only
+# The diagnosis's runs beside the blocks batch's seed 0 (run on request only: what has finished)
+_, diagnosis = ablations.run_and_collect(params.diagnosis_batch, params.scale, run=False)
 tasks = ["ITM overall", "REC P@1"]
 seed0 = results.metrics.reindex(index=[b for b in ("up0", "up1", "up2") if b in results.metrics.index], columns=tasks)
 pd.concat([seed0.rename(index=lambda b: f"{b} (blocks batch: seed 0, 1,000 steps)"), diagnosis.metrics.reindex(columns=tasks)]).round(1)
@@ -193,31 +216,39 @@ pd.concat([seed0.rename(index=lambda b: f"{b} (blocks batch: seed 0, 1,000 steps
 # $R^2 \le 0$ means no linear read-out).
 
 # %% tags=["nbval-ignore-output"]
+# Each block's map statistics on the validation scenes
 backbone = load_backbone("toy")
 world = ToyWorld(ToyWorldConfig(seed=0))
 maps = block_map_table(backbone, world, world.scenes("val", params.map_scenes), list(block_modules(backbone.unet)), timestep=250)
 report.save_table(maps, "block_maps", params.scale, floatfmt=".3f")
 maps.astype(float).round(3)
 
+# %%
+# What the statistics say about up0 and up2, read from the table above
+s = maps.astype(float)
+others = s.drop(index=["up2"])["noise R2"]
+report.prose(
+    f"On {params.map_scenes} validation scenes, `up0`'s map is small and offset: its channels vary with a spread of "
+    f"{s.at['up0', 'spread']:.2f} (`up1` {s.at['up1', 'spread']:.2f}), around constant offsets up to "
+    f"{s.at['up0', 'largest offset']:.2f}, {s.at['up0', 'largest offset'] / s.at['up0', 'spread']:.0f} times that spread. "
+    f"`up2`'s map is as large as `up1`'s (spread {s.at['up2', 'spread']:.2f}) but is mostly the U-Net's noise estimate: "
+    f"a linear read-out of $\\epsilon$ explains {100 * s.at['up2', 'noise R2']:.0f} % of its held-out variance (`up1` "
+    f"{100 * s.at['up1', 'noise R2']:.0f} %, every other block ≤ {100 * others.max():.0f} %), and the part that differs "
+    f"between images is {100 * s.at['up2', 'image share']:.1f} % of its variance (`up1` {100 * s.at['up1', 'image share']:.1f} %). "
+    f"Its $z_0$ read-out ({100 * s.at['up2', 'z0 R2']:.0f} %) says the content is there too, under the noise.")
+
 # %% [markdown]
-# What the toy's 64 validation scenes gave (`figures/block_maps.md`): `up0`'s map is small and
-# offset: its channels vary with a spread of 0.18 (`up1` 0.51), around constant offsets up to 2.47,
-# fourteen times that spread. `up2`'s map is as large as `up1`'s (spread 0.53) but is mostly the
-# U-Net's noise estimate: a linear read-out of $\epsilon$ explains 89 % of its held-out variance
-# (`up1` 4 %, every other block ≤ 27 %), and the part that differs between images is 0.8 % of its
-# variance (`up1` 7.6 %). Its $z_0$ read-out (62 %) says the content is there too, under the noise.
-#
-# `blocks_norm.yaml` (`python -m dptlib.experiments.ablations blocks_norm --scale toy`, 50.3 min here) asks
-# whether standardising each channel of the map before the projection (`adapter_input_norm =
-# "batch"`, a BatchNorm without affine parameters; not in the paper) lets them learn: `up0` raw
-# against standardised at training seeds 0-2, `up1` (the control) at seeds 0-1, `up2` at seed 0.
-# Per-channel standardisation leaves a few dominant directions across channels as they are, so
-# `blocks_whiten.yaml` (57.1 min) whitens the channels instead (`adapter_input_norm = "whiten"`:
-# mean 0 and covariance I, running ZCA statistics; not in the paper either): `up2` raw against
-# whitened at seeds 0-2, `up1` whitened at seeds 0-1.
+# Two more files test that reading (neither treatment is in the paper). `blocks_norm.yaml`
+# standardises each channel of the map before the projection (`adapter_input_norm = "batch"`, a
+# BatchNorm without affine parameters): `up0` raw against standardised at training seeds 0-2,
+# `up1` (the control) at seeds 0-1, `up2` at seed 0. Per-channel standardisation leaves a few
+# dominant directions across channels as they are, so `blocks_whiten.yaml` whitens the channels
+# instead (`adapter_input_norm = "whiten"`: mean 0 and covariance I, running ZCA statistics):
+# `up2` raw against whitened at seeds 0-2, `up1` whitened at seeds 0-1.
 
 # %% tags=["nbval-ignore-output"]
-_, standardised_runs = ablations.run_and_collect(params.norm_batch, params.scale, run=False)  # run on request only
+# The standardised and whitened runs (run on request only: what has finished)
+_, standardised_runs = ablations.run_and_collect(params.norm_batch, params.scale, run=False)
 _, whitened_runs = ablations.run_and_collect(params.whiten_batch, params.scale, run=False)
 pd.concat([standardised_runs.metrics, whitened_runs.metrics]).reindex(columns=tasks).round(1)
 
@@ -229,6 +260,7 @@ pd.concat([standardised_runs.metrics, whitened_runs.metrics]).reindex(columns=ta
 # claims table's rules (fewer than 3 seeds: "k runs", no verdict).
 
 # %% tags=["nbval-ignore-output"]
+# Which runs are each arm's seeds 0, 1, 2
 outcomes = pd.concat([results.discrimination, diagnosis.discrimination, standardised_runs.discrimination, whitened_runs.discrimination])
 raw = {"up0": {0: "up0", 1: "up0-s1", 2: "up0-s2"}, "up1": {0: "up1", 1: "up1-s1"}, "up2": {0: "up2", 1: "up2-s1", 2: "up2-s2"}}
 treated = {("up0", "standardised"): {0: "up0-norm", 1: "up0-norm-s1", 2: "up0-norm-s2"},
@@ -242,29 +274,32 @@ if not treatments.empty:
 treatments
 
 # %% [markdown]
-# **What the runs say** (every adapter here stops at 1,000 steps, its loss still falling: these are
-# verdicts about leaving chance at this budget, not about converged adapters). Standardising
-# `up0`'s map lifts its adapter off chance at every seed:
-# ITM 41.1 / 34.7 / 39.2 % against 25.8 / 25.6 / 23.9 %, REC 44.6 / 46.2 / 43.0 % against
-# 11.4 / 20.2 / 24.0 % (seeds 0-2), **+13.2 [+5.5, +21.0] ITM and +26.1 [+9.8, +42.4] REC, holds**
-# (3 of 3 seeds, Holm p 0.043 over the four rows with three seeds). That brings `up0` to the
-# bottom blocks' level (ITM 34-39 %), not to `up1`'s 67 %: the offset and scale were why it stayed
-# at chance, not why it is weaker than `up1`. For `up2` standardising changes nothing (23.1 /
-# 6.0 %, one run), as its statistics predicted; **whitening does what standardising did for `up0`**:
-# ITM 33.8 / 32.8 / 32.4 % against 21.8 / 23.4 / 22.3 %, REC 37.8 / 49.6 / 27.8 % against
-# 4.4 / 6.4 / 4.4 %, **+10.5 [+7.7, +13.3] ITM and +33.3 [+9.6, +57.0] REC, holds** (3 of 3 seeds).
-# So the noise estimate's few directions, which per-channel scaling leaves dominant, are what kept
-# `up2`'s adapter at chance; with them levelled it learns to the bottom blocks' level too (the
-# probes pool over a box, which also averages the noise away). Neither treatment is a free
-# improvement: on `up1`, standardising gives +6.7 and +6.0 ITM at two seeds with REC split (−13.0,
-# +2.4), and whitening +6.1 and +13.8 ITM but REC −47.8 and −50.4 at two seeds (18.4 and 30.4 %
-# against 66.2 and 80.8 %: its grounding stays on the plateau at 1,000 steps, at both seeds).
-# The paper's projection takes the raw map, as the toy preset does; a real SD's blocks have other
-# statistics (its last up block has 320 channels, of which the noise
-# estimate is a far smaller part than of the toy's 32), which `map_statistics` measures on any
-# diffusers U-Net.
+# **What the runs say.** Every adapter here stops at 1,000 steps, its loss still falling: these
+# are verdicts about leaving chance at this budget, not about converged adapters.
+
+# %%
+# Each treatment's rows, read from the table above
+with report.toy_rows(params.scale):  # at the smoke scale a batch runs its first variants only
+    row = treatments.set_index(["block", "map", "task"]) if not treatments.empty else None
+    say = lambda b, t: "; ".join(f"{task.split()[0]} {row.loc[(b, t, task), 'treated − raw'].split(' (')[0]} "
+                                 f"(per seed {row.loc[(b, t, task), 'per seed']}: {row.loc[(b, t, task), 'verdict']})" for task in tasks)
+    treated_itm = pd.concat([standardised_runs.metrics, whitened_runs.metrics])["ITM overall"]
+    display(report.prose(
+        f"Standardising `up0`'s map lifts its adapter off chance at every seed: {say('up0', 'standardised')}. That brings `up0` "
+        f"to the bottom blocks' level (ITM {treated_itm.filter(like='up0-norm').min():.0f}-{treated_itm.filter(like='up0-norm').max():.0f} "
+        f"%; bottom blocks {itm[bottom].min():.0f}-{itm[bottom].max():.0f} %), not to `up1`'s {itm['up1']:.1f} %: the offset and scale "
+        f"were why it stayed at chance, not why it is weaker than `up1`. For `up2` standardising changes nothing "
+        f"({say('up2', 'standardised')}), as its statistics predicted; **whitening does for `up2` what standardising did for `up0`**: "
+        f"{say('up2', 'whitened')}. Neither is a free improvement: on `up1`, standardising gives {say('up1', 'standardised')}; "
+        f"whitening {say('up1', 'whitened')} (its grounding stays on the plateau at 1,000 steps).") if row is not None else None)
 
 # %% [markdown]
+# So the noise estimate's few directions, which per-channel scaling leaves dominant, are what kept
+# `up2`'s adapter at chance (the probes pool over a box, which also averages the noise away). The
+# paper's projection takes the raw map, as the toy preset does; a real SD's blocks have other
+# statistics (its last up block has 320 channels, of which the noise estimate is a far smaller
+# part than of the toy's 32), which `map_statistics` measures on any diffusers U-Net.
+#
 # ## The paper's claims, tested
 
 # %%
@@ -277,19 +312,22 @@ def weak(*variants):
     return f" [{', '.join(below)}: ITM below twice chance at this budget]" if below else ""
 
 
+FIG3_UP = "Fig. 3: probing up the U-Net beats the bottom for"
+TAB6_PAPER = {"generation": "+9.8 BLIP-M on CC-500 (up3 94.5 vs bottom1 84.7)", "up3": "+7.1 BLIP-M on COCO-NSS1K (73.3 vs 80.4)",
+              "fused": "-1.2 BLIP-M on COCO-NSS1K (79.2 vs 80.4)"}  # the paper's numbers (App. Tab. 6)
+
+# %%
+# The four claims (the toy batch has no stage 2: each adapter acts on generation through self-correction)
 claims = [
-    ablations.variant_claim(results, "Fig. 3: probing up the U-Net beats the bottom for generation (up2 vs down0, DPT + SC), toy-cc (ID)"
-                            + weak("down0", "up2"),
-                            "+9.8 BLIP-M on CC-500 (up3 94.5 vs bottom1 84.7)", "down0 + SC", "up2 + SC", "toy-cc (ID)"),
-    ablations.variant_claim(results, "Fig. 3: probing up the U-Net beats the bottom for discrimination (up2 vs down0, ITM overall)"
-                            + weak("down0", "up2"),
+    ablations.variant_claim(results, f"{FIG3_UP} generation (up2 vs down0, DPT + SC), toy-cc (ID)" + weak("down0", "up2"),
+                            TAB6_PAPER["generation"], "down0 + SC", "up2 + SC", "toy-cc (ID)"),
+    ablations.variant_claim(results, f"{FIG3_UP} discrimination (up2 vs down0, ITM overall)" + weak("down0", "up2"),
                             "(Fig. 3, ITM rises from bottom to up)", "down0", "up2", "ITM overall"),
-    # the toy batch has no stage 2 (see above): each adapter acts on generation through self-correction
     ablations.variant_claim(results, "Tab. 6: DPT probing up3 (our up2) improves on the base model (self-corrected), toy-nss (ID)" + weak("up2"),
-                            "+7.1 BLIP-M on COCO-NSS1K (73.3 vs 80.4)", "base", "up2 + SC", "toy-nss (ID)"),
+                            TAB6_PAPER["up3"], "base", "up2 + SC", "toy-nss (ID)"),
     ablations.variant_claim(results, "Tab. 6: fusing all blocks does not beat the best single block "
                             "(all vs up2, self-corrected), toy-nss (ID)" + weak("up2", "all"),
-                            "-1.2 BLIP-M on COCO-NSS1K (79.2 vs 80.4)", "up2 + SC", "all + SC", "toy-nss (ID)", control=True),
+                            TAB6_PAPER["fused"], "up2 + SC", "all + SC", "toy-nss (ID)", control=True),
 ]
 claims = ablations.claims_frame(claims)
 report.save_table(claims, "tab6_blocks_claims", params.scale)
@@ -309,56 +347,95 @@ claims
 # adjusted p exclude 0 and at least 4 of 5 seeds (all of 3) agree. Fewer than three runs read "k runs".
 
 # %% tags=["nbval-ignore-output"]
-seeded = ablations.read_finished(params.seeds_batches, params.scale)  # run on request only: what has finished
+# The seeded runs (run on request only: what has finished)
+seeded = ablations.read_finished(params.seeds_batches, params.scale)
 seeded.metrics.reindex(columns=tasks).round(1)
 
 # %%
+# The claims, as dptlib.experiments.ablation_claims defines them
 FIG3 = ablation_claims.FIG3
 ablation_claims.claims_frame(FIG3)
 
 # %%
-by_seed = ablation_claims.measure(FIG3, results, seeded)  # no seeded run yet: an empty table (09_results then says so)
+# Each claim over the seeds (no seeded run yet: an empty table, which 09_results then reports)
+by_seed = ablation_claims.measure(FIG3, results, seeded)
 report.save_table(by_seed, FIG3.name, params.scale)
 by_seed.drop(columns=["difference", "low", "high"]).set_index("claim")
 
 # %% [markdown]
-# **What the seeds say** (2026-12-05, training seeds 0-4; `blocks_seeds.yaml` took 43.0 min on 2
-# cores: `down0` 311-320 s, `up2` 645-669 s per run). ITM overall, `down0` 34.3, 34.0, 32.9, 31.1,
-# 32.2 % against `up2` 21.8, 23.4, 22.3, 23.9, 22.4 % (chance 25 %); REC P@1 57.0, 32.6, 24.8,
-# 59.6, 51.6 % against 4.4, 6.4, 4.4, 6.8, 3.4 %.
-#
-# - "Probing up beats the bottom", ITM: **−10.1 [−12.8, −7.4]**, every seed below 0 (−12.5 to
-#   −7.2) → *contradicted*; REC: **−40.0 [−59.2, −20.9]**, every seed below 0 → *contradicted*.
-#
-# So the one-run reading repeats at every seed: at 1,000 steps the raw `up2` map leaves its
-# adapter at chance whatever the seed, while `down0`'s learns a little (its REC varies from 25 to
-# 60 % between seeds: the grounding plateau is left at a step that varies between runs). This is
-# a statement about what a 1,000-step adapter reads from the raw top map of this toy U-Net, which
-# is mostly its noise estimate (above), not about where the paper's SD keeps its semantics:
-# whitening the map lifts `up2` to the bottom blocks' level, and `up1`, the toy's top block that
-# learns, beats `down0` by 33 ITM points in the one-run table.
+# **What the seeds say**, read from the tables above (seed 0 is the blocks batch's run):
 
+# %%
+# Each arm's accuracy at every seed it ran, then each claim's row
+with report.toy_rows(params.scale):  # at the smoke scale a batch runs its first variants only
+    def per_seed(variant, task):
+        runs = [results.metrics.at[variant, task]] + [seeded.metrics.at[f"{variant}-s{k}", task]
+                                                      for k in range(1, 5) if f"{variant}-s{k}" in seeded.metrics.index]
+        return ", ".join(f"{value:.1f}" for value in runs) + " %"
+
+
+    display(report.prose(
+        f"ITM overall, `down0` {per_seed('down0', 'ITM overall')} against `up2` {per_seed('up2', 'ITM overall')} (chance 25 %); "
+        f"REC P@1 {per_seed('down0', 'REC P@1')} against {per_seed('up2', 'REC P@1')}.\n\n"
+        + "\n".join(f"- {r.claim}: **{r['toy (difference, 95 % interval)']}**, per seed {r['per seed']} "
+                    f"({r['seeds agreeing']} seeds agreeing) → *{r.verdict}*" for _, r in by_seed.iterrows())))
+
+# %% [markdown]
+# So the one-run reading repeats at every seed: at 1,000 steps the raw `up2` map leaves its
+# adapter at chance whatever the seed, while `down0`'s learns a little (its REC varies between
+# seeds: the grounding plateau is left at a step that varies between runs). This is a statement
+# about what a 1,000-step adapter reads from the raw top map of this toy U-Net, which is mostly
+# its noise estimate (above), not about where the paper's SD keeps its semantics: whitening the map
+# lifts `up2` to the bottom blocks' level, and `up1`, the toy's top block that learns, beats
+# `down0` by far in the one-run table.
 
 # %% [markdown]
 # ## Exercise: what an early exit saves
 #
 # The adapter reads the feature map of block $l$ (Eq. 1), so a training step needs the U-Net only
 # up to block $l$: `dptlib.method.backbone.extract_features` stops the forward pass there (a hook raises
-# right after the last probed block). That is why this ablation's adapters cost 4.7-11.5 minutes
-# each: the higher the probed block, the more of the U-Net every step runs, and a fused probe
-# costs what its highest block costs. Write `blocks_run(blocks)`: given the probed blocks in
-# execution order, return the blocks the U-Net runs, in order. The check runs a toy U-Net with a
-# hook on every block and compares, for five probes.
+# right after the last probed block). The higher the probed block, the more of the U-Net every
+# step runs, and a fused probe costs what its highest block costs. Write `blocks_run(blocks)`:
+# given the probed blocks (diffusers' names, in execution order), return the blocks the U-Net
+# runs, in order. The blocks run in the order of the block-map table above: down the U-Net, then
+# up. The check runs a toy U-Net with a hook on every block and compares, for five probes.
 
 # %%
-EXECUTION_ORDER = ["down0", "down1", "down2", "mid", "up0", "up1", "up2"]  # diffusers' names: down the U-Net, then up
-
-
 def blocks_run(blocks):
-    """The U-Net blocks that run, in order, to read ``blocks`` (a list in execution order)."""
+    """The U-Net blocks that run, in order, to read ``blocks`` (a list of block names in execution order)."""
     # solution
-    return EXECUTION_ORDER[: EXECUTION_ORDER.index(blocks[-1]) + 1]
+    execution_order = ["down0", "down1", "down2", "mid", "up0", "up1", "up2"]  # down the U-Net, then up
+    return execution_order[: execution_order.index(blocks[-1]) + 1]
 
 
 # %%
+# The check: a toy U-Net with a hook on every block, for five probes
 teaching.check_blocks_run(blocks_run)
+
+# %% [markdown]
+# ## What we learned
+#
+# Written from this notebook's tables:
+
+# %%
+# The findings, each number read from the tables above
+with report.toy_rows(params.scale):  # at the smoke scale a batch runs its first variants only
+    fig3 = dict(zip(by_seed["claim"].str.extract(r"\((?:up2 vs down0), ([^)]*)\)")[0], by_seed["verdict"])) if len(by_seed) else {}
+    display(report.prose(
+        f"- **Matching is best read from `up1`** (the preset's block, the paper's up2): ITM {itm['up1']:.1f} % against "
+        f"{itm[bottom].min():.1f}-{itm[bottom].max():.1f} % for the bottom and middle blocks; grounding is learned about as well "
+        f"from the blocks below it (REC {rec[bottom].min():.1f}-{rec[bottom].max():.1f} % against {rec['up1']:.1f} %).\n"
+        f"- **`up0` and `up2` did not learn at this budget** (ITM {itm['up0']:.1f} and {itm['up2']:.1f} %, chance 25 %), at other "
+        "seeds and, for `up2`, in twice the steps: `up0`'s map is small and offset, `up2`'s mostly the U-Net's noise estimate; "
+        "standardising (`up0`) or whitening (`up2`) the map lifts each to the bottom blocks' level."))
+
+# %%
+# The findings on self-correction, and on the paper's claim
+with report.toy_rows(params.scale):  # at the smoke scale a batch runs its first variants only
+    display(report.prose(
+        f"- **No block's self-correction moves generation measurably** at {int(sc['n'].max())} images ({len(clear)} of {len(sc)} "
+        "intervals exclude 0, about what chance gives).\n"
+        "- So the paper's \"up is better\" is seen for matching up to `up1` only; over training seeds Fig. 3's `up2` vs `down0` "
+        "reads " + (", ".join(f"*{v}* on {task}" for task, v in fig3.items()) or "nothing yet (no seeded run)")
+        + ": a statement about the raw top map of this toy U-Net at 1,000 steps, "
+        "not about where the paper's SD keeps its semantics."))

@@ -81,5 +81,20 @@ def test_the_cut_detector_sees_a_cut_table():
     import pandas as pd
 
     with pd.option_context("display.max_colwidth", 50):
-        html = pd.DataFrame({"claim": ["Tab. 1: DPT (stage 2) improves on the base model on every prompt set"]}).to_html()
+        html = pd.DataFrame({"claim": ["Tab. 1: DPT (stage 2) improves on the base model on every prompt set"]})._repr_html_()
     assert CUT.search(html)
+
+
+def test_a_cell_reading_toy_rows_says_so_at_the_smoke_scale_and_fails_at_the_toy_scale(capsys):
+    import pandas as pd
+
+    from dptlib.experiments import report
+
+    table = pd.DataFrame({"ITM overall": [84.6]}, index=["up1"])
+    with report.toy_rows("smoke"):
+        table.loc["down0", "ITM overall"]
+    said = capsys.readouterr().out
+    assert "does not make" in said and "KeyError" in said
+    with pytest.raises(KeyError):
+        with report.toy_rows("toy"):
+            table.loc["down0", "ITM overall"]
