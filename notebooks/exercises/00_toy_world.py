@@ -49,7 +49,7 @@
 # - judge whether the oracle is exact enough to grade a generated image.
 #
 # *Prerequisites:* Python and numpy; no earlier notebook. *Time on 2 CPU cores:* toy scale
-# 1.5 min, smoke scale 16 s. *GPU:* not needed.
+# 1-1.5 min, smoke scale 16 s. *GPU:* not needed.
 
 # %% tags=["parameters"]
 scale = None  # "smoke" | "toy"; None reads $DPT_SCALE (default "toy")

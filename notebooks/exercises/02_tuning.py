@@ -52,7 +52,7 @@
 # - judge whether one run's interval is evidence, against the verdict over training seeds.
 #
 # *Prerequisites:* `01_probing` at the same scale (at the smoke scale this notebook runs it
-# itself). *Time on 2 CPU cores:* toy scale 32 min, smoke scale 22 s. *GPU:* not measured
+# itself). *Time on 2 CPU cores:* toy scale 27-36 min, smoke scale 22 s. *GPU:* not measured
 # at the toy scale.
 
 # %% tags=["parameters"]

@@ -49,7 +49,7 @@
 # - judge, before the result, whether a random step of the same size would help as much.
 #
 # *Prerequisites:* `02_tuning` at the same scale (at the smoke scale this notebook runs 01 and 02
-# itself). *Time on 2 CPU cores:* toy scale 17 min, smoke scale 19 s. *GPU:* not measured
+# itself). *Time on 2 CPU cores:* toy scale 16-21 min, smoke scale 19 s. *GPU:* not measured
 # at the toy scale.
 
 # %% tags=["parameters"]
