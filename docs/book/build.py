@@ -168,12 +168,13 @@ def stage_notebook(path: Path, source: str) -> tuple[str, int]:
     folded = 0
     for cell in notebook.cells:
         solution = is_solution(cell)
-        folded += solution
         if cell.cell_type == "markdown":
             cell.source = rewrite_markdown(cell.source, source)
-            if solution:
-                cell.source = fold_markdown(cell.source)
+            if solution:  # a solution cell that is only a heading stays as it is (nothing to fold)
+                was, cell.source = cell.source, fold_markdown(cell.source)
+                folded += cell.source != was
         elif solution and cell.cell_type == "code":
+            folded += 1
             tags = cell.metadata.setdefault("tags", [])
             if HIDE_INPUT not in tags:
                 tags.append(HIDE_INPUT)
