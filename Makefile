@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lint setup setup-paper paper-dry-run paper-dry-run-cpu reproduce ablations seeds check-claims profile verify retrain smoke exercises test test-unit test-notebooks bench bench-float gpu-check toy-model lab sync book setup-browser clean
+.PHONY: lint setup setup-paper paper-dry-run paper-dry-run-cpu reproduce ablations seeds check-claims dose-response profile verify retrain smoke exercises test test-unit test-notebooks bench bench-float gpu-check toy-model lab sync book setup-browser clean
 
 ## setup: create .venv, install dptlib with its dev tools, register the "dpt" Jupyter kernel
 setup: $(STAMP)
@@ -44,6 +44,15 @@ ARMS ?= cosine-1500 cosine-1000 cosine-1500-lr2e-3
 SEEDS ?= 0
 convergence: setup
 	$(BIN)/dpt convergence --scale toy --arms $(ARMS) --seeds $(SEEDS)
+
+## dose-response: stage 2 from 0 to 3,000 steps at two learning rates, three training seeds (dptlib.experiments.dose_response;
+##                validation curves at every dose, the checkpoint chosen by CLIP and by the oracle, its test cells; about
+##                40 min a run + 17 min a seed's stage 1 on 2 cores, resumable by run); then figures/fig4a_dose_response.png
+##                and figures/stage2_dose_{curves,test}.*
+DOSE_LRS ?= 1e-4 1e-3
+DOSE_SEEDS ?= 0 1 2
+dose-response: setup
+	$(BIN)/dpt dose-response --scale toy --lrs $(DOSE_LRS) --seeds $(DOSE_SEEDS)
 
 ## check-claims: re-derive the seed-aware claims tables from the runs present (runs/ or results/) and compare them with
 ##               figures/seed_claims.csv and the ablations' *_seed_claims.csv (dptlib.experiments.ablation_claims): same verdicts,

@@ -18,6 +18,7 @@ COMMANDS = {
     "convert-official": ("dptlib.official.convert", "the authors' pytorch_model.bin -> a diffusers LoRA + an adapter folder"),
     "timing": ("dptlib.perf.timing", "benchmarks and make profile"),
     "convergence": ("dptlib.experiments.convergence", "stage 1 under other learning-rate schedules"),
+    "dose-response": ("dptlib.experiments.dose_response", "stage 2 from 0 to 3,000 steps: validation curves, chosen checkpoints, test"),
     "sampler-check": ("dptlib.experiments.sampler_check", "the base model's exact match under other samplers"),
     "gpu-check": ("dptlib.perf.gpu_check", "the device tests and SD-2.1-sized throughput on a CUDA machine"),
     "paper-dry-run": ("dptlib.perf.paper_dry_run", "the paper-scale path at the real sizes with random weights"),

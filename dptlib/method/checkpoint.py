@@ -149,7 +149,7 @@ def load_training_state(
 # Run identity: what a resume state must match
 # --------------------------------------------------------------------------------------------
 # settings a resumed run may change: how long it trains and how often it logs or saves
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "validate_every")
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every", "validate_every", "validate_at")
 
 
 def run_identity(config, unet: torch.nn.Module, data: DiscriminationData) -> dict:

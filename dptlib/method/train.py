@@ -247,10 +247,12 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, config, start: int = 0) -> to
 
 def _fit(*, config, data: DiscriminationData, out_dir: Path, backbone: Backbone, adapter: DiscriminativeAdapter, blocks: list[str],
          parameters: list, name: str, accelerator, progress: bool = True, on_gradients=None, objectives: str = "both",
-         mse_coef: float = 0.0, validate=None, validate_every: int = 0, keep_state: bool = False) -> tuple[DPTModel, list, list]:
+         mse_coef: float = 0.0, validate=None, validate_every: int = 0, validate_at=(), keep_state: bool = False
+         ) -> tuple[DPTModel, list, list]:
     """The training loop both stages share; see the module docstring. ``keep_state`` also saves
     the resume state after the last step, so that a later, longer run of the same settings goes on
-    from here."""
+    from here. ``validate`` runs at step 0, every ``validate_every`` steps and after each step
+    count in ``validate_at``."""
     model = DPTModel(backbone.unet, adapter, blocks, objectives, mse_coef)
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     state_path = out_dir / f"{name}.state.safetensors"
@@ -274,7 +276,8 @@ def _fit(*, config, data: DiscriminationData, out_dir: Path, backbone: Backbone,
     per_process = config.batch_size // (accelerator.num_processes * config.grad_accumulation)
     if per_process < 1:
         raise ValueError(f"batch_size={config.batch_size} is smaller than processes x accumulation steps")
-    if validate is not None and validate_every and start == 0 and accelerator.is_main_process:  # the stage-1 start
+    validate_at = set(validate_at)
+    if validate is not None and (validate_every or validate_at) and start == 0 and accelerator.is_main_process:  # the start
         model.eval()
         validation.append({"step": 0, **validate(0, accelerator.unwrap_model(model))})
     model.train()
@@ -306,7 +309,8 @@ def _fit(*, config, data: DiscriminationData, out_dir: Path, backbone: Backbone,
                      "seconds": time.time() - t0}
             log.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}")
-        if validate is not None and validate_every and ((step + 1) % validate_every == 0 or step + 1 == config.steps):
+        every = validate_every and ((step + 1) % validate_every == 0 or step + 1 == config.steps)
+        if validate is not None and (every or step + 1 in validate_at):
             if accelerator.is_main_process:
                 model.eval()
                 score = validate(step + 1, accelerator.unwrap_model(model))
@@ -397,6 +401,7 @@ class TuneConfig(ProbeConfig):
     objectives: str = "both"  # "matching" (GM), "grounding" (LG), "both" (Tab. 4) or "none" (MSE only, Tab. 5)
     mse_coef: float = 0.0  # weight of the denoising loss (Tab. 5, 9)
     validate_every: int = 0  # steps between validation scores (checkpoint selection); 0: never
+    validate_at: tuple[int, ...] = ()  # step counts after which to validate too (a dose-response's doses)
 
     PRESETS = {
         "smoke": dict(steps=4, batch_size=4, checkpoint_every=2, log_every=1, validate_every=2,
@@ -437,8 +442,8 @@ def tune(config: TuneConfig, data: DiscriminationData, probe_dir: str | Path, ou
     """Stage 2: LoRA on the U-Net (+ the adapter) with the DPT objectives, from a stage-1 adapter.
 
     ``validate(step, model) -> dict`` (e.g. the evaluator CLIP score of images generated for
-    validation prompts, key ``"score"``) runs before the first step and every ``validate_every``
-    steps; among the tuned checkpoints (not step 0) the best-scoring
+    validation prompts, key ``"score"``) runs before the first step, every ``validate_every``
+    steps and after each step count in ``validate_at``; among the tuned checkpoints (not step 0) the best-scoring
     LoRA + adapter are kept in ``out_dir/best`` (the paper's checkpoint selection), the last in
     ``out_dir``. Both are saved in the diffusers LoRA format (``pipe.load_lora_weights(dir)``).
     """
@@ -471,7 +476,8 @@ def tune(config: TuneConfig, data: DiscriminationData, probe_dir: str | Path, ou
     model, log, validation = _fit(config=config, data=data, out_dir=out_dir, backbone=backbone, adapter=adapter, blocks=blocks,
                                   parameters=parameters, name="tune", accelerator=accelerator, progress=progress,
                                   objectives=config.objectives, mse_coef=config.mse_coef,
-                                  validate=validate_and_keep if validate else None, validate_every=config.validate_every)
+                                  validate=validate_and_keep if validate else None, validate_every=config.validate_every,
+                                  validate_at=config.validate_at)
     if accelerator.is_main_process:
         save_tuned(model.unet, model.adapter, config, blocks, out_dir, meta)
         (out_dir / "log.json").write_text(json.dumps({"log": log, "validation": validation, "best": best}))
