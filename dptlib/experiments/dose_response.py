@@ -73,7 +73,7 @@ FEATURE_TIMESTEP = 250  # the t of the fixed noisy batch whose up1 features are 
 SIZES = {  # what a run measures; the test set is the seeds batch's (Tab. 1's headline cells, 4 generation seeds)
     "smoke": dict(n_train_images=24, n_val_images=12, n_validation=2, n_itm=4, n_rec=4, n_feature_images=4,
                   test_prompts=dict.fromkeys(HEADLINE_CELLS, 2), seeds=[0], num_inference_steps=3),
-    "toy": dict(n_train_images=4000, n_val_images=500, n_validation=100, n_itm=250, n_rec=250, n_feature_images=32,
+    "toy": dict(n_train_images=4000, n_val_images=500, n_validation=100,  # toy-CC (ID) has 36 n_itm=250, n_rec=250, n_feature_images=32,
                 test_prompts=dict.fromkeys(HEADLINE_CELLS, 150), seeds=[0, 1, 2, 3], num_inference_steps=15),
 }
 GUIDANCE_SCALE = 7.5
@@ -204,13 +204,22 @@ class Validation:
         return result
 
 
+def validation_prompts(scale: str, world: ToyWorld, seed: int = 0) -> dict:
+    """Up to ``n_validation`` validation prompts per headline cell (fewer where the cell has fewer:
+    toy-CC (ID) has 36 beyond its 150 test prompts); none of them a test prompt. Raises where a
+    cell has none, which :func:`main` checks before any work."""
+    sizes = SIZES[scale]
+    _, validation = generation_prompts(world.config, sizes["test_prompts"], sizes["n_validation"], seed=seed)
+    empty = [cell for cell, prompts in validation.items() if not prompts]
+    if empty:
+        raise ValueError(f"no validation prompts left beside the test prompts of {empty} at scale {scale!r}")
+    return validation
+
+
 def validation_set(scale: str, backbone: Backbone, val, embed, world: ToyWorld, seed: int = 0) -> Validation:
     """The :class:`Validation` of a scale: its sizes (``SIZES``), items drawn with ``seed``."""
     sizes = SIZES[scale]
-    _, validation = generation_prompts(world.config, {c: n for c, n in sizes["test_prompts"].items()}, sizes["n_validation"], seed=seed)
-    short = {c: len(p) for c, p in validation.items() if len(p) < sizes["n_validation"]}
-    if short:
-        raise ValueError(f"too few validation prompts: {short} (wanted {sizes['n_validation']} per cell)")
+    validation = validation_prompts(scale, world, seed)
     latents = cache_latents(backbone, val.images)
     n = min(sizes["n_feature_images"], val.n_captioned or len(val.images))
     first_caption = {}  # each image's first own caption
@@ -428,6 +437,7 @@ def main(argv=None) -> int:
         check_names("lr", args.lrs, LEARNING_RATES)
         if any(k < 0 for k in args.seeds):
             raise ValueError(f"--seeds must be >= 0; got {args.seeds}")
+        validation_prompts(args.scale, ToyWorld(ToyWorldConfig(seed=0)))  # before any work
     if not args.table:
         base_scores(args.scale)
         for k in args.seeds:  # a seed's stage 1 serves both rates
