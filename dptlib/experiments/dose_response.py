@@ -73,7 +73,7 @@ FEATURE_TIMESTEP = 250  # the t of the fixed noisy batch whose up1 features are 
 SIZES = {  # what a run measures; the test set is the seeds batch's (Tab. 1's headline cells, 4 generation seeds)
     "smoke": dict(n_train_images=24, n_val_images=12, n_validation=2, n_itm=4, n_rec=4, n_feature_images=4,
                   test_prompts=dict.fromkeys(HEADLINE_CELLS, 2), seeds=[0], num_inference_steps=3),
-    "toy": dict(n_train_images=4000, n_val_images=500, n_validation=100,  # toy-CC (ID) has 36 n_itm=250, n_rec=250, n_feature_images=32,
+    "toy": dict(n_train_images=4000, n_val_images=500, n_validation=100, n_itm=250, n_rec=250, n_feature_images=32,  # toy-CC (ID): 36
                 test_prompts=dict.fromkeys(HEADLINE_CELLS, 150), seeds=[0, 1, 2, 3], num_inference_steps=15),
 }
 GUIDANCE_SCALE = 7.5
