@@ -46,6 +46,16 @@ def test_changes_are_zero_for_equal_inputs_and_scale_with_the_difference():
     assert dose_response.image_change(black, half) == pytest.approx(0.5)
 
 
+def test_every_scale_sets_every_size_and_has_validation_prompts():
+    from dptlib.toy.world import ToyWorld, ToyWorldConfig
+
+    assert dose_response.SIZES["toy"].keys() == dose_response.SIZES["smoke"].keys()
+    for scale in dose_response.SIZES:
+        found = dose_response.validation_prompts(scale, ToyWorld(ToyWorldConfig(seed=0)))
+        assert set(found) == set(dose_response.SIZES[scale]["test_prompts"]) and all(found.values())
+    assert list(dose_response.DOSES["toy"]) == [150, 300, 700, 1500, 3000]  # the plan's doses
+
+
 def test_the_chosen_step_is_a_tuned_dose_and_ties_go_to_fewer_steps():
     curve = pd.DataFrame({"step": [0, 150, 300, 700], "clip_score": [90.0, 61.0, 62.0, 62.0], "correct": [99.0, 40.0, 20.0, 40.0]})
     assert dose_response.chosen_step(curve, "clip_score") == 300  # step 0 is higher, but it is not a candidate
