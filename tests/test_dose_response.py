@@ -94,6 +94,7 @@ def test_the_test_table_finds_a_real_effect_and_no_effect_where_there_is_none(tm
     assert by_oracle["difference"] == 0 and by_oracle["verdict"] == "inconclusive"
     assert table["p (Holm)"].ge(table["p"]).all()
     assert dose_response.conclusion(table.reset_index()) == "helps at some budget"
+    assert dose_response.conclusion(table.reset_index().assign(verdict="2 runs")).startswith("has no verdict yet")
     assert dose_response.conclusion(table.reset_index().assign(verdict="inconclusive")) == "does not help at any budget tried"
 
 

@@ -67,6 +67,7 @@ LOGGER = logging.getLogger(__name__)
 
 DOSES = {"smoke": (1, 2), "toy": (150, 300, 700, 1500, 3000)}
 LEARNING_RATES = ("1e-4", "1e-3")  # the paper's (= the toy preset's) stage-2 rate, and ten times it
+RATE_LABELS = {"1e-4": "1e-4 (the paper's)", "1e-3": "1e-3 (10x)"}
 SELECTIONS = {"CLIP": "clip_score", "oracle": "correct"}  # the paper's rule, and the toy world's exact judge
 VALIDATION_SEED = 1234  # the generation seed of the validation images (02's tuning validator's)
 FEATURE_TIMESTEP = 250  # the t of the fixed noisy batch whose up1 features are compared
@@ -366,7 +367,7 @@ def test_table(scale: str = "toy") -> pd.DataFrame:
             own = pd.concat(own, ignore_index=True).assign(correct=lambda f: 100 * f["correct"])
             for cell in SIZES[scale]["test_prompts"]:
                 found = seed_paired_difference(base[base["cell"] == cell], own[own["cell"] == cell], "correct")
-                rows.append({"lr": lr, "selected by": rule, "cell": cell,
+                rows.append({"learning rate": RATE_LABELS.get(lr, lr), "selected by": rule, "cell": cell,
                              "steps chosen (per seed)": ", ".join(str(r["chosen"][rule]) for r in records),
                              "difference": found["difference"], "low": found["low"], "high": found["high"],
                              "p": found["p_value"], "seeds +/-": f"{found['runs_positive']}/{found['runs_negative']}", "_found": found})
@@ -379,7 +380,10 @@ def test_table(scale: str = "toy") -> pd.DataFrame:
 
 
 def conclusion(table: pd.DataFrame) -> str:
-    """"helps at some budget", "hurts" or "does not help at any budget tried", from the test table's verdicts."""
+    """"helps at some budget", "hurts" or "does not help at any budget tried", from the test table's
+    verdicts (the plan's rule); "no verdict yet" while a row has fewer than three training seeds."""
+    if (~table["verdict"].isin(["holds", "contradicted", "inconclusive"])).any():
+        return "has no verdict yet (fewer than three training seeds per learning rate)"
     if (table["verdict"] == "holds").any():
         return "helps at some budget"
     if (table["verdict"] == "contradicted").any():
@@ -388,25 +392,34 @@ def conclusion(table: pd.DataFrame) -> str:
 
 
 def figure(scale: str = "toy"):
-    """Fig. 7's layout: tuning steps on x, each validation metric on its own axis, one line per
-    learning rate (the mean over training seeds, 95 % t intervals over seeds), then where the change
-    goes (the median ‖ΔW‖ / ‖W‖ per projection, the up1 feature change, the image change)."""
+    """Fig. 7's layout: tuning steps on x (the doses, evenly spaced), each validation metric on its
+    own axis, one colour per learning rate (the mean over training seeds, 95 % t intervals over
+    seeds); then where the change goes: the up1 feature change, the image change, the verdicts
+    flipped, and the median ‖ΔW‖ / ‖W‖ of each adapted projection (one line style each)."""
     import matplotlib.pyplot as plt  # deferred: heavy
 
     summary = curve_summary(curves(scale))
-    panels = [*CURVE_METRICS, *CHANGE_METRICS, *sorted(m for m in summary["metric"].unique() if m.startswith("|dW|"))]
-    titles = {"clip_score": "CLIP score (validation)", "correct": "exactly right (%, validation)"}
-    fig, axes = plt.subplots(2, math.ceil(len(panels) / 2), figsize=(3.2 * math.ceil(len(panels) / 2), 5.8), layout="constrained")
-    for ax, metric in zip(axes.flat, panels):
-        for lr, part in summary[summary["metric"] == metric].groupby("lr"):
-            part = part.sort_values("step")
-            ax.errorbar(part["step"], part["mean"], yerr=[part["mean"] - part["low"], part["high"] - part["mean"]],
-                        marker="o", capsize=3, label=f"lr {lr}")
-        ax.set(xscale="symlog", xlabel="tuning step", title=titles.get(metric, metric))
+    steps = sorted(summary["step"].unique())
+    position = {step: i for i, step in enumerate(steps)}  # 0, 150, ..., 3,000 evenly spaced: the early doses stay visible
+    colours = dict(zip(LEARNING_RATES, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    titles = {"clip_score": "CLIP score (validation)", "correct": "exactly right (%, validation)",
+              "ITM overall": "ITM overall (%, validation)", "REC P@1": "REC P@1 (%, validation)"}
+    fig, axes = plt.subplots(2, 4, figsize=(13.5, 5.8), layout="constrained")
+    lines = [(m, m, "-") for m in (*CURVE_METRICS, *CHANGE_METRICS)]
+    projections = sorted(m for m in summary["metric"].unique() if m.startswith("|dW|"))
+    lines += [("|dW| / |W| (median per projection)", m, style) for m, style in zip(projections, ["-", "--", ":", "-."])]
+    for ax, panel in zip(axes.flat, dict.fromkeys(title for title, _, _ in lines)):
+        for _, metric, style in [line for line in lines if line[0] == panel]:
+            for lr, part in summary[summary["metric"] == metric].groupby("lr"):
+                part = part.sort_values("step")
+                label = f"lr {lr}" + (f", {metric.split()[1]}" if metric in projections else "")
+                ax.errorbar(part["step"].map(position), part["mean"], yerr=[part["mean"] - part["low"], part["high"] - part["mean"]],
+                            marker="o", capsize=3, linestyle=style, color=colours.get(lr), label=label)
+        ax.set_xticks(range(len(steps)), [f"{s:,}" for s in steps], fontsize=8)
+        ax.set(xlabel="tuning step", title=titles.get(panel, panel))
         ax.title.set_fontsize(9)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
+    axes.flat[-1].legend(fontsize=7, ncol=2)
     return fig
 
 
