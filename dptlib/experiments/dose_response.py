@@ -429,7 +429,9 @@ def save(scale: str = "toy") -> pd.DataFrame:
     if not finished_runs(scale):
         return pd.DataFrame()
     report.set_theme()
-    report.save_table(curve_summary(curves(scale)), "stage2_dose_curves", scale, floatfmt=".2f")
+    summary = curve_summary(curves(scale)).astype({"seeds": int})
+    summary.insert(0, "learning rate", summary.pop("lr").map(lambda lr: RATE_LABELS.get(lr, lr)))  # a label: "1e-4" is no number to format
+    report.save_table(summary, "stage2_dose_curves", scale, floatfmt=".3g")
     table = test_table(scale)
     report.save_table(table, "stage2_dose_test", scale, floatfmt=".3g")
     report.save_figure(figure(scale), "fig4a_dose_response", scale)
