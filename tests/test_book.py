@@ -31,7 +31,10 @@ CHROMEDRIVER = os.environ.get("DPT_CHROMEDRIVER", "/usr/bin/chromedriver")
 SCREENSHOT = ROOT / "build" / "book-screenshots" / "01_probing.png"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1280,1000"]
+                  "--disable-dev-shm-usage", "--window-size=1280,1000",
+                  # offline, wherever it runs: no host but localhost resolves, so the CDN's MathJax never loads or
+                  # typesets (a CI runner that reaches the CDN spent over 60 s typesetting one page on 2 cores)
+                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 # text that must never reach a page: a notebook's JSON, a MyST directive or marker that was not rendered
 UNRENDERED = ['"cell_type":', '"nbformat":', "```{", "{toctree}", "{include}", "{dropdown}", "% toctree:"]
 
@@ -97,7 +100,7 @@ const done = arguments[arguments.length - 1];
 const imgs = [...document.images];
 imgs.forEach(i => { i.loading = 'eager'; });
 const settled = Promise.all(imgs.map(i => i.complete ? null : new Promise(r => { i.onload = i.onerror = r; })));
-Promise.race([settled, new Promise(r => setTimeout(r, 10000))]).then(() => {
+Promise.race([settled, new Promise(r => setTimeout(r, 10000))]).then(() => { try {
   const main = document.querySelector('article.bd-article, [role=main], main, article') || document.body;
   done({
     title: document.title,
@@ -115,13 +118,23 @@ Promise.race([settled, new Promise(r => setTimeout(r, 10000))]).then(() => {
       label: d.querySelector('summary').innerText.trim().split('\\n')[0]})),
     nav: [...document.querySelectorAll('nav.bd-docs-nav a.reference.internal')].map(a => a.href),
   });
-});
+} catch (e) { done({fatal: String(e)}); } });
 """
 
 
-def page_report(driver, url: str) -> dict:
-    driver.get(url)
-    report = driver.execute_async_script(PAGE_SCRIPT)
+def page_report(driver, url: str, tries: int = 2) -> dict:
+    """What PAGE_SCRIPT reads from ``url``; a page that times out is loaded once more, then fails naming itself."""
+    from selenium.common.exceptions import TimeoutException
+
+    for attempt in range(1, tries + 1):
+        try:
+            driver.get(url)
+            report = driver.execute_async_script(PAGE_SCRIPT)
+            break
+        except TimeoutException as error:
+            if attempt == tries:
+                raise AssertionError(f"{url}: no report within {tries} tries ({error.msg.splitlines()[0]})") from None
+    assert "fatal" not in report, f"{url}: the page script failed: {report.get('fatal')}"
     report["url"] = url
     return report
 
