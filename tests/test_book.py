@@ -33,7 +33,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1280,1000",
                   # offline, wherever it runs: no host but localhost resolves, so the CDN's MathJax never loads or
-                  # typesets (a CI runner that reaches the CDN spent over 60 s typesetting one page on 2 cores)
+                  # typesets (a runner that reached it may spend a minute typesetting a long page on 2 cores)
                   "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 # text that must never reach a page: a notebook's JSON, a MyST directive or marker that was not rendered
 UNRENDERED = ['"cell_type":', '"nbformat":', "```{", "{toctree}", "{include}", "{dropdown}", "% toctree:"]
