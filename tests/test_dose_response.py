@@ -96,6 +96,11 @@ def test_the_test_table_finds_a_real_effect_and_no_effect_where_there_is_none(tm
     assert dose_response.conclusion(table.reset_index()) == "helps at some budget"
     assert dose_response.conclusion(table.reset_index().assign(verdict="2 runs")).startswith("has no verdict yet")
     assert dose_response.conclusion(table.reset_index().assign(verdict="inconclusive")) == "does not help at any budget tried"
+    # the per-rate line: one rate, each cell's two rules with their intervals, the verdicts, no seed below zero
+    (line,) = dose_response.by_rate(table.reset_index())
+    assert line.startswith("1e-4 (the paper's): toy-cc (ID) +") and line.count("(CLIP)") == line.count("(oracle)") == 2
+    assert f"{by_clip['difference']:+.1f} [{by_clip['low']:+.1f}, {by_clip['high']:+.1f}] (CLIP)" in line
+    assert "*holds / inconclusive*" in line and line.endswith("0 of 6 per-seed differences below zero")
 
 
 def test_a_smoke_run_measures_every_dose_and_tests_the_chosen_checkpoints(tmp_path, monkeypatch, capsys):

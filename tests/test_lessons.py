@@ -13,6 +13,7 @@ The rules (docs/teaching.md):
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -59,6 +60,32 @@ def test_code_cells_are_short_and_introduced(path):
             introduced = previous == "markdown" or (lines and lines[0].startswith("#")) or excepted
             assert introduced, f"{path.name} cell {number}: no sentence introduces it: {lines[0]!r}"
         previous = cell.cell_type
+
+
+def unshown_prose(source: str) -> list[int]:
+    """Lines of ``report.prose(...)`` calls whose Markdown a notebook would not show: a bare call that is not the
+    cell's last top-level statement (inside an ``if`` or a loop, or followed by more code) is evaluated and dropped."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    tree = ast.parse(code)
+    last = tree.body[-1] if tree.body else None
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute) and node.value.func.attr == "prose" and node is not last]
+
+
+def test_the_prose_detector_sees_a_dropped_paragraph():
+    assert unshown_prose("x = 1\nreport.prose(f'{x}')") == []
+    assert unshown_prose("if x:\n    display(report.prose('a'))") == []
+    assert unshown_prose("if x:\n    report.prose('a')") == [2]
+    assert unshown_prose("report.prose('a')\nprint(1)") == [1]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_computed_prose_is_shown(path):
+    for number, cell in enumerate(cells(path)):
+        if cell.cell_type == "code":
+            lines = unshown_prose(cell.source)
+            assert not lines, f"{path.name} cell {number}: report.prose at line(s) {lines} is not shown (wrap it in display())"
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)

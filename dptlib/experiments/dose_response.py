@@ -391,6 +391,22 @@ def conclusion(table: pd.DataFrame) -> str:
     return "does not help at any budget tried"
 
 
+def by_rate(table: pd.DataFrame) -> list[str]:
+    """One line per learning rate of the test table: each cell's difference to the base model with its
+    interval, per selection rule, the cell's verdicts, and how many (seed, rule, cell) differences are
+    below zero; e.g. "1e-4 (the paper's): toy-cc (ID) -1.9 [-4.7, +0.8] (CLIP), ... *inconclusive*; ..."."""
+    lines = []
+    for lr, part in table.groupby("learning rate", sort=False):
+        cells = []
+        for cell, rows in part.groupby("cell", sort=False):
+            values = ", ".join(f"{r['difference']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}] ({r['selected by']})" for _, r in rows.iterrows())
+            cells.append(f"{cell} {values}: *{' / '.join(dict.fromkeys(rows['verdict']))}*")
+        below = sum(int(s.split("/")[1]) for s in part["seeds +/-"])
+        total = sum(int(a) + int(b) for a, b in (s.split("/") for s in part["seeds +/-"]))
+        lines.append(f"{lr}: {'; '.join(cells)}; {below} of {total} per-seed differences below zero")
+    return lines
+
+
 def figure(scale: str = "toy"):
     """Fig. 7's layout: tuning steps on x (the doses, evenly spaced), each validation metric on its
     own axis, one colour per learning rate (the mean over training seeds, 95 % t intervals over
