@@ -97,10 +97,13 @@ def browser(tmp_path_factory):
 # what one page holds, as the browser sees it once its images have settled (lazy ones made eager)
 PAGE_SCRIPT = """
 const done = arguments[arguments.length - 1];
-const imgs = [...document.images];
-imgs.forEach(i => { i.loading = 'eager'; });
-const settled = Promise.all(imgs.map(i => i.complete ? null : new Promise(r => { i.onload = i.onerror = r; })));
-Promise.race([settled, new Promise(r => setTimeout(r, 10000))]).then(() => { try {
+const bodied = new Promise(r => { const wait = () => (document.body && document.readyState === 'complete') ? r() : setTimeout(wait, 50); wait(); });
+bodied.then(() => {
+  const imgs = [...document.images];
+  imgs.forEach(i => { i.loading = 'eager'; });
+  const settled = Promise.all(imgs.map(i => i.complete ? null : new Promise(r => { i.onload = i.onerror = r; })));
+  return Promise.race([settled, new Promise(r => setTimeout(r, 10000))]).then(() => imgs);
+}).then(imgs => { try {
   const main = document.querySelector('article.bd-article, [role=main], main, article') || document.body;
   done({
     title: document.title,
@@ -123,18 +126,21 @@ Promise.race([settled, new Promise(r => setTimeout(r, 10000))]).then(() => { try
 
 
 def page_report(driver, url: str, tries: int = 2) -> dict:
-    """What PAGE_SCRIPT reads from ``url``; a page that times out is loaded once more, then fails naming itself."""
+    """What PAGE_SCRIPT reads from ``url``; a page that times out or whose script fails (on a loaded machine a page
+    was once read before its body existed) is loaded once more, then fails naming itself and the error."""
     from selenium.common.exceptions import TimeoutException
 
     for attempt in range(1, tries + 1):
         try:
             driver.get(url)
             report = driver.execute_async_script(PAGE_SCRIPT)
-            break
         except TimeoutException as error:
             if attempt == tries:
                 raise AssertionError(f"{url}: no report within {tries} tries ({error.msg.splitlines()[0]})") from None
-    assert "fatal" not in report, f"{url}: the page script failed: {report.get('fatal')}"
+            continue
+        if "fatal" not in report:
+            break
+    assert "fatal" not in report, f"{url}: the page script failed {tries} times: {report.get('fatal')}"
     report["url"] = url
     return report
 
