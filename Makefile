@@ -55,7 +55,7 @@ dose-response: setup
 	$(BIN)/dpt dose-response --scale toy --lrs $(DOSE_LRS) --seeds $(DOSE_SEEDS)
 
 ## check-claims: re-derive the seed-aware claims tables from the runs present (runs/ or results/) and compare them with
-##               figures/seed_claims.csv and the ablations' *_seed_claims.csv (dptlib.experiments.ablation_claims): same verdicts,
+##               figures/seed_claims.csv, seed_claims_confirm.csv (seeds 5-9) and the ablations' *_seed_claims.csv (dptlib.experiments.ablation_claims): same verdicts,
 ##               every estimate inside its committed interval
 check-claims: setup
 	$(BIN)/dpt claims check --scale toy

@@ -284,3 +284,20 @@ def test_each_run_names_the_plan_it_was_made_under():
     plans = seed_claims.plan_of_runs("toy").set_index(["batch", "variant"])["analysis plan"]
     assert plans[("seeds", "dpt-s0")].startswith("none")
     assert plans[("seeds_confirm", "dpt-s5")].startswith("plan 1 (") and "not the plan" not in plans[("seeds_confirm", "dpt-s5")]
+
+
+def test_the_readme_leads_with_the_confirmatory_verdicts_once_all_five_seeds_have_run():
+    both = pd.DataFrame({"family": ["Tab. 1", "Tab. 3", "controls"], "claim": ["a", "b", "c"],
+                         "seeds 0-4 (exploratory)": ["+1.0 [+0.5, +1.5]", "+2.0 [+1.0, +3.0]", "-1.0 [-2.0, +0.1]"],
+                         "verdict (0-4)": ["holds", "holds", "no effect"],
+                         "seeds 5-9 (confirmatory)": ["+0.2 [-0.5, +0.9]", "+2.1 [+1.1, +3.1]", ""],
+                         "verdict (5-9)": ["inconclusive", "holds", ""], "same verdict": ["no", "yes", ""]})
+    interim, sentence = seed_claims.readme_summary(both, 3)
+    assert list(interim.columns)[2:] == ["seeds 0-4 (exploratory)", "verdict (0-4)", "verdict (5-9)"]
+    assert "3 of 5" in sentence and "interim" in sentence
+    final, sentence = seed_claims.readme_summary(both, 5)
+    assert list(final.columns)[2:] == ["seeds 5-9 (confirmatory)", "verdict (5-9)", "verdict (0-4)"]
+    assert final["verdict (5-9)"].tolist() == ["inconclusive", "holds", "not run"]
+    assert sentence == "The confirmatory verdict differs from the exploratory one on 1 claim(s): Tab. 1: a (holds → inconclusive)."
+    agreeing = both.assign(**{"verdict (5-9)": ["holds", "holds", ""], "same verdict": ["yes", "yes", ""]})
+    assert seed_claims.readme_summary(agreeing, 5)[1].endswith("agree on all 2 claims that both batches test.")

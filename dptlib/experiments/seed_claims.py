@@ -7,7 +7,8 @@ once per training seed; its finished runs' outcomes are committed under ``result
 so this table is rebuilt in seconds on any machine:
 
     python -m dptlib.experiments.seed_claims [--scale toy]          # print the table from the runs present
-    python -m dptlib.experiments.seed_claims check [--scale toy]    # make check-claims: compare with figures/seed_claims.csv
+    python -m dptlib.experiments.seed_claims check [--scale toy]    # make check-claims: compare with figures/seed_claims.csv,
+                                                        # seed_claims_confirm.csv (the seeds_confirm batch, seeds 5-9)
                                                         # and the ablations' tables (dptlib.experiments.ablation_claims)
     python -m dptlib.experiments.seed_claims --batch seeds_q40      # the same claims from the 40-query runs it replaced
     python -m dptlib.experiments.seed_claims images [--scale toy]   # write results/<scale>/query_images.csv.gz (see below)
@@ -353,6 +354,28 @@ def side_by_side(exploratory: pd.DataFrame, confirmatory: pd.DataFrame, together
     return found.sort_values("claim", key=lambda c: c.map(order), kind="stable").reset_index(drop=True).fillna("")
 
 
+def readme_summary(both: pd.DataFrame, confirmatory_runs: int, needed: int = 5) -> tuple[pd.DataFrame, str]:
+    """The README's short table from ``side_by_side``'s and the sentence under it.
+
+    Until ``needed`` confirmatory ``dpt`` runs have finished, the estimate shown is the exploratory
+    one (seeds 0-4) and the confirmatory verdict an interim column; once they have, the table leads
+    with the confirmatory estimate and verdict (docs/analysis-plan.md: the README uses them) and
+    the sentence names every claim whose two verdicts differ. A claim the confirmatory batch does
+    not run (the shuffled-pairs controls) reads "not run" there."""
+    both = both.copy()
+    both["verdict (5-9)"] = both["verdict (5-9)"].replace("", "not run")
+    if confirmatory_runs < needed:
+        table = both[["family", "claim", "seeds 0-4 (exploratory)", "verdict (0-4)", "verdict (5-9)"]]
+        return table, (f"Confirmatory runs finished: {confirmatory_runs} of {needed}; their verdict column is interim.")
+    table = both[["family", "claim", "seeds 5-9 (confirmatory)", "verdict (5-9)", "verdict (0-4)"]]
+    differ = both[both["same verdict"] == "no"]
+    if differ.empty:
+        compared = (both["same verdict"] != "").sum()
+        return table, f"The confirmatory and exploratory verdicts agree on all {compared} claims that both batches test."
+    names = "; ".join(f"{r.family}: {r.claim} ({r['verdict (0-4)']} → {r['verdict (5-9)']})" for _, r in differ.iterrows())
+    return table, f"The confirmatory verdict differs from the exploratory one on {len(differ)} claim(s): {names}."
+
+
 def plan_of_runs(scale: str) -> pd.DataFrame:
     """Each finished run of the two batches with the analysis plan it was made under (the sha256 its
     ``done.json`` records; runs made before the plan existed record none)."""
@@ -415,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = load_runs(scale, args.batch)
         ablation_runs = {name: ablation_claims.load(ablation, scale) for name, ablation in ablation_claims.TABLES.items()
                          if args.command == "check" and (figures_dir(scale) / f"{ablation.name}.csv").exists()}
+        confirm_path = figures_dir(scale) / f"{TABLE}_confirm.csv"  # 09's confirmatory table (seeds 5-9), where it exists
+        confirm_runs = (load_runs(scale, CONFIRMATORY)
+                        if args.command == "check" and args.batch == EXPLORATORY and confirm_path.exists() else None)
     table = claims_table(runs)
     with pd.option_context("display.width", 250, "display.max_colwidth", 80, "display.max_rows", 200):
         print(table.drop(columns=["difference", "low", "high"]).to_string(index=False) if len(table) else "no claims measured")
@@ -422,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "show":
         return 0
     ok = _matches_committed(table, figures_dir(scale) / f"{TABLE}.csv", "the core claims")
+    if confirm_runs is not None:
+        ok &= _matches_committed(claims_table(confirm_runs), confirm_path, "the core claims, confirmatory seeds 5-9")
     for name, loaded in ablation_runs.items():  # the ablations' claims over seeds (04, 06, 07), from their committed runs
         ablation = ablation_claims.TABLES[name]
         found = ablation_claims.measure(ablation, *loaded).assign(family=ablation.name)

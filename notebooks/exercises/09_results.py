@@ -259,33 +259,43 @@ times
 # %% [markdown]
 # ## The README's table
 #
-# At the toy scale four sections of Markdown are these tables: in `docs/results.md`, the
+# At the toy scale six sections of Markdown are these tables: in `docs/results.md`, the
 # one-run claims table (between `<!-- claims:begin -->` and `<!-- claims:end -->`), the full
-# table over training seeds (`seed_claims`) and the ablation claims over training seeds
-# (`ablation_seed_claims`); in the README, a short one over seeds (`seed_summary`:
-# the claim, its paired difference with the interval, the seeds agreeing and the verdict).
+# tables over the exploratory and the confirmatory training seeds (`seed_claims`,
+# `seed_claims_confirm`), the two side by side (`seed_claims_side_by_side`) and the ablation
+# claims over training seeds (`ablation_seed_claims`); in the README, a short one over seeds (`seed_summary`: the claim,
+# its paired difference with the interval and both verdicts, the confirmatory estimate once all
+# five confirmatory seeds have run, and a sentence naming any claim whose two verdicts differ).
 
 # %%
-# Rewrite the four sections (toy scale only)
-SUMMARY_COLUMNS = ["family", "claim", "seeds 0-4 (exploratory)", "verdict (0-4)", "verdict (5-9)"]
+# Rewrite the six sections (toy scale only)
 if params.write_readme and params.scale == "toy":
-    results_md = config.repo_root() / "docs" / "results.md"
+    results_md, none_yet = config.repo_root() / "docs" / "results.md", "(no seeds run yet)"
     report.replace_between_markers(results_md, "claims", report.markdown_table(claims))
-    shown = by_seed.drop(columns=["difference", "low", "high"])
-    none_yet = "(no seeds run yet)"
-    report.replace_between_markers(results_md, "seed_claims", report.markdown_table(shown) if len(shown) else none_yet)
-    report.replace_between_markers(results_md, "ablation_seed_claims",
-                                   report.markdown_table(ablation_by_seed) if len(ablation_by_seed) else none_yet)
-    summary = both[SUMMARY_COLUMNS]
+    for name, table in (("seed_claims", by_seed), ("seed_claims_confirm", confirmatory), ("seed_claims_side_by_side", both),
+                        ("ablation_seed_claims", ablation_by_seed)):
+        shown = table.drop(columns=["difference", "low", "high"], errors="ignore")
+        report.replace_between_markers(results_md, name, report.markdown_table(shown) if len(shown) else none_yet)
+    summary, under = seed_claims.readme_summary(both, confirm_done)
     report.replace_between_markers(config.repo_root() / "README.md", "seed_summary",
-                                   report.markdown_table(summary) if len(summary) else none_yet)
-    print("docs/results.md (claims, seed_claims, ablation_seed_claims) and README.md (seed_summary) rewritten")
+                                   report.markdown_table(summary) + "\n" + under if len(summary) else none_yet)
+    print("docs/results.md (claims, seed_claims, seed_claims_confirm, seed_claims_side_by_side, ablation_seed_claims) "
+          "and README.md (seed_summary) rewritten")
 
 
 # %% [markdown]
 # ## What we learned
 #
 # Written from the tables above:
+
+# %%
+# What the confirmatory runs say (with all five seeds: the sentence under the README's table)
+same = both["same verdict"]
+counts = ", ".join(f"{n} *{v}*" for v, n in confirmatory["verdict"].value_counts().items()) if len(confirmatory) else ""
+confirm_sentence = (f"Their {len(confirmatory)} claims read {counts}. " + seed_claims.readme_summary(both, confirm_done)[1]
+                    if confirm_done == 5 else
+                    f"their interim verdicts agree with the exploratory ones on {(same == 'yes').sum()} of "
+                    f"{(same != '').sum()} claims." if confirm_done >= 3 else "too few for a verdict yet (three needed).")
 
 # %%
 # The findings, each count read from the tables above
@@ -295,11 +305,10 @@ held = by_seed.loc[by_seed["verdict"] == "holds", "family"].unique() if len(by_s
 report.prose(
     f"- **{len(claims)} one-run claims** from {len(found)} notebooks read *one run* on their verdict: their intervals cover "
     "the test items, not the spread between training runs.\n"
-    f"- **Over training seeds, the {len(by_seed)} core claims** read " + ", ".join(f"{n} *{v}*" for v, n in core.items())
+    f"- **Over training seeds 0-4 (exploratory), the {len(by_seed)} core claims** read "
+    + ", ".join(f"{n} *{v}*" for v, n in core.items())
     + "; the ones that hold are in " + (", ".join(held) or "no family") + ".\n"
     "- **The ablation claims over seeds** read " + (", ".join(f"{n} *{v}*" for v, n in ablation.items()) or "nothing yet") + ".\n"
     "- A verdict needs the interval, the Holm-adjusted p and the seeds to agree (the exercise): a row can have an interval "
     "clear of 0 and every seed on one side, and still be *inconclusive*.\n"
-    f"- **The confirmatory runs** (seeds 5-9, plan 1): {confirm_done} of 5 `dpt` runs finished; "
-    + (f"their verdicts agree with the exploratory ones on {(both['same verdict'] == 'yes').sum()} of "
-       f"{(both['same verdict'] != '').sum()} claims." if confirm_done >= 3 else "too few for a verdict yet (three needed)."))
+    f"- **The confirmatory runs** (seeds 5-9, plan 1): {confirm_done} of 5 `dpt` runs finished. " + confirm_sentence)
