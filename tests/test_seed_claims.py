@@ -301,3 +301,14 @@ def test_the_readme_leads_with_the_confirmatory_verdicts_once_all_five_seeds_hav
     assert sentence == "The confirmatory verdict differs from the exploratory one on 1 claim(s): Tab. 1: a (holds → inconclusive)."
     agreeing = both.assign(**{"verdict (5-9)": ["holds", "holds", ""], "same verdict": ["yes", "yes", ""]})
     assert seed_claims.readme_summary(agreeing, 5)[1].endswith("agree on all 2 claims that both batches test.")
+
+
+def test_the_confirmatory_finding_counts_verdicts_only_once_every_seed_has_run():
+    both = pd.DataFrame({"family": ["Tab. 1", "Tab. 3"], "claim": ["a", "b"], "seeds 0-4 (exploratory)": ["+1.0", "+2.0"],
+                         "verdict (0-4)": ["holds", "holds"], "seeds 5-9 (confirmatory)": ["+0.2", "+2.1"],
+                         "verdict (5-9)": ["inconclusive", "holds"], "same verdict": ["no", "yes"]})
+    confirmatory = pd.DataFrame({"verdict": ["inconclusive", "holds"]})
+    assert seed_claims.confirmatory_finding(both, confirmatory, 2) == "too few for a verdict yet (three needed)."
+    assert seed_claims.confirmatory_finding(both, confirmatory, 3).endswith("agree with the exploratory ones on 1 of 2 claims.")
+    final = seed_claims.confirmatory_finding(both, confirmatory, 5)
+    assert final.startswith("Their 2 claims read 1 *inconclusive*, 1 *holds*. ") and "on 1 claim(s): Tab. 1: a" in final

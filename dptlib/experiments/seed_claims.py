@@ -376,6 +376,19 @@ def readme_summary(both: pd.DataFrame, confirmatory_runs: int, needed: int = 5) 
     return table, f"The confirmatory verdict differs from the exploratory one on {len(differ)} claim(s): {names}."
 
 
+def confirmatory_finding(both: pd.DataFrame, confirmatory: pd.DataFrame, confirmatory_runs: int, needed: int = 5) -> str:
+    """09's finding on the confirmatory batch: with all ``needed`` runs, its verdict counts and
+    :func:`readme_summary`'s sentence; with three or more, how many interim verdicts agree with the
+    exploratory ones; with fewer, that there are too few for a verdict."""
+    same = both["same verdict"]
+    if confirmatory_runs >= needed:
+        counts = ", ".join(f"{n} *{v}*" for v, n in confirmatory["verdict"].value_counts().items())
+        return f"Their {len(confirmatory)} claims read {counts}. " + readme_summary(both, confirmatory_runs, needed)[1]
+    if confirmatory_runs >= 3:
+        return f"their interim verdicts agree with the exploratory ones on {(same == 'yes').sum()} of {(same != '').sum()} claims."
+    return "too few for a verdict yet (three needed)."
+
+
 def plan_of_runs(scale: str) -> pd.DataFrame:
     """Each finished run of the two batches with the analysis plan it was made under (the sha256 its
     ``done.json`` records; runs made before the plan existed record none)."""

@@ -289,15 +289,6 @@ if params.write_readme and params.scale == "toy":
 # Written from the tables above:
 
 # %%
-# What the confirmatory runs say (with all five seeds: the sentence under the README's table)
-same = both["same verdict"]
-counts = ", ".join(f"{n} *{v}*" for v, n in confirmatory["verdict"].value_counts().items()) if len(confirmatory) else ""
-confirm_sentence = (f"Their {len(confirmatory)} claims read {counts}. " + seed_claims.readme_summary(both, confirm_done)[1]
-                    if confirm_done == 5 else
-                    f"their interim verdicts agree with the exploratory ones on {(same == 'yes').sum()} of "
-                    f"{(same != '').sum()} claims." if confirm_done >= 3 else "too few for a verdict yet (three needed).")
-
-# %%
 # The findings, each count read from the tables above
 core = by_seed["verdict"].value_counts() if len(by_seed) else pd.Series(dtype=int)
 ablation = ablation_by_seed["verdict"].value_counts() if len(ablation_by_seed) else pd.Series(dtype=int)
@@ -311,4 +302,5 @@ report.prose(
     "- **The ablation claims over seeds** read " + (", ".join(f"{n} *{v}*" for v, n in ablation.items()) or "nothing yet") + ".\n"
     "- A verdict needs the interval, the Holm-adjusted p and the seeds to agree (the exercise): a row can have an interval "
     "clear of 0 and every seed on one side, and still be *inconclusive*.\n"
-    f"- **The confirmatory runs** (seeds 5-9, plan 1): {confirm_done} of 5 `dpt` runs finished. " + confirm_sentence)
+    f"- **The confirmatory runs** (seeds 5-9, plan 1): {confirm_done} of 5 `dpt` runs finished. "
+    + seed_claims.confirmatory_finding(both, confirmatory, confirm_done))
